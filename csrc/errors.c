@@ -1,0 +1,162 @@
+/* The error object: a plain table with kind/message/status/... fields and a
+ * metatable whose __tostring gives one readable line. */
+#include <stdio.h>
+#include <string.h>
+#include "fileapi.h"
+
+void fa_error_push(lua_State *L, const char *kind, const char *message)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    fa_setmetatable(L, FA_ERROR_MT);
+}
+
+const char *fa_kind_for_status(long status)
+{
+    if (status >= 200 && status < 300)
+        return NULL;
+    switch (status) {
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 422: return "validation";
+    case 426: return "storage_full";
+    case 429: return "rate_limited";
+    default: return status >= 500 && status < 600 ? "server" : "http";
+    }
+}
+
+const char *fa_kind_for_curl(CURLcode code)
+{
+    switch (code) {
+    case CURLE_OK:
+        return NULL;
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        return "invalid_argument";
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_TOO_MANY_REDIRECTS:
+        return "protocol";
+    case CURLE_ABORTED_BY_CALLBACK:
+        return "aborted";
+    case CURLE_READ_ERROR:
+        return "io";
+    case CURLE_OUT_OF_MEMORY:
+        return "io";
+    default:
+        return "network";
+    }
+}
+
+/* One line: newlines in a server's message must not split a log record. */
+static void add_flat(luaL_Buffer *b, const char *s)
+{
+    for (; *s; s++)
+        luaL_addchar(b, (*s == '\r' || *s == '\n' || *s == '\t') ? ' ' : *s);
+}
+
+static int error_tostring(lua_State *L)
+{
+    luaL_Buffer b;
+    const char *kind, *message;
+    int has_status, status, attempts;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "kind");
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "status");
+    lua_getfield(L, 1, "attempts");
+    kind = lua_tostring(L, 2);
+    message = lua_tostring(L, 3);
+    has_status = lua_type(L, 4) == LUA_TNUMBER;
+    status = (int)lua_tointeger(L, 4);
+    attempts = lua_type(L, 5) == LUA_TNUMBER ? (int)lua_tointeger(L, 5) : 0;
+    /* the buffer may take stack slots: no relative indices past here */
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "fileapi: ");
+    add_flat(&b, kind ? kind : "error");
+    if (has_status) {
+        char text[32];
+        snprintf(text, sizeof text, " (HTTP %d)", status);
+        luaL_addstring(&b, text);
+    }
+    luaL_addstring(&b, ": ");
+    add_flat(&b, message ? message : "no message");
+    if (attempts > 1) {
+        char text[32];
+        snprintf(text, sizeof text, " [%d attempts]", attempts);
+        luaL_addstring(&b, text);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* core.error(t): gives t the error metatable (the Lua layer builds errors
+ * from API bodies with it). */
+static int l_error(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    fa_setmetatable(L, FA_ERROR_MT);
+    return 1;
+}
+
+static int l_is_error(lua_State *L)
+{
+    int same = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, FA_ERROR_MT);
+        same = lua_rawequal(L, -1, -2);
+    }
+    lua_pushboolean(L, same);
+    return 1;
+}
+
+static int l_kind_for_status(lua_State *L)
+{
+    const char *kind = fa_kind_for_status((long)luaL_checkinteger(L, 1));
+    if (kind == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, kind);
+    return 1;
+}
+
+void fa_open_errors(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"error", l_error},
+        {"is_error", l_is_error},
+        {"kind_for_status", l_kind_for_status},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, FA_ERROR_MT);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    fa_setfuncs(L, funcs);
+}

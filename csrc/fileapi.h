@@ -1,0 +1,45 @@
+/* Internal interface between the C files of fileapi.core.  Built with
+ * -fvisibility=hidden: only luaopen_fileapi_core leaves the shared object. */
+#ifndef FILEAPI_H
+#define FILEAPI_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+#include "compat.h"
+
+#define FA_VERSION "0.1.0"
+
+#define FA_ERROR_MT "fileapi.error"
+#define FA_SESSION_MT "fileapi.session"
+#define FA_MULTIPART_MT "fileapi.multipart"
+
+/* core.c: the one exported symbol */
+__attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
+
+/* errors.c */
+void fa_error_push(lua_State *L, const char *kind, const char *message);
+const char *fa_kind_for_status(long status);
+const char *fa_kind_for_curl(CURLcode code);
+void fa_open_errors(lua_State *L);
+
+/* multipart.c */
+typedef struct fa_multipart fa_multipart;
+fa_multipart *fa_multipart_check(lua_State *L, int idx);
+curl_off_t fa_multipart_length(const fa_multipart *mp);
+/* Reads up to n bytes; returns the count, 0 at the end, -1 on failure
+ * (see fa_multipart_error).  L runs reader callbacks under lua_pcall. */
+long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n);
+/* Back to the first byte; 0 on success, -1 when a part cannot rewind. */
+int fa_multipart_rewind(fa_multipart *mp, lua_State *L);
+/* Kind and message of the last failure, for the error object. */
+const char *fa_multipart_error(const fa_multipart *mp, const char **message);
+void fa_open_multipart(lua_State *L);
+
+/* session.c */
+void fa_open_session(lua_State *L);
+
+/* retry.c: parsing of what a server says about waiting */
+double fa_retry_after(const char *value, size_t len, double now);
+void fa_open_retry(lua_State *L);
+
+#endif

@@ -1,0 +1,687 @@
+/* A multipart/form-data body that is produced as it is read: file parts come
+ * from disk in the reader's chunk size, so memory stays constant whatever the
+ * file's size, and the total length is known before the first byte goes out. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "fileapi.h"
+
+enum part_kind { PART_DATA, PART_FILE, PART_READER };
+
+struct part {
+    enum part_kind kind;
+    char *head;        /* delimiter line, part headers and the blank line */
+    size_t head_len;
+    curl_off_t size;   /* content bytes */
+    int ref;           /* the data string or the reader function */
+    int rewind_ref;    /* a reader's rewind function, if it has one */
+    const char *data;  /* PART_DATA: the referenced string's bytes */
+    int fd;            /* PART_FILE */
+    int touched;       /* a reader was called since the last rewind */
+};
+
+struct fa_multipart {
+    struct part *parts;
+    int nparts;
+    char *tail;
+    size_t tail_len;
+    char boundary[72];
+    char content_type[128];
+    curl_off_t length;
+    int cur;           /* part being sent; nparts means the closing tail */
+    int in_content;    /* 0 while sending the part's head */
+    curl_off_t off;    /* offset inside the current segment */
+    int pending_ref;   /* what a reader returned beyond the last buffer */
+    const char *pending;
+    size_t pending_len, pending_off;
+    const char *err_kind;
+    char err_msg[256];
+    int closed;
+};
+
+static void set_error(fa_multipart *mp, const char *kind, const char *fmt, const char *arg)
+{
+    mp->err_kind = kind;
+    snprintf(mp->err_msg, sizeof mp->err_msg, fmt, arg);
+}
+
+const char *fa_multipart_error(const fa_multipart *mp, const char **message)
+{
+    *message = mp->err_msg;
+    return mp->err_kind ? mp->err_kind : "io";
+}
+
+curl_off_t fa_multipart_length(const fa_multipart *mp)
+{
+    return mp->length;
+}
+
+static void unref(lua_State *L, int *ref)
+{
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+        luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+static void drop_pending(fa_multipart *mp, lua_State *L)
+{
+    unref(L, &mp->pending_ref);
+    mp->pending = NULL;
+    mp->pending_len = mp->pending_off = 0;
+}
+
+static void multipart_close(fa_multipart *mp, lua_State *L)
+{
+    int i;
+    if (mp->closed)
+        return;
+    mp->closed = 1;
+    for (i = 0; i < mp->nparts; i++) {
+        struct part *p = &mp->parts[i];
+        free(p->head);
+        unref(L, &p->ref);
+        unref(L, &p->rewind_ref);
+        if (p->fd >= 0)
+            close(p->fd);
+    }
+    free(mp->parts);
+    mp->parts = NULL;
+    mp->nparts = 0;
+    free(mp->tail);
+    mp->tail = NULL;
+    drop_pending(mp, L);
+}
+
+/* ---- encoding of part headers ------------------------------------------ */
+
+/* Inside a quoted header parameter: the bytes that could end the quotes or
+ * the header line are percent-encoded as browsers do (WHATWG form encoding),
+ * so no name can break the body or inject a header. */
+static void add_quoted(luaL_Buffer *b, const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f) {
+            char esc[4];
+            snprintf(esc, sizeof esc, "%%%02X", c);
+            luaL_addlstring(b, esc, 3);
+        } else {
+            luaL_addchar(b, (char)c);
+        }
+    }
+}
+
+/* RFC 8187 ext-value, for servers that read filename* for non-ASCII names. */
+static void add_ext_value(luaL_Buffer *b, const char *s, size_t len)
+{
+    static const char keep[] = "!#$&+-.^_`|~";
+    size_t i;
+    luaL_addstring(b, "UTF-8''");
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c != 0 && strchr(keep, c) != NULL)) {
+            luaL_addchar(b, (char)c);
+        } else {
+            char esc[4];
+            snprintf(esc, sizeof esc, "%%%02X", c);
+            luaL_addlstring(b, esc, 3);
+        }
+    }
+}
+
+static int has_high_bytes(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return 1;
+    return 0;
+}
+
+static int is_token_value(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f)
+            return 0;
+    }
+    return len > 0;
+}
+
+/* Pushes the head of part `index` (a table at the top of the stack) as a
+ * Lua string. */
+static void push_head(lua_State *L, const fa_multipart *mp, int index)
+{
+    luaL_Buffer b;
+    size_t name_len, fn_len = 0, ct_len = 0;
+    const char *name, *filename, *ctype;
+    int t = lua_gettop(L);
+
+    name = fa_optstrfield(L, t, "name", &name_len);
+    filename = fa_optstrfield(L, t, "filename", &fn_len);
+    ctype = fa_optstrfield(L, t, "content_type", &ct_len);
+    if (name == NULL)
+        luaL_error(L, "multipart part %d: field 'name' is required", index + 1);
+    if (ctype != NULL && !is_token_value(ctype, ct_len))
+        luaL_error(L, "multipart part %d: invalid content_type", index + 1);
+
+    luaL_buffinit(L, &b);
+    if (index > 0)
+        luaL_addstring(&b, "\r\n");
+    luaL_addstring(&b, "--");
+    luaL_addstring(&b, mp->boundary);
+    luaL_addstring(&b, "\r\nContent-Disposition: form-data; name=\"");
+    add_quoted(&b, name, name_len);
+    luaL_addchar(&b, '"');
+    if (filename != NULL) {
+        luaL_addstring(&b, "; filename=\"");
+        add_quoted(&b, filename, fn_len);
+        luaL_addchar(&b, '"');
+        if (has_high_bytes(filename, fn_len)) {
+            luaL_addstring(&b, "; filename*=");
+            add_ext_value(&b, filename, fn_len);
+        }
+    }
+    luaL_addstring(&b, "\r\n");
+    if (ctype != NULL) {
+        luaL_addstring(&b, "Content-Type: ");
+        luaL_addlstring(&b, ctype, ct_len);
+        luaL_addstring(&b, "\r\n");
+    } else if (filename != NULL) {
+        luaL_addstring(&b, "Content-Type: application/octet-stream\r\n");
+    }
+    luaL_addstring(&b, "\r\n");
+    luaL_pushresult(&b);
+}
+
+static char *dup_top_string(lua_State *L, size_t *len)
+{
+    const char *s = lua_tolstring(L, -1, len);
+    char *copy = malloc(*len + 1);
+    if (copy == NULL)
+        luaL_error(L, "not enough memory");
+    memcpy(copy, s, *len + 1);
+    lua_pop(L, 1);
+    return copy;
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+static int valid_boundary(const char *s, size_t len)
+{
+    static const char extra[] = "'()+_,-./:=?";
+    size_t i;
+    if (len == 0 || len > 70)
+        return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c != 0 && strchr(extra, c) != NULL)))
+            return 0;
+    }
+    return 1;
+}
+
+static void random_boundary(char *out, size_t size)
+{
+    unsigned char raw[16];
+    size_t i, got = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t r = read(fd, raw, sizeof raw);
+        got = r > 0 ? (size_t)r : 0;
+        close(fd);
+    }
+    for (i = got; i < sizeof raw; i++) /* no urandom: still unique enough per process */
+        raw[i] = (unsigned char)((size_t)out * 31u + i * 131u + (size_t)rand());
+    snprintf(out, size, "fileapi-");
+    for (i = 0; i < sizeof raw; i++)
+        snprintf(out + 8 + 2 * i, size - 8 - 2 * i, "%02x", raw[i]);
+}
+
+/* Opens a file part.  Returns 0, or -1 with the error set on mp. */
+static int open_file_part(fa_multipart *mp, struct part *p, const char *path)
+{
+    struct stat st;
+    p->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (p->fd < 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%%s: %s", strerror(errno));
+        set_error(mp, "io", msg, path);
+        return -1;
+    }
+    if (fstat(p->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_error(mp, "invalid_argument", "%s: not a regular file", path);
+        return -1;
+    }
+    p->size = (curl_off_t)st.st_size;
+    return 0;
+}
+
+/* Fills part i from the table at the top of the stack.  Raises on a wrong
+ * type; returns -1 with the error on mp for a file that cannot be used. */
+static int fill_part(lua_State *L, fa_multipart *mp, int i)
+{
+    struct part *p = &mp->parts[i];
+    int t = lua_gettop(L);
+    size_t len;
+    const char *path;
+
+    lua_getfield(L, t, "data");
+    lua_getfield(L, t, "reader");
+    path = fa_optstrfield(L, t, "path", &len);
+    if (lua_type(L, -2) == LUA_TSTRING) {
+        p->kind = PART_DATA;
+        p->data = lua_tolstring(L, -2, &len);
+        p->size = (curl_off_t)len;
+        lua_pushvalue(L, -2);
+        p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else if (lua_type(L, -1) == LUA_TFUNCTION) {
+        double size = fa_optnumfield(L, t, "size", -1);
+        if (size < 0 || size != (double)(curl_off_t)size)
+            luaL_error(L, "multipart part %d: a reader needs a whole 'size' >= 0", i + 1);
+        p->kind = PART_READER;
+        p->size = (curl_off_t)size;
+        lua_pushvalue(L, -1);
+        p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_getfield(L, t, "rewind");
+        if (lua_type(L, -1) == LUA_TFUNCTION)
+            p->rewind_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    } else if (path != NULL) {
+        p->kind = PART_FILE;
+        if (open_file_part(mp, p, path) != 0)
+            return -1;
+    } else {
+        luaL_error(L, "multipart part %d: needs 'data', 'path' or 'reader'", i + 1);
+    }
+    lua_pop(L, 2);
+    push_head(L, mp, i);
+    p->head = dup_top_string(L, &p->head_len);
+    mp->length += (curl_off_t)p->head_len + p->size;
+    return 0;
+}
+
+/* core.multipart(parts [, boundary]) -> body | nil, err */
+static int l_multipart(lua_State *L)
+{
+    fa_multipart *mp;
+    int i, n;
+    size_t blen = 0;
+    const char *boundary = luaL_optlstring(L, 2, NULL, &blen);
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (boundary != NULL && !valid_boundary(boundary, blen))
+        return luaL_argerror(L, 2, "invalid multipart boundary");
+    n = (int)fa_rawlen(L, 1);
+    if (n < 1)
+        return luaL_argerror(L, 1, "at least one part is required");
+
+    mp = fa_newuserdata(L, sizeof *mp);
+    memset(mp, 0, sizeof *mp);
+    mp->pending_ref = LUA_NOREF;
+    mp->closed = 1; /* nothing to free until parts exist */
+    fa_setmetatable(L, FA_MULTIPART_MT);
+    mp->parts = calloc((size_t)n, sizeof *mp->parts);
+    if (mp->parts == NULL)
+        return luaL_error(L, "not enough memory");
+    mp->closed = 0;
+    for (i = 0; i < n; i++) {
+        mp->parts[i].fd = -1;
+        mp->parts[i].ref = mp->parts[i].rewind_ref = LUA_NOREF;
+    }
+    mp->nparts = n;
+    if (boundary != NULL)
+        memcpy(mp->boundary, boundary, blen + 1);
+    else
+        random_boundary(mp->boundary, sizeof mp->boundary);
+    snprintf(mp->content_type, sizeof mp->content_type, "multipart/form-data; boundary=%s",
+             mp->boundary);
+
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        if (lua_type(L, -1) != LUA_TTABLE)
+            return luaL_error(L, "multipart part %d must be a table", i + 1);
+        if (fill_part(L, mp, i) != 0) {
+            const char *msg, *kind = fa_multipart_error(mp, &msg);
+            fa_error_push(L, kind, msg);
+            multipart_close(mp, L);
+            lua_pushnil(L);
+            lua_insert(L, -2);
+            return 2;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushfstring(L, "\r\n--%s--\r\n", mp->boundary);
+    mp->tail = dup_top_string(L, &mp->tail_len);
+    mp->length += (curl_off_t)mp->tail_len;
+    return 1;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static size_t copy_segment(fa_multipart *mp, const char *seg, size_t seg_len, char *buf, size_t n)
+{
+    size_t left = seg_len - (size_t)mp->off;
+    size_t take = left < n ? left : n;
+    memcpy(buf, seg + mp->off, take);
+    mp->off += (curl_off_t)take;
+    return take;
+}
+
+/* Calls a reader; leaves its chunk (a string, possibly empty) or nil on the
+ * stack and returns 0, or returns -1 with the error set. */
+static int call_reader(fa_multipart *mp, lua_State *L, struct part *p)
+{
+    p->touched = 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        set_error(mp, "callback", "reader raised: %s", msg ? msg : "(a non-string error)");
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
+        set_error(mp, "callback", "reader returned a %s, not a string or nil",
+                  luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static long read_reader(fa_multipart *mp, lua_State *L, struct part *p, char *buf, size_t want)
+{
+    int empties = 0;
+    while (mp->pending == NULL) {
+        size_t len;
+        const char *chunk;
+        if (call_reader(mp, L, p) != 0)
+            return -1;
+        if (lua_isnil(L, -1)) {
+            char msg[128];
+            lua_pop(L, 1);
+            snprintf(msg, sizeof msg, "reader ended after %lld of %lld declared bytes",
+                     (long long)mp->off, (long long)p->size);
+            set_error(mp, "io", "%s", msg);
+            return -1;
+        }
+        chunk = lua_tolstring(L, -1, &len);
+        if ((curl_off_t)len > p->size - mp->off) {
+            lua_pop(L, 1);
+            set_error(mp, "io", "%s", "reader produced more bytes than its declared size");
+            return -1;
+        }
+        if (len == 0) {
+            lua_pop(L, 1);
+            if (++empties > 64) {
+                set_error(mp, "io", "%s", "reader keeps returning empty strings");
+                return -1;
+            }
+            continue;
+        }
+        mp->pending = chunk;
+        mp->pending_len = len;
+        mp->pending_off = 0;
+        mp->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    {
+        size_t left = mp->pending_len - mp->pending_off;
+        size_t take = left < want ? left : want;
+        memcpy(buf, mp->pending + mp->pending_off, take);
+        mp->pending_off += take;
+        if (mp->pending_off == mp->pending_len)
+            drop_pending(mp, L);
+        return (long)take;
+    }
+}
+
+/* After a reader's declared size: one more call must say it has ended. */
+static int check_reader_end(fa_multipart *mp, lua_State *L, struct part *p)
+{
+    int extra;
+    if (call_reader(mp, L, p) != 0)
+        return -1;
+    extra = !lua_isnil(L, -1) && fa_rawlen(L, -1) > 0;
+    lua_pop(L, 1);
+    if (extra) {
+        set_error(mp, "io", "%s", "reader produced more bytes than its declared size");
+        return -1;
+    }
+    return 0;
+}
+
+static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *buf, size_t want)
+{
+    ssize_t r;
+    switch (p->kind) {
+    case PART_DATA:
+        memcpy(buf, p->data + mp->off, want);
+        return (long)want;
+    case PART_READER:
+        return read_reader(mp, L, p, buf, want);
+    case PART_FILE:
+    default:
+        do {
+            r = read(p->fd, buf, want);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            set_error(mp, "io", "reading the file failed: %s", strerror(errno));
+            return -1;
+        }
+        if (r == 0) {
+            set_error(mp, "io", "%s", "the file shrank while it was being uploaded");
+            return -1;
+        }
+        return (long)r;
+    }
+}
+
+long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
+{
+    size_t got = 0;
+    if (mp->closed) {
+        set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+        return -1;
+    }
+    while (got < n && mp->cur <= mp->nparts) {
+        struct part *p;
+        if (mp->cur == mp->nparts) {
+            got += copy_segment(mp, mp->tail, mp->tail_len, buf + got, n - got);
+            if ((size_t)mp->off == mp->tail_len)
+                mp->cur++;
+            continue;
+        }
+        p = &mp->parts[mp->cur];
+        if (!mp->in_content) {
+            got += copy_segment(mp, p->head, p->head_len, buf + got, n - got);
+            if ((size_t)mp->off == p->head_len) {
+                mp->in_content = 1;
+                mp->off = 0;
+            }
+            continue;
+        }
+        if (mp->off == p->size) {
+            if (p->kind == PART_READER && check_reader_end(mp, L, p) != 0)
+                return -1;
+            mp->cur++;
+            mp->in_content = 0;
+            mp->off = 0;
+            continue;
+        }
+        {
+            curl_off_t left = p->size - mp->off;
+            size_t want = (curl_off_t)(n - got) < left ? n - got : (size_t)left;
+            long r = read_content(mp, L, p, buf + got, want);
+            if (r < 0)
+                return -1;
+            got += (size_t)r;
+            mp->off += r;
+        }
+    }
+    return (long)got;
+}
+
+int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
+{
+    int i;
+    if (mp->closed) {
+        set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+        return -1;
+    }
+    if (mp->cur == 0 && !mp->in_content && mp->off == 0)
+        return 0;
+    for (i = 0; i < mp->nparts; i++) {
+        struct part *p = &mp->parts[i];
+        if (p->kind == PART_READER && p->touched && p->rewind_ref == LUA_NOREF) {
+            set_error(mp, "io", "%s", "a reader source without 'rewind' cannot be sent again");
+            return -1;
+        }
+    }
+    for (i = 0; i < mp->nparts; i++) {
+        struct part *p = &mp->parts[i];
+        if (p->kind == PART_FILE && lseek(p->fd, 0, SEEK_SET) != 0) {
+            set_error(mp, "io", "cannot rewind the file: %s", strerror(errno));
+            return -1;
+        }
+        if (p->kind == PART_READER && p->touched) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, p->rewind_ref);
+            if (lua_pcall(L, 0, 1, 0) != 0) {
+                const char *msg = lua_tostring(L, -1);
+                set_error(mp, "callback", "rewind raised: %s", msg ? msg : "(a non-string error)");
+                lua_pop(L, 1);
+                return -1;
+            }
+            if (!lua_toboolean(L, -1)) {
+                lua_pop(L, 1);
+                set_error(mp, "io", "%s", "the reader's rewind failed");
+                return -1;
+            }
+            lua_pop(L, 1);
+            p->touched = 0;
+        }
+    }
+    drop_pending(mp, L);
+    mp->cur = 0;
+    mp->in_content = 0;
+    mp->off = 0;
+    return 0;
+}
+
+/* ---- Lua methods -------------------------------------------------------- */
+
+fa_multipart *fa_multipart_check(lua_State *L, int idx)
+{
+    return (fa_multipart *)luaL_checkudata(L, idx, FA_MULTIPART_MT);
+}
+
+static int push_failure(lua_State *L, fa_multipart *mp)
+{
+    const char *msg, *kind = fa_multipart_error(mp, &msg);
+    lua_pushnil(L);
+    fa_error_push(L, kind, msg);
+    return 2;
+}
+
+/* body:read([n]) -> string | nil at the end | nil, err */
+static int mp_read(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    size_t n = (size_t)luaL_optinteger(L, 2, 65536);
+    luaL_Buffer b;
+    char *buf;
+    long r;
+    luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
+    buf = malloc(n);
+    if (buf == NULL)
+        return luaL_error(L, "not enough memory");
+    r = fa_multipart_read(mp, L, buf, n);
+    if (r < 0) {
+        free(buf);
+        return push_failure(L, mp);
+    }
+    if (r == 0) {
+        free(buf);
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, buf, (size_t)r);
+    free(buf);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int mp_rewind(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    if (fa_multipart_rewind(mp, L) != 0)
+        return push_failure(L, mp);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int mp_length(lua_State *L)
+{
+    fa_pushwhole(L, fa_multipart_check(L, 1)->length);
+    return 1;
+}
+
+static int mp_content_type(lua_State *L)
+{
+    lua_pushstring(L, fa_multipart_check(L, 1)->content_type);
+    return 1;
+}
+
+static int mp_boundary(lua_State *L)
+{
+    lua_pushstring(L, fa_multipart_check(L, 1)->boundary);
+    return 1;
+}
+
+static int mp_close(lua_State *L)
+{
+    multipart_close(fa_multipart_check(L, 1), L);
+    return 0;
+}
+
+static int mp_tostring(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    lua_pushfstring(L, "fileapi.multipart (%s)", mp->closed ? "closed" : "open");
+    return 1;
+}
+
+void fa_open_multipart(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"read", mp_read},
+        {"rewind", mp_rewind},
+        {"length", mp_length},
+        {"content_type", mp_content_type},
+        {"boundary", mp_boundary},
+        {"close", mp_close},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, FA_MULTIPART_MT);
+    lua_newtable(L);
+    fa_setfuncs(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, mp_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, mp_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, mp_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_multipart);
+    lua_setfield(L, -2, "multipart");
+}

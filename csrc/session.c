@@ -1,0 +1,566 @@
+/* A session: one libcurl easy handle per client, so connections (and TLS
+ * sessions) are kept alive and reused from call to call.  perform() runs one
+ * request described by a Lua table.  Callbacks into Lua run under lua_pcall;
+ * a failure is kept in the transfer state, the transfer aborted, and the error
+ * returned after curl_easy_perform has returned, never raised through it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fileapi.h"
+
+#define FA_MAX_HEADERS (64 * 1024)
+#define FA_DEFAULT_MAX_RESPONSE (1024 * 1024)
+#define FA_KEEP_BUFFER (256 * 1024)
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} fa_buf;
+
+typedef struct {
+    CURL *curl;
+    fa_buf body, head;
+    int closed;
+} fa_session;
+
+/* One perform call's state; it lives on the C stack for that call only, so
+ * no lua_State outlives the call that gave it. */
+struct xfer {
+    fa_session *s;
+    lua_State *L;
+    fa_multipart *mp;
+    size_t max_body;
+    int progress_idx;
+    curl_off_t total, last_sent;
+    const char *fail_kind; /* set by a callback that stopped the transfer */
+    char fail_msg[512];
+    int oom;
+};
+
+static int buf_append(fa_buf *b, const char *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *d;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        d = realloc(b->data, cap);
+        if (d == NULL)
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* Large responses should not pin memory for the life of the client. */
+static void buf_trim(fa_buf *b)
+{
+    b->len = 0;
+    if (b->cap > FA_KEEP_BUFFER) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    }
+}
+
+static void fail(struct xfer *x, const char *kind, const char *msg)
+{
+    if (x->fail_kind != NULL)
+        return; /* the first failure is the one worth reporting */
+    x->fail_kind = kind;
+    snprintf(x->fail_msg, sizeof x->fail_msg, "%s", msg);
+}
+
+/* ---- libcurl callbacks -------------------------------------------------- */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = size * nmemb;
+    if (x->s->body.len + n > x->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the response body is larger than %zu bytes", x->max_body);
+        fail(x, "protocol", msg);
+        return 0;
+    }
+    if (buf_append(&x->s->body, ptr, n) != 0) {
+        x->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = size * nmemb;
+    /* Only the final response's headers count (not 100 Continue, nor a
+     * proxy's CONNECT answer). */
+    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
+        x->s->head.len = 0;
+    if (x->s->head.len + n > FA_MAX_HEADERS) {
+        fail(x, "protocol", "the response headers are too large");
+        return 0;
+    }
+    if (buf_append(&x->s->head, ptr, n) != 0) {
+        x->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct xfer *x = ud;
+    long r = fa_multipart_read(x->mp, x->L, buf, size * nitems);
+    if (r < 0) {
+        const char *msg, *kind = fa_multipart_error(x->mp, &msg);
+        fail(x, kind, msg);
+        return CURL_READFUNC_ABORT;
+    }
+    return (size_t)r;
+}
+
+/* libcurl rewinds when it resends on a fresh connection (a kept-alive one
+ * that the server had closed, say). */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    struct xfer *x = ud;
+    if (offset != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (fa_multipart_rewind(x->mp, x->L) != 0) {
+        const char *msg, *kind = fa_multipart_error(x->mp, &msg);
+        fail(x, kind, msg);
+        return CURL_SEEKFUNC_FAIL;
+    }
+    return CURL_SEEKFUNC_OK;
+}
+
+/* Calls on_progress(sent, total); returns nonzero to stop the transfer. */
+static int report_progress(struct xfer *x, curl_off_t sent)
+{
+    lua_State *L = x->L;
+    int stop;
+    x->last_sent = sent;
+    lua_pushvalue(L, x->progress_idx);
+    fa_pushwhole(L, sent);
+    fa_pushwhole(L, x->total);
+    if (lua_pcall(L, 2, 1, 0) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        char text[480];
+        snprintf(text, sizeof text, "on_progress raised: %s", msg ? msg : "(a non-string error)");
+        fail(x, "callback", text);
+        lua_pop(L, 1);
+        return 1;
+    }
+    stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (stop)
+        fail(x, "aborted", "the progress callback returned false");
+    return stop;
+}
+
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct xfer *x = ud;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    /* Strictly increasing: a resend after a rewind starts from 0 again. */
+    if (ulnow <= x->last_sent || ulnow > x->total)
+        return 0;
+    return report_progress(x, ulnow);
+}
+
+/* ---- the request table -------------------------------------------------- */
+
+struct request {
+    const char *url, *method, *body, *ca_file, *proxy, *user_agent;
+    size_t body_len;
+    double timeout, connect_timeout, idle_timeout, max_response;
+    int headers_idx;
+};
+
+static int has_ctl(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
+            return 1;
+    return 0;
+}
+
+/* Reads and checks every field before anything is allocated, so a wrong
+ * type raises with nothing to leak. */
+static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
+{
+    size_t len;
+    int i, n;
+    memset(r, 0, sizeof *r);
+    r->url = fa_optstrfield(L, t, "url", &len);
+    if (r->url == NULL || has_ctl(r->url, len) || strlen(r->url) != len)
+        luaL_error(L, "request: 'url' must be a string without control characters");
+    r->method = fa_optstrfield(L, t, "method", &len);
+    if (r->method != NULL && (len == 0 || has_ctl(r->method, len)))
+        luaL_error(L, "request: invalid 'method'");
+    r->body = fa_optstrfield(L, t, "body", &r->body_len);
+    r->ca_file = fa_optstrfield(L, t, "ca_file", NULL);
+    r->proxy = fa_optstrfield(L, t, "proxy", NULL);
+    r->user_agent = fa_optstrfield(L, t, "user_agent", &len);
+    if (r->user_agent != NULL && has_ctl(r->user_agent, len))
+        luaL_error(L, "request: 'user_agent' has control characters");
+    r->timeout = fa_optnumfield(L, t, "timeout", 0);
+    r->connect_timeout = fa_optnumfield(L, t, "connect_timeout", 0);
+    r->idle_timeout = fa_optnumfield(L, t, "idle_timeout", 0);
+    r->max_response = fa_optnumfield(L, t, "max_response", FA_DEFAULT_MAX_RESPONSE);
+    if (r->max_response < 1 || r->max_response > 1e12)
+        luaL_error(L, "request: 'max_response' out of range");
+
+    lua_getfield(L, t, "headers");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        n = (int)fa_rawlen(L, -1);
+        for (i = 1; i <= n; i++) {
+            const char *h;
+            lua_rawgeti(L, -1, i);
+            h = lua_tolstring(L, -1, &len);
+            if (lua_type(L, -1) != LUA_TSTRING || has_ctl(h, len) || strlen(h) != len)
+                luaL_error(L, "request: header %d must be a string without control characters", i);
+            lua_pop(L, 1);
+        }
+        r->headers_idx = lua_gettop(L); /* stays on the stack for the call */
+    } else {
+        lua_pop(L, 1);
+    }
+
+    lua_getfield(L, t, "multipart");
+    if (!lua_isnil(L, -1)) {
+        x->mp = fa_multipart_check(L, -1);
+        x->total = fa_multipart_length(x->mp);
+        /* stays on the stack: the body must outlive the transfer */
+    } else {
+        lua_pop(L, 1);
+        x->total = (curl_off_t)r->body_len;
+    }
+    if (x->mp != NULL && r->body != NULL)
+        luaL_error(L, "request: 'body' and 'multipart' exclude each other");
+
+    lua_getfield(L, t, "on_progress");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TFUNCTION);
+        x->progress_idx = lua_gettop(L);
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+static struct curl_slist *build_headers(lua_State *L, int idx, int *oom)
+{
+    struct curl_slist *list = NULL, *next;
+    int i, n;
+    if (idx == 0)
+        return NULL;
+    n = (int)fa_rawlen(L, idx);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        next = curl_slist_append(list, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (next == NULL) {
+            curl_slist_free_all(list);
+            *oom = 1;
+            return NULL;
+        }
+        list = next;
+    }
+    return list;
+}
+
+static long to_ms(double seconds)
+{
+    return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0);
+}
+
+static void configure(CURL *c, const struct request *r, struct xfer *x, struct curl_slist *hdrs,
+                      char *errbuf)
+{
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+    if (r->user_agent)
+        curl_easy_setopt(c, CURLOPT_USERAGENT, r->user_agent);
+    if (r->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    if (r->proxy)
+        curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
+    if (r->idle_timeout > 0) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)ceil(r->idle_timeout));
+    }
+    if (x->mp != NULL) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
+        curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
+    } else if (r->body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    }
+    if (r->method != NULL && strcmp(r->method, x->mp || r->body ? "POST" : "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+    if (x->progress_idx != 0) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+    }
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+static void push_headers(lua_State *L, const fa_buf *head)
+{
+    const char *p = head->data, *end = head->data + head->len;
+    lua_newtable(L);
+    if (p == NULL)
+        return;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *colon, *v, *ve;
+        if (eol == NULL)
+            eol = end;
+        colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon != NULL && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+            luaL_Buffer b;
+            const char *k;
+            for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+                ;
+            for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+                ;
+            luaL_buffinit(L, &b);
+            for (k = p; k < colon; k++)
+                luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
+            luaL_pushresult(&b);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+            } else { /* a repeated field is one comma-joined list (RFC 9110 5.3) */
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_concat(L, 3);
+            }
+            lua_rawset(L, -3);
+        }
+        p = eol + 1;
+    }
+}
+
+static void set_transfer_facts(lua_State *L, CURL *c, const struct xfer *x)
+{
+    long request_size = 0, connects = 0;
+    curl_off_t uploaded = 0;
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_size);
+    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+    /* Whether any byte of the request reached the wire decides whether the
+     * server can have acted on it. */
+    lua_pushboolean(L, request_size > 0 || uploaded > 0);
+    lua_setfield(L, -2, "request_sent");
+    lua_pushboolean(L, uploaded >= x->total);
+    lua_setfield(L, -2, "body_sent");
+    fa_pushwhole(L, uploaded);
+    lua_setfield(L, -2, "uploaded");
+    fa_pushwhole(L, connects);
+    lua_setfield(L, -2, "new_connections");
+}
+
+static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer *x,
+                        const char *errbuf)
+{
+    long status = 0;
+    lua_pushnil(L);
+    if (x->fail_kind != NULL)
+        fa_error_push(L, x->fail_kind, x->fail_msg);
+    else if (x->oom)
+        fa_error_push(L, "io", "not enough memory");
+    else
+        fa_error_push(L, fa_kind_for_curl(code), errbuf[0] ? errbuf : curl_easy_strerror(code));
+    fa_pushwhole(L, code);
+    lua_setfield(L, -2, "curl_code");
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status > 0) {
+        fa_pushwhole(L, status);
+        lua_setfield(L, -2, "status");
+    }
+    set_transfer_facts(L, c, x);
+    return 2;
+}
+
+static int push_response(lua_State *L, CURL *c, const struct xfer *x)
+{
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    lua_createtable(L, 0, 8);
+    fa_pushwhole(L, status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, &x->s->head);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, x->s->body.data ? x->s->body.data : "", x->s->body.len);
+    lua_setfield(L, -2, "body");
+    set_transfer_facts(L, c, x);
+    return 1;
+}
+
+/* ---- Lua methods -------------------------------------------------------- */
+
+static fa_session *check_open(lua_State *L)
+{
+    fa_session *s = (fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT);
+    if (s->closed)
+        luaL_error(L, "attempt to use a closed session");
+    return s;
+}
+
+/* session:perform(request) -> response | nil, err */
+static int s_perform(lua_State *L)
+{
+    fa_session *s = check_open(L);
+    struct request r;
+    struct xfer x;
+    struct curl_slist *hdrs;
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode code;
+    int nret;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checkstack(L, 16, "fileapi: perform");
+    memset(&x, 0, sizeof x);
+    x.s = s;
+    x.L = L;
+    read_request(L, 2, &r, &x);
+    x.max_body = (size_t)r.max_response;
+    if (x.mp != NULL && fa_multipart_rewind(x.mp, L) != 0) {
+        const char *msg, *kind = fa_multipart_error(x.mp, &msg);
+        lua_pushnil(L);
+        fa_error_push(L, kind, msg);
+        return 2;
+    }
+    hdrs = build_headers(L, r.headers_idx, &x.oom);
+    if (x.oom)
+        return luaL_error(L, "not enough memory");
+
+    errbuf[0] = '\0';
+    s->body.len = s->head.len = 0;
+    curl_easy_reset(s->curl); /* keeps the connection cache */
+    configure(s->curl, &r, &x, hdrs, errbuf);
+    code = curl_easy_perform(s->curl);
+    if (code == CURLE_OK && x.progress_idx != 0 && x.total > 0 && x.last_sent < x.total) {
+        curl_off_t uploaded = 0;
+        curl_easy_getinfo(s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+        if (uploaded >= x.total)
+            report_progress(&x, x.total); /* the transfer is over: no abort left */
+    }
+    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    if (code != CURLE_OK)
+        nret = push_failure(L, s->curl, code, &x, errbuf);
+    else
+        nret = push_response(L, s->curl, &x);
+    buf_trim(&s->body);
+    buf_trim(&s->head);
+    return nret;
+}
+
+static void session_release(fa_session *s)
+{
+    if (s->closed)
+        return;
+    s->closed = 1;
+    curl_easy_cleanup(s->curl);
+    s->curl = NULL;
+    free(s->body.data);
+    free(s->head.data);
+    memset(&s->body, 0, sizeof s->body);
+    memset(&s->head, 0, sizeof s->head);
+}
+
+static int s_close(lua_State *L)
+{
+    session_release((fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT));
+    return 0;
+}
+
+static int s_is_open(lua_State *L)
+{
+    lua_pushboolean(L, !((fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT))->closed);
+    return 1;
+}
+
+static int s_tostring(lua_State *L)
+{
+    fa_session *s = (fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT);
+    lua_pushfstring(L, "fileapi.session (%s)", s->closed ? "closed" : "open");
+    return 1;
+}
+
+/* core.session() -> session | nil, err */
+static int l_session(lua_State *L)
+{
+    fa_session *s = fa_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    s->closed = 1;
+    fa_setmetatable(L, FA_SESSION_MT);
+    s->curl = curl_easy_init();
+    if (s->curl == NULL) {
+        lua_pushnil(L);
+        fa_error_push(L, "io", "libcurl could not create a handle");
+        return 2;
+    }
+    s->closed = 0;
+    return 1;
+}
+
+void fa_open_session(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"perform", s_perform},
+        {"close", s_close},
+        {"is_open", s_is_open},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, FA_SESSION_MT);
+    lua_newtable(L);
+    fa_setfuncs(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, s_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, s_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, s_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_session);
+    lua_setfield(L, -2, "session");
+}

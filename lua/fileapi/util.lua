@@ -1,0 +1,170 @@
+-- Small helpers shared by the API modules: input checks, URL pieces,
+-- error construction and redaction of secrets.
+local core = require "fileapi.core"
+
+local byte, find, format, gsub, sub = string.byte, string.find, string.format, string.gsub, string.sub
+local type, pairs, error = type, pairs, error
+
+local M = {}
+
+M.NAME_MAX = 255
+
+function M.new_error(kind, message, extra)
+  local err = { kind = kind, message = message, retryable = false, attempts = 0 }
+  if extra then
+    for k, v in pairs(extra) do err[k] = v end
+  end
+  return core.error(err)
+end
+
+function M.invalid(message)
+  return nil, M.new_error("invalid_argument", message)
+end
+
+-- A wrong Lua type is a programming error: raise as luaL_argerror does.
+function M.check_type(value, expected, argn, fname, optional)
+  local t = type(value)
+  if t == expected or (optional and value == nil) then return value end
+  error(format("bad argument #%d to '%s' (%s expected, got %s)",
+    argn, fname, expected, value == nil and "no value" or t), 3)
+end
+
+function M.check_field(tbl, key, expected, fname)
+  local v = tbl[key]
+  if v ~= nil and type(v) ~= expected then
+    error(format("bad option '%s' to '%s' (%s expected, got %s)", key, fname, expected, type(v)), 3)
+  end
+  return v
+end
+
+function M.has_control(s)
+  return find(s, "[%z\1-\31\127]") ~= nil
+end
+
+-- Strict UTF-8: no overlongs, surrogates or code points past U+10FFFF.
+function M.is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then
+      len = 1
+    elseif c >= 0xC2 and c <= 0xDF then
+      len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else
+      return false
+    end
+    for j = 1, len - 1 do
+      local cc = byte(s, i + j)
+      if not cc then return false end
+      if j == 1 then
+        if cc < lo or cc > hi then return false end
+      elseif cc < 0x80 or cc > 0xBF then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- A name the APIs store: non-empty text of sane length.
+function M.check_name(what, s)
+  if s == "" then return nil, what .. " must not be empty" end
+  if #s > M.NAME_MAX then return nil, format("%s is longer than %d bytes", what, M.NAME_MAX) end
+  if M.has_control(s) then return nil, what .. " must not contain control characters" end
+  if not M.is_utf8(s) then return nil, what .. " must be valid UTF-8" end
+  return true
+end
+
+-- RFC 3986: everything but unreserved characters is encoded, so a value can
+-- never leave its path segment or query parameter.
+function M.pct(s)
+  return (gsub(s, "[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end))
+end
+
+local function is_loopback(host)
+  return host == "localhost" or host == "[::1]" or find(host, "^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- Returns the base URL without a trailing slash, or nil and a message.
+function M.check_base_url(url, allow_insecure)
+  if url == "" or find(url, "[%s%c]") then
+    return nil, "base_url must be a URL without spaces or control characters"
+  end
+  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil, "base_url must look like https://host[/path]" end
+  scheme = scheme:lower()
+  if scheme ~= "https" and scheme ~= "http" then
+    return nil, "base_url must use https:// (or http:// for a local server)"
+  end
+  if authority == "" or find(authority, "@", 1, true) then
+    return nil, "base_url must name a host and carry no credentials"
+  end
+  if find(path, "[?#]") then return nil, "base_url must not have a query or fragment" end
+  local host = authority:match("^(%[[^%]]+%])") or authority:match("^([^:]+)")
+  if not host then return nil, "base_url has no host" end
+  local port = authority:sub(#host + 1)
+  if port ~= "" and not port:match("^:%d+$") then return nil, "base_url has an invalid port" end
+  if scheme == "http" and not allow_insecure and not is_loopback(host:lower()) then
+    return nil, "plain http:// to a non-loopback host is refused (use https:// or allow_insecure = true)"
+  end
+  return (gsub(scheme .. "://" .. authority .. path, "/+$", ""))
+end
+
+local to_integer = math.tointeger -- nil before Lua 5.3, where numbers are all floats
+
+-- JSON null (a lightuserdata from cjson) becomes nil, and whole numbers
+-- become integers where the language has them (cjson decodes floats).
+function M.normalize(v, null)
+  if to_integer and math.type(v) == "float" then return to_integer(v) or v end
+  if type(v) ~= "table" then return v end
+  for k, x in pairs(v) do
+    if x == null then
+      v[k] = nil
+    else
+      v[k] = M.normalize(x, null)
+    end
+  end
+  return v
+end
+
+local function replace_plain(s, secret, mask)
+  local out, i = {}, 1
+  while true do
+    local a, b = find(s, secret, i, true)
+    if not a then break end
+    out[#out + 1] = sub(s, i, a - 1)
+    out[#out + 1] = mask
+    i = b + 1
+  end
+  out[#out + 1] = sub(s, i)
+  return table.concat(out)
+end
+
+-- Secrets never leave through an error: every string field is scrubbed.
+function M.redact(value, secrets)
+  if type(value) == "string" then
+    for i = 1, #secrets do
+      local secret = secrets[i]
+      if secret ~= "" then value = replace_plain(value, secret, "[REDACTED]") end
+    end
+    return value
+  end
+  if type(value) == "table" then
+    for k, v in pairs(value) do value[k] = M.redact(v, secrets) end
+  end
+  return value
+end
+
+function M.basename(path)
+  return path:match("([^/]*)/*$")
+end
+
+return M

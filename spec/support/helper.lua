@@ -1,0 +1,130 @@
+-- Test helpers: start and stop the mock on a free loopback port, talk to its
+-- admin endpoints, run child Lua processes with this checkout's paths.
+local socket = require "socket"
+local cjson = require "cjson"
+
+local M = {}
+
+local function script_dir()
+  local src = debug.getinfo(1, "S").source:sub(2)
+  return src:match("^(.*)/[^/]*$") or "."
+end
+
+M.support = script_dir()
+M.root = (M.support .. "/../.."):gsub("^%./", "")
+M.lua = os.getenv("LUA_BIN") or "lua5.4"
+M.mock_lua = "lua5.4"
+M.API_KEY = "test-key"
+
+function M.pid()
+  return io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
+end
+
+function M.tmpname(suffix)
+  local name = os.tmpname()
+  os.remove(name)
+  return name .. (suffix or "")
+end
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.sh_quote = sh_quote
+
+local Mock = {}
+Mock.__index = Mock
+
+-- One admin call; the mock closes the connection after answering.
+function Mock:admin(method, path, body)
+  local payload = body and cjson.encode(body) or ""
+  local c = assert(socket.connect("127.0.0.1", self.port))
+  c:settimeout(10)
+  assert(c:send(("%s %s HTTP/1.1\r\nHost: mock\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
+    :format(method, path, #payload, payload)))
+  local resp = c:receive("*a")
+  c:close()
+  local status, rest = resp:match("^HTTP/1%.1 (%d+).-\r\n\r\n(.*)$")
+  assert(status == "200", "mock admin " .. path .. " answered " .. tostring(status))
+  return cjson.decode(rest)
+end
+
+function Mock:reset() return self:admin("POST", "/_mock/reset") end
+function Mock:requests() return self:admin("GET", "/_mock/requests") end
+function Mock:stats() return self:admin("GET", "/_mock/stats") end
+function Mock:config(t) return self:admin("POST", "/_mock/config", t) end
+function Mock:faults(list) return self:admin("POST", "/_mock/faults", list) end
+function Mock:add_share(t) return self:admin("POST", "/_mock/shares", t).root_id end
+function Mock:folder(id) return self:admin("POST", "/_mock/folders", { id = id }) end
+
+function Mock:last_request()
+  local reqs = self:requests()
+  return reqs[#reqs]
+end
+
+function Mock:stop()
+  if self.stopped then return end
+  self.stopped = true
+  pcall(self.admin, self, "POST", "/_mock/shutdown")
+  os.execute("sleep 0.2; kill " .. self.pid .. " 2>/dev/null")
+  os.remove(self.port_file)
+end
+
+function M.start_mock()
+  local port_file = M.tmpname(".port")
+  local log = os.getenv("FILEAPI_MOCK_LOG") or "/dev/null"
+  local cmd = ("%s %s --port-file %s --parent %s >>%s 2>&1 &"):format(M.mock_lua,
+    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), sh_quote(log))
+  assert(os.execute(cmd))
+  for _ = 1, 100 do
+    local f = io.open(port_file)
+    if f then
+      local port, pid = f:read("*l"):match("^(%d+) (%d+)$")
+      f:close()
+      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file }, Mock)
+      mock.base = "http://127.0.0.1:" .. port
+      mock.mkp_url = mock.base .. "/v1"
+      return mock
+    end
+    socket.sleep(0.05)
+  end
+  error("the mock did not start")
+end
+
+-- A port with nothing listening: bind, read the number, close.
+function M.closed_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+-- Runs a Lua file in a child process with this checkout's module paths and
+-- the given environment; returns its exit status and output.
+function M.run_lua(script_args, env)
+  local parts = {}
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  local out = M.tmpname(".out")
+  local cmd = ("env %s sh %s %s %s >%s 2>&1"):format(table.concat(parts, " "),
+    sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args, sh_quote(out))
+  local ok, _, code = os.execute(cmd)
+  local f = io.open(out)
+  local text = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(out)
+  return (ok == true or ok == 0) and 0 or (code or 1), text
+end
+
+function M.write_file(path, size, fill)
+  local f = assert(io.open(path, "wb"))
+  local chunk = (fill or "0123456789abcdef"):rep(65536):sub(1, 1024 * 1024)
+  local left = size
+  while left > 0 do
+    local n = math.min(left, #chunk)
+    f:write(chunk:sub(1, n))
+    left = left - n
+  end
+  f:close()
+  return path
+end
+
+return M

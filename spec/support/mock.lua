@@ -1,0 +1,242 @@
+-- The local mock of both APIs, for the tests, the examples and `make demo`.
+--   lua5.4 spec/support/mock.lua [--port N] [--port-file F] [--parent PID]
+-- Listens on 127.0.0.1 (port 0: a free one), writes "PORT PID" to the port
+-- file, and exits when told to, or when the parent process is gone.
+-- Admin endpoints under /_mock/ let a test read what was sent, count TCP
+-- connections, set a quota, add shares and queue faults.
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+package.path = here .. "/?.lua;" .. package.path
+
+local socket = require "socket"
+local cjson = require "cjson"
+local loop = require "mock.loop"
+local http = require "mock.http"
+local mkp = require "mock.mkp"
+local filesro = require "mock.filesro"
+
+local opts = { port = 0 }
+do
+  local i = 1
+  while arg[i] do
+    local k, v = arg[i]:match("^%-%-([%w-]+)$"), arg[i + 1]
+    if k == "port" then opts.port = tonumber(v)
+    elseif k == "port-file" then opts.port_file = v
+    elseif k == "parent" then opts.parent = v
+    end
+    i = i + 2
+  end
+end
+
+math.randomseed(os.time() + math.floor(socket.gettime() * 1000) % 100000)
+
+local state = {}
+local stop = false
+
+local function reset()
+  state.requests, state.faults = {}, {}
+  state.connections, state.api_requests = 0, 0
+  state.keep = 1024 * 1024
+  state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
+  mkp.reset(state)
+  filesro.reset(state)
+end
+reset()
+
+local function record(conn_id, req)
+  state.api_requests = state.api_requests + 1
+  local rec = {
+    conn = conn_id, method = req.method, target = req.target, path = req.path,
+    query = req.query, headers = req.headers, header_list = req.header_list,
+    body = req.body or "", body_length = req.length, body_read = req.body_read or false,
+  }
+  if req.parts then
+    rec.parts = {}
+    for i, p in ipairs(req.parts) do
+      rec.parts[i] = { name = p.name, filename = p.filename, filename_ext = p.filename_ext,
+        content_type = p.content_type, size = p.size, headers = p.headers,
+        data = #p.data <= 4096 and p.data or nil }
+    end
+  end
+  state.requests[#state.requests + 1] = rec
+end
+
+-- ---- faults ---------------------------------------------------------------
+
+local function take_fault(req)
+  for i, f in ipairs(state.faults) do
+    if not f.path or req.path:sub(1, #f.path) == f.path then
+      f.count = (f.count or 1) - 1
+      if f.count <= 0 then table.remove(state.faults, i) end
+      return f
+    end
+  end
+end
+
+local function send_slowly(conn, data, interval)
+  for i = 1, #data do
+    if not conn:send(data:sub(i, i)) then return end
+    loop.sleep(interval)
+  end
+end
+
+-- Plays a fault; returns true to keep the connection open.
+local function play(conn, req, f)
+  local t = f.type
+  if t == "drop_upload" then
+    http.read_body(conn, req, state.keep, f.after or 65536)
+    return false
+  end
+  if t ~= "stall_before_body" then http.read_body(conn, req, state.keep) end
+  if t == "stall" or t == "stall_before_body" then
+    loop.sleep(f.seconds or 30)
+    return false
+  elseif t == "status" then
+    local headers = { { "Content-Type", f.content_type or "application/json" } }
+    for k, v in pairs(f.headers or {}) do headers[#headers + 1] = { k, v } end
+    local body = f.body or cjson.encode({ message = f.message or "fault" })
+    http.respond(conn, f.status, headers, body, f.close)
+    return not f.close
+  elseif t == "raw" then
+    conn:send(f.raw)
+    if f.seconds then loop.sleep(f.seconds) end
+    return false
+  elseif t == "oversized" then
+    local size = f.size or 2 * 1024 * 1024
+    conn:send(http.response_head(201, { { "Content-Type", "application/json" } }, size, true))
+    local chunk = ("x"):rep(65536)
+    local sent = 0
+    while sent < size do
+      if not conn:send(chunk:sub(1, math.min(#chunk, size - sent))) then return false end
+      sent = sent + #chunk
+    end
+    return false
+  elseif t == "stall_response" then
+    conn:send(http.response_head(201, { { "Content-Type", "application/json" } }, 200, false)
+      .. '{"id":"fsf_')
+    loop.sleep(f.seconds or 30)
+    return false
+  elseif t == "trickle" then
+    local body = f.body or '{"id":"fsd_trickle0001","type":"directory","name":"slow"}'
+    send_slowly(conn, http.response_head(f.status or 201, { { "Content-Type", "application/json" } }, #body, true)
+      .. body, f.interval or 1)
+    return false
+  end
+  return false
+end
+
+-- ---- admin ----------------------------------------------------------------
+
+local function admin(conn, req)
+  http.read_body(conn, req, 16 * 1024 * 1024)
+  local body = req.body ~= "" and cjson.decode(req.body) or {}
+  local out = { ok = true }
+  local p = req.path
+  if p == "/_mock/requests" then
+    out = state.requests
+    if #out == 0 then out = cjson.empty_array or {} end
+  elseif p == "/_mock/stats" then
+    out = { connections = state.connections, requests = state.api_requests }
+  elseif p == "/_mock/reset" then
+    reset()
+  elseif p == "/_mock/config" then
+    for k, v in pairs(body) do
+      if k == "keys" then
+        state.config.keys = {}
+        for _, key in ipairs(v) do state.config.keys[key] = true end
+      else
+        state.config[k] = v
+      end
+    end
+    if body.quota == cjson.null then state.config.quota = nil end
+  elseif p == "/_mock/faults" then
+    for _, f in ipairs(body) do state.faults[#state.faults + 1] = f end
+  elseif p == "/_mock/shares" then
+    out = { root_id = filesro.add_share(state, body) }
+  elseif p == "/_mock/folders" then
+    local f = state.folders[body.id]
+    out = f and { id = f.id, name = f.name, parent_id = f.parent_id } or {}
+  elseif p == "/_mock/shutdown" then
+    stop = true
+  else
+    http.respond(conn, 404, {}, "{}", true)
+    return
+  end
+  http.respond(conn, 200, { { "Content-Type", "application/json" } }, cjson.encode(out), true)
+end
+
+-- ---- connections ----------------------------------------------------------
+
+local next_conn = 0
+
+local function dispatch(conn, req, conn_id)
+  local f = take_fault(req)
+  if f then
+    local keep = play(conn, req, f)
+    record(conn_id, req)
+    return keep
+  end
+  local app = req.path:find("^/api/v1/shares/") and filesro or mkp
+  local status, headers, body, close = app.handle(state, conn, req)
+  record(conn_id, req)
+  if not status then return false end
+  local has_type = false
+  for _, h in ipairs(headers) do if h[1]:lower() == "content-type" then has_type = true end end
+  if not has_type then headers[#headers + 1] = { "Content-Type", "application/json" } end
+  -- A body the client was told not to send (refused before 100 Continue)
+  -- is still on its way: this connection cannot carry another request.
+  close = close or not req.body_read or req.version == "1.0"
+    or (req.headers.connection or ""):lower() == "close"
+  http.respond(conn, status, headers, body, close)
+  return not close
+end
+
+local function serve(sock)
+  local conn = loop.wrap(sock)
+  next_conn = next_conn + 1
+  local conn_id, counted = next_conn, false
+  while true do
+    local req = http.read_request(conn)
+    if not req then break end
+    if req.path:find("^/_mock/") then
+      admin(conn, req)
+      break
+    end
+    if not counted then
+      counted = true
+      state.connections = state.connections + 1
+    end
+    if not dispatch(conn, req, conn_id) then break end
+  end
+  conn:close()
+end
+
+local server = assert(socket.bind("127.0.0.1", opts.port))
+server:settimeout(0)
+local _, port = server:getsockname()
+
+loop.spawn(function()
+  while true do
+    loop.wait_readable(server)
+    local client = server:accept()
+    if client then loop.spawn(serve, client) end
+  end
+end)
+
+if opts.port_file then
+  local tmp = opts.port_file .. ".tmp"
+  local f = assert(io.open(tmp, "w"))
+  local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
+  f:write(port, " ", pid, "\n")
+  f:close()
+  os.rename(tmp, opts.port_file)
+else
+  print("mock listening on http://127.0.0.1:" .. port)
+  io.stdout:flush()
+end
+
+local started = os.time()
+loop.run(function() return stop end, function()
+  if opts.parent and not io.open("/proc/" .. opts.parent .. "/stat") then stop = true end
+  if os.time() - started > 3600 then stop = true end
+end)
+server:close()

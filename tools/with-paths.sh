@@ -1,0 +1,16 @@
+#!/bin/sh
+# Runs a command with this checkout's modules first on the module paths of
+# the Lua in $LUA (lua5.4 by default).  Version-specific variables keep the
+# paths away from other Lua versions' tools (busted's launcher, luacheck).
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+lua=${LUA:-lua5.4}
+lpath="$top/lua/?.lua;$top/lua/?/init.lua;$top/spec/support/?.lua;;"
+cpath="$top/build/$lua/?.so;;"
+case "$lua" in
+    lua5.4) export LUA_PATH_5_4="$lpath" LUA_CPATH_5_4="$cpath" ;;
+    lua5.3) export LUA_PATH_5_3="$lpath" LUA_CPATH_5_3="$cpath" ;;
+    lua5.2) export LUA_PATH_5_2="$lpath" LUA_CPATH_5_2="$cpath" ;;
+    *) export LUA_PATH="$lpath" LUA_CPATH="$cpath" ;;
+esac
+exec "$@"
