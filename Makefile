@@ -15,7 +15,7 @@ else
   LUA_PKGS := $(LUA) lib$(LUA)-dev lua-cjson lua-socket
 endif
 
-PKGS := $(LUA_PKGS) lua-busted lua-check luarocks libcurl4-openssl-dev pkg-config gcc make
+PKGS := $(LUA_PKGS) lua-busted lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck
 
 BUILD := build/$(LUA)
 CORE := $(BUILD)/fileapi/core.so
@@ -43,7 +43,7 @@ $(CORE): $(SRCS) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(FA_CFLAGS) $(CFLAGS) -o $@ $(SRCS) $(FA_LDFLAGS) $(LDFLAGS)
 
-test: deps build
+test: deps build lint
 	@sh spec/run.sh
 
 demo: deps build
@@ -53,7 +53,10 @@ bench: deps build
 	@sh tools/with-paths.sh $(LUA_BIN) bench/run.lua
 
 lint: deps
-	luacheck lua spec examples bench
+	@luacheck --no-color -q --formatter plain lua spec examples $(wildcard bench)
+	@cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
+		--suppress=missingIncludeSystem --suppress=toomanyconfigs \
+		$(shell pkg-config --cflags-only-I $(LUA_PC) libcurl 2>/dev/null) csrc
 
 clean:
 	rm -rf build

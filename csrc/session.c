@@ -340,10 +340,12 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
 
 static void push_headers(lua_State *L, const fa_buf *head)
 {
-    const char *p = head->data, *end = head->data + head->len;
+    const char *p, *end;
     lua_newtable(L);
-    if (p == NULL)
+    if (head->data == NULL)
         return;
+    p = head->data;
+    end = head->data + head->len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *colon, *v, *ve;
@@ -482,7 +484,7 @@ static int s_perform(lua_State *L)
         if (uploaded >= x.total)
             report_progress(&x, x.total); /* the transfer is over: no abort left */
     }
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_slist_free_all(hdrs);
     if (code != CURLE_OK)
         nret = push_failure(L, s->curl, code, &x, errbuf);

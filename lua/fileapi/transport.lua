@@ -139,7 +139,8 @@ function Transport:send(req)
     return nil, util.new_error("invalid_argument", "the client is closed")
   end
   local creq = request_for(self, req)
-  local attempts, res, err = 0, nil, nil
+  local attempts = 0
+  local res, err
   while true do
     attempts = attempts + 1
     res, err = self.session:perform(creq)

@@ -47,8 +47,7 @@ function M.is_utf8(s)
   while i <= n do
     local c = byte(s, i)
     local len, lo, hi = 1, 0x80, 0xBF
-    if c < 0x80 then
-      len = 1
+    if c < 0x80 then -- luacheck: ignore 542 (ASCII: one byte)
     elseif c >= 0xC2 and c <= 0xDF then
       len = 2
     elseif c >= 0xE0 and c <= 0xEF then

@@ -58,8 +58,7 @@ end
 local function wake_sleepers(now)
   local keep = {}
   for _, s in ipairs(sleepers) do
-    if s.cancelled then
-      -- a socket wait that ended first
+    if s.cancelled then -- luacheck: ignore 542 (a socket wait that ended first)
     elseif s.wake <= now then
       if s.set then
         s.fired = true

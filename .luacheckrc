@@ -1,0 +1,5 @@
+std = "max"
+max_line_length = 130
+files["spec"] = { std = "+busted" }
+files["spec/support/mock.lua"] = { globals = { "arg" } }
+exclude_files = { "build", "tree" }

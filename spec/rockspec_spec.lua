@@ -1,0 +1,43 @@
+-- `luarocks make` into a fresh tree, then the installed module talks to the mock.
+local helper = require "helper"
+
+describe("luarocks", function()
+  local mock, dir
+
+  setup(function()
+    mock = helper.start_mock()
+    dir = helper.tmpname(".rock")
+  end)
+  teardown(function()
+    mock:stop()
+    os.execute("rm -rf " .. helper.sh_quote(dir))
+  end)
+
+  it("builds with luarocks make and runs from the installed tree", function()
+    local q = helper.sh_quote
+    local root = helper.root
+    local lua_version = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
+    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
+      q(root .. "/fileapi-0.1.0-1.rockspec"), q(dir))))
+    local log = dir .. "/build.log"
+    local ok = os.execute(("cd %s && luarocks --lua-version=%s make --tree %s --deps-mode=none fileapi-0.1.0-1.rockspec >%s 2>&1")
+      :format(q(dir), lua_version, q(dir .. "/tree"), q(log)))
+    local f = io.open(log)
+    local text = f and f:read("*a") or ""
+    if f then f:close() end
+    assert.truthy(ok == true or ok == 0, text)
+    assert.matches("is now installed", text)
+    local tree = dir .. "/tree"
+    local script = ([[
+      package.path = %q .. package.path
+      package.cpath = %q .. package.cpath
+      local files = require "fileapi.files"
+      local dir = assert(files.new({ api_key = "test-key", base_url = %q }):mkdir("FromRock"))
+      io.write(package.searchpath("fileapi.core", package.cpath), " ", dir.id)
+    ]]):format(tree .. "/share/lua/" .. lua_version .. "/?.lua;" .. tree .. "/share/lua/" .. lua_version .. "/?/init.lua;",
+      tree .. "/lib/lua/" .. lua_version .. "/?.so;", mock.mkp_url)
+    local code, out = helper.run_lua("-e " .. q(script), { LUA_PATH_5_4 = ";;", LUA_CPATH_5_4 = ";;" })
+    assert.same(0, code, out)
+    assert.matches("/tree/lib/lua/" .. lua_version .. "/fileapi/core%.so fsd_%w+$", out)
+  end)
+end)
