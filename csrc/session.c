@@ -5,6 +5,7 @@
  * returned after curl_easy_perform has returned, never raised through it. */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fileapi.h"
@@ -33,6 +34,10 @@ struct xfer {
     size_t max_body;
     int progress_idx;
     curl_off_t total, last_sent;
+    double idle_timeout;   /* seconds; 0 for none */
+    double last_move;      /* monotonic time bytes last moved */
+    curl_off_t moved;      /* bytes up and down at last_move */
+    curl_off_t header_bytes; /* dlnow leaves response headers out */
     const char *fail_kind; /* set by a callback that stopped the transfer */
     char fail_msg[512];
     int oom;
@@ -101,6 +106,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     /* Only the final response's headers count (not 100 Continue, nor a
      * proxy's CONNECT answer). */
+    x->header_bytes += (curl_off_t)n;
     if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
         x->s->head.len = 0;
     if (x->s->head.len + n > FA_MAX_HEADERS) {
@@ -165,15 +171,44 @@ static int report_progress(struct xfer *x, curl_off_t sent)
     return stop;
 }
 
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Idle: no byte moved either way for idle_timeout seconds.  libcurl's own
+ * low-speed check averages over whole seconds and fires late; this runs on
+ * every progress tick (several a second while waiting). */
+static int idle_expired(struct xfer *x, curl_off_t moved)
+{
+    double now = monotonic();
+    if (moved != x->moved || x->last_move == 0) {
+        x->moved = moved;
+        x->last_move = now;
+        return 0;
+    }
+    if (now - x->last_move < x->idle_timeout)
+        return 0;
+    {
+        char msg[96];
+        snprintf(msg, sizeof msg, "no data moved for %.1f seconds (idle_timeout)", now - x->last_move);
+        fail(x, "timeout", msg);
+    }
+    return 1;
+}
+
 static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     struct xfer *x = ud;
     (void)dltotal;
-    (void)dlnow;
     (void)ultotal;
+    if (x->idle_timeout > 0 && idle_expired(x, dlnow + ulnow + x->header_bytes))
+        return 1;
     /* Strictly increasing: a resend after a rewind starts from 0 again. */
-    if (ulnow <= x->last_sent || ulnow > x->total)
+    if (x->progress_idx == 0 || ulnow <= x->last_sent || ulnow > x->total)
         return 0;
     return report_progress(x, ulnow);
 }
@@ -311,10 +346,6 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
         curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
-    if (r->idle_timeout > 0) {
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)ceil(r->idle_timeout));
-    }
     if (x->mp != NULL) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
@@ -329,7 +360,7 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
     }
     if (r->method != NULL && strcmp(r->method, x->mp || r->body ? "POST" : "GET") != 0)
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
-    if (x->progress_idx != 0) {
+    if (x->progress_idx != 0 || x->idle_timeout > 0) {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
         curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
@@ -412,7 +443,7 @@ static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer 
     fa_pushwhole(L, code);
     lua_setfield(L, -2, "curl_code");
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status > 0) {
+    if (status >= 200) { /* not an interim 100 Continue */
         fa_pushwhole(L, status);
         lua_setfield(L, -2, "status");
     }
@@ -463,6 +494,7 @@ static int s_perform(lua_State *L)
     x.L = L;
     read_request(L, 2, &r, &x);
     x.max_body = (size_t)r.max_response;
+    x.idle_timeout = r.idle_timeout;
     if (x.mp != NULL && fa_multipart_rewind(x.mp, L) != 0) {
         const char *msg, *kind = fa_multipart_error(x.mp, &msg);
         lua_pushnil(L);

@@ -149,11 +149,10 @@ function Transport:send(req)
       return res
     end
     if res then err = http_error(res) end
-    local again = may_retry(self, err, res)
-    if not again or attempts > self.opts.retries then break end
-    if req.multipart and not req.multipart:rewind() then break end
     local wait, asked = wait_before(self, res, attempts)
     err.retry_after = asked
+    if not may_retry(self, err, res) or attempts > self.opts.retries then break end
+    if req.multipart and not req.multipart:rewind() then break end
     self.opts.sleep(wait)
   end
   return finish(self, err, attempts)

@@ -42,13 +42,21 @@ local function reset()
 end
 reset()
 
+-- Recorded when the request arrives (a stalled one still counts at once);
+-- the body and parts are filled in when the handler is done with them.
 local function record(conn_id, req)
   state.api_requests = state.api_requests + 1
   local rec = {
     conn = conn_id, method = req.method, target = req.target, path = req.path,
     query = req.query, headers = req.headers, header_list = req.header_list,
-    body = req.body or "", body_length = req.length, body_read = req.body_read or false,
+    body = "", body_length = req.length, body_read = false,
   }
+  state.requests[#state.requests + 1] = rec
+  return rec
+end
+
+local function complete_record(rec, req)
+  rec.body, rec.body_read = req.body or "", req.body_read or false
   if req.parts then
     rec.parts = {}
     for i, p in ipairs(req.parts) do
@@ -57,7 +65,6 @@ local function record(conn_id, req)
         data = #p.data <= 4096 and p.data or nil }
     end
   end
-  state.requests[#state.requests + 1] = rec
 end
 
 -- ---- faults ---------------------------------------------------------------
@@ -117,8 +124,8 @@ local function play(conn, req, f)
     return false
   elseif t == "trickle" then
     local body = f.body or '{"id":"fsd_trickle0001","type":"directory","name":"slow"}'
-    send_slowly(conn, http.response_head(f.status or 201, { { "Content-Type", "application/json" } }, #body, true)
-      .. body, f.interval or 1)
+    conn:send(http.response_head(f.status or 201, { { "Content-Type", "application/json" } }, #body, true))
+    send_slowly(conn, body, f.interval or 1)
     return false
   end
   return false
@@ -169,15 +176,16 @@ end
 local next_conn = 0
 
 local function dispatch(conn, req, conn_id)
+  local rec = record(conn_id, req)
   local f = take_fault(req)
   if f then
     local keep = play(conn, req, f)
-    record(conn_id, req)
+    complete_record(rec, req)
     return keep
   end
   local app = req.path:find("^/api/v1/shares/") and filesro or mkp
   local status, headers, body, close = app.handle(state, conn, req)
-  record(conn_id, req)
+  complete_record(rec, req)
   if not status then return false end
   local has_type = false
   for _, h in ipairs(headers) do if h[1]:lower() == "content-type" then has_type = true end end
