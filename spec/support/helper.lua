@@ -39,6 +39,11 @@ function Mock:admin(method, path, body)
   local payload = body and cjson.encode(body) or ""
   local c = assert(socket.connect("127.0.0.1", self.port))
   c:settimeout(10)
+  if self.base:find("^https") then
+    local ssl = require "ssl"
+    c = assert(ssl.wrap(c, { mode = "client", protocol = "any", verify = "none" }))
+    assert(c:dohandshake())
+  end
   assert(c:send(("%s %s HTTP/1.1\r\nHost: mock\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
     :format(method, path, #payload, payload)))
   local resp = c:receive("*a")
@@ -69,19 +74,22 @@ function Mock:stop()
   os.remove(self.port_file)
 end
 
-function M.start_mock()
+-- opts.tls = { cert = , key = } serves HTTPS.
+function M.start_mock(opts)
+  opts = opts or {}
   local port_file = M.tmpname(".port")
   local log = os.getenv("FILEAPI_MOCK_LOG") or "/dev/null"
-  local cmd = ("%s %s --port-file %s --parent %s >>%s 2>&1 &"):format(M.mock_lua,
-    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), sh_quote(log))
+  local tls = opts.tls and (" --tls-cert %s --tls-key %s"):format(sh_quote(opts.tls.cert), sh_quote(opts.tls.key)) or ""
+  local cmd = ("%s %s --port-file %s --parent %s%s >>%s 2>&1 &"):format(M.mock_lua,
+    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), tls, sh_quote(log))
   assert(os.execute(cmd))
   for _ = 1, 100 do
     local f = io.open(port_file)
     if f then
       local port, pid = f:read("*l"):match("^(%d+) (%d+)$")
       f:close()
-      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file }, Mock)
-      mock.base = "http://127.0.0.1:" .. port
+      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "" }, Mock)
+      mock.base = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
       mock.mkp_url = mock.base .. "/v1"
       return mock
     end

@@ -22,6 +22,8 @@ do
     if k == "port" then opts.port = tonumber(v)
     elseif k == "port-file" then opts.port_file = v
     elseif k == "parent" then opts.parent = v
+    elseif k == "tls-cert" then opts.tls_cert = v
+    elseif k == "tls-key" then opts.tls_key = v
     end
     i = i + 2
   end
@@ -198,7 +200,18 @@ local function dispatch(conn, req, conn_id)
   return not close
 end
 
+local tls_ctx
+if opts.tls_cert then
+  local ssl = require "ssl"
+  tls_ctx = assert(ssl.newcontext({ mode = "server", protocol = "any", key = opts.tls_key,
+    certificate = opts.tls_cert, options = { "all", "no_sslv2", "no_sslv3" } }))
+end
+
 local function serve(sock)
+  if tls_ctx then
+    sock = loop.tls_accept(sock, tls_ctx)
+    if not sock then return end
+  end
   local conn = loop.wrap(sock)
   next_conn = next_conn + 1
   local conn_id, counted = next_conn, false

@@ -33,7 +33,9 @@ function M.read_request(conn, deadline)
   local method, target, version = line:match("^(%u+) (%S+) HTTP/(1%.[01])$")
   if not method then return nil, "bad request line" end
   local req = { method = method, target = target, version = version, header_list = {}, headers = {} }
-  req.path, req.raw_query = target:match("^([^?]*)%??(.*)$")
+  -- absolute-form, as a client sends it to a proxy
+  local origin_form = target:match("^https?://[^/]+(/.*)$") or target
+  req.path, req.raw_query = origin_form:match("^([^?]*)%??(.*)$")
   req.query = parse_query(req.raw_query)
   while true do
     local h = conn:read_line(deadline)

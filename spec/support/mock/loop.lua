@@ -113,8 +113,32 @@ Conn.__index = Conn
 
 function M.wrap(sock)
   sock:settimeout(0)
-  sock:setoption("tcp-nodelay", true)
+  if sock.setoption then sock:setoption("tcp-nodelay", true) end
   return setmetatable({ sock = sock, buf = "", closed = false }, Conn)
+end
+
+-- Server side of TLS over a non-blocking socket (LuaSec); nil on failure.
+function M.tls_accept(sock, ctx)
+  local ssl = require "ssl"
+  sock:settimeout(0)
+  sock:setoption("tcp-nodelay", true)
+  local s = ssl.wrap(sock, ctx)
+  if not s then return nil end
+  s:settimeout(0)
+  local deadline = M.now() + 5
+  while true do
+    local ok, err = s:dohandshake()
+    if ok then return s end
+    if err == "wantread" then
+      if not M.wait_readable(s, deadline) then break end
+    elseif err == "wantwrite" then
+      if not M.wait_writable(s, deadline) then break end
+    else
+      break
+    end
+  end
+  s:close()
+  return nil
 end
 
 -- Pulls more bytes into the buffer; false when the peer closed or timed out.
@@ -127,7 +151,9 @@ function Conn:fill(deadline)
       return true
     end
     if err == "closed" then self.closed = true; return false end
-    if not M.wait_readable(self.sock, deadline) then return false, "timeout" end
+    if err ~= "timeout" and err ~= "wantread" and err ~= "wantwrite" then return false end
+    local waiter = err == "wantwrite" and M.wait_writable or M.wait_readable
+    if not waiter(self.sock, deadline) then return false, "timeout" end
   end
 end
 
@@ -162,8 +188,9 @@ function Conn:send(data)
     local last, err, partial = self.sock:send(data, i)
     last = last or partial
     if err == "closed" then self.closed = true; return nil, "closed" end
+    if err and err ~= "timeout" and err ~= "wantread" and err ~= "wantwrite" then return nil, err end
     if last and last >= i then i = last + 1 end
-    if i <= #data then M.wait_writable(self.sock) end
+    if i <= #data then (err == "wantread" and M.wait_readable or M.wait_writable)(self.sock) end
   end
   return true
 end
