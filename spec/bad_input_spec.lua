@@ -61,8 +61,10 @@ describe("bad input", function()
     { "an empty filename", function() return client:upload({ data = "x", filename = "" }) end },
     { "a huge filename", function() return client:upload({ data = "x", filename = ("f"):rep(300) }) end },
     { "a reader without size", function() return client:upload({ reader = function() end, filename = "r" }) end },
-    { "a reader with a negative size", function() return client:upload({ reader = function() end, size = -1, filename = "r" }) end },
-    { "a reader with a fractional size", function() return client:upload({ reader = function() end, size = 1.5, filename = "r" }) end },
+    { "a reader with a negative size", function()
+      return client:upload({ reader = function() end, size = -1, filename = "r" }) end },
+    { "a reader with a fractional size", function()
+      return client:upload({ reader = function() end, size = 1.5, filename = "r" }) end },
     { "both data and path", function() return client:upload({ data = "x", path = "/etc/hostname" }) end },
     { "a source with nothing", function() return client:upload({ filename = "f" }) end },
     { "a mime with CR LF", function() return client:upload({ data = "x", filename = "f" }, { mime = "a/b\r\nX: y" }) end },

@@ -206,12 +206,13 @@ describe("faults", function()
       return function() if done then return nil end done = true return s end,
         function() done = false return true end
     end
-    local read, rewind = reader_for("hello")
+    local read = reader_for("hello")
     local _, err = client:upload({ reader = read, size = 5, filename = "r.txt" })
     assert.same("server", err.kind)
     assert.same(503, err.status)
     assert.same(1, err.attempts)
     mock:faults({ { type = "status", status = 503 } })
+    local rewind
     read, rewind = reader_for("hello")
     local item = assert(client:upload({ reader = read, rewind = rewind, size = 5, filename = "r.txt" }))
     assert.same(5, item.size)
