@@ -1,7 +1,7 @@
 -- `luarocks make` into a fresh tree, then the installed module talks to the mock.
 local helper = require "helper"
 
-describe("luarocks", function()
+describe("luarocks #toolchain", function()
   local mock, dir
 
   setup(function()

@@ -6,7 +6,9 @@ set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 lua=${LUA:-lua5.4}
 lpath="$top/lua/?.lua;$top/lua/?/init.lua;$top/spec/support/?.lua;;"
-cpath="$top/build/$lua/?.so;;"
+build=${FILEAPI_BUILD:-$top/build/$lua}
+case "$build" in /*) ;; *) build="$top/$build" ;; esac
+cpath="$build/?.so;;"
 case "$lua" in
     lua5.4) export LUA_PATH_5_4="$lpath" LUA_CPATH_5_4="$cpath" ;;
     lua5.3) export LUA_PATH_5_3="$lpath" LUA_CPATH_5_3="$cpath" ;;

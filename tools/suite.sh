@@ -1,0 +1,62 @@
+#!/bin/sh
+# The whole test run of `make test`: lint, the specs, the specs again under
+# ASan/UBSan and under valgrind, and the fuzz smoke.  Every stage runs even
+# when one fails; the last line adds up "N passed, N failed" over all of them
+# (lint and each fuzz target count as one test each).
+set -u
+cd "$(dirname "$0")/.."
+passed=0
+failed=0
+failed_stages=""
+
+count_line() {
+    sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\1 \2/p' "$1" | tail -n 1
+}
+
+# A stage with no test counts of its own is one test, judged by its exit code.
+run_check() {
+    name=$1
+    shift
+    echo "== $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_stages="$failed_stages $name"
+    fi
+}
+
+run_specs() {
+    name=$1
+    shift
+    echo "== $name"
+    log=$(mktemp)
+    "$@" >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    counts=$(count_line "$log")
+    rm -f "$log"
+    if [ -z "$counts" ]; then
+        failed=$((failed + 1))
+        failed_stages="$failed_stages $name"
+        return
+    fi
+    set -- $counts
+    passed=$((passed + $1))
+    failed=$((failed + $2))
+    if [ "$2" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        failed_stages="$failed_stages $name"
+        [ "$2" -eq 0 ] && failed=$((failed + 1))
+    fi
+}
+
+run_check lint make -s lint
+run_specs "specs ($LUA)" sh spec/run.sh
+run_specs "specs under ASan/UBSan" make -s test-asan
+run_specs "specs under valgrind" make -s test-valgrind
+run_check fuzz make -s fuzz
+
+echo
+[ -n "$failed_stages" ] && echo "failed stages:$failed_stages"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
