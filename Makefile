@@ -7,8 +7,12 @@ CC ?= cc
 
 ifeq ($(LUA),luajit)
   LUA_PC := luajit
-  LUA_BIN := luajit2
+  LUA_BIN := luajit
   LUA_PKGS := luajit2 libluajit2-5.1-dev
+else ifeq ($(LUA),lua5.1)
+  LUA_PC := lua5.1
+  LUA_BIN := lua5.1
+  LUA_PKGS := lua5.1 liblua5.1-0-dev
 else
   LUA_PC := $(LUA)
   LUA_BIN := $(LUA)
@@ -16,7 +20,7 @@ else
 endif
 
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
-PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-check \
+PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-check \
 	luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck
 # Sanitizers, valgrind and libFuzzer for the memory-safety stages of `make test`.
 CHECK_PKGS := clang libclang-rt-14-dev valgrind
@@ -39,7 +43,9 @@ SOAK_COUNT ?= 20000
 
 export LUA LUA_BIN
 
-.PHONY: all deps check-deps build test test-specs test-asan test-valgrind fuzz soak demo bench lint clean
+ALL_LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
+
+.PHONY: all deps check-deps build test test-specs test-all test-asan test-valgrind fuzz soak demo bench lint clean
 
 all: build
 
@@ -61,6 +67,12 @@ test: deps check-deps build
 
 test-specs: deps build
 	@sh spec/run.sh
+
+# The suite on every Lua Debian ships: 5.1, 5.2, 5.3, 5.4 and LuaJIT.
+test-all:
+	@status=0; for v in $(ALL_LUAS); do \
+		echo "== $$v"; $(MAKE) -s LUA=$$v test-specs || status=1; \
+	done; exit $$status
 
 lint: deps
 	@luacheck --no-color -q --formatter plain lua spec examples $(wildcard bench)

@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 lua=${LUA:-lua5.4}
 case "$lua" in
-    luajit) interp=luajit2 ;;
+    luajit) interp=luajit ;;
     *) interp=$lua ;;
 esac
 export LUA_BIN="$interp"

@@ -51,7 +51,8 @@ run_specs() {
 }
 
 run_check lint make -s lint
-run_specs "specs ($LUA)" sh spec/run.sh
+run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs
+run_specs "specs (luajit)" make -s LUA=luajit test-specs
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind
 run_check fuzz make -s fuzz
