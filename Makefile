@@ -22,6 +22,8 @@ endif
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
 PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-check \
 	luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck
+# The benchmark's sink is nginx with its Lua module; /usr/bin/time measures.
+BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl
 # Sanitizers, valgrind and libFuzzer for the memory-safety stages of `make test`.
 CHECK_PKGS := clang libclang-rt-14-dev valgrind
 
@@ -121,7 +123,8 @@ demo: deps build
 	@sh tools/with-paths.sh $(LUA_BIN) examples/demo.lua
 
 bench: deps build
-	@sh tools/with-paths.sh $(LUA_BIN) bench/run.lua
+	@sh tools/deps.sh $(BENCH_PKGS)
+	@sh tools/with-paths.sh lua5.4 bench/run.lua
 
 clean:
 	rm -rf build

@@ -1,0 +1,173 @@
+-- `make bench`: fileapi against curl(1) in one run, on a local nginx sink.
+-- Contenders alternate run by run (a warm-up each, then RUNS each); the
+-- table gives medians and ratios.  The sink and all files are removed at the
+-- end, also when a run fails.
+local socket = require "socket"
+local http = require "socket.http"
+
+local RUNS = tonumber(os.getenv("BENCH_RUNS") or "5")
+local CALLS = tonumber(os.getenv("BENCH_CALLS") or "2000")
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local root = here .. "/.."
+local lua = os.getenv("LUA_BIN") or "lua5.4"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function sh(cmd) local ok = os.execute(cmd) return ok == true or ok == 0 end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+local work = os.tmpname()
+os.remove(work)
+assert(sh("mkdir -p " .. q(work .. "/nginx")))
+local port = free_port()
+local base = "http://127.0.0.1:" .. port
+
+local function start_sink()
+  local conf = assert(io.open(here .. "/sink.conf")):read("*a")
+    :gsub("@PREFIX@", work .. "/nginx"):gsub("@PORT@", tostring(port))
+  local f = assert(io.open(work .. "/nginx/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  sh("chmod 777 " .. q(work .. "/nginx"))
+  assert(sh(("nginx -p %s -c %s -e %s 2>&1"):format(q(work .. "/nginx"), q(work .. "/nginx/nginx.conf"),
+    q(work .. "/nginx/error.log"))), "nginx did not start")
+  for _ = 1, 50 do
+    if http.request(base .. "/stats") then return end
+    socket.sleep(0.1)
+  end
+  error("the sink did not answer")
+end
+
+local function stop_sink()
+  local f = io.open(work .. "/nginx/nginx.pid")
+  if f then
+    sh("kill " .. f:read("*l") .. " 2>/dev/null")
+    f:close()
+  end
+  socket.sleep(0.2)
+  sh("rm -rf " .. q(work))
+end
+
+local function sink_stats()
+  local body = assert(http.request(base .. "/stats"))
+  return tonumber(body:match('"connections":(%d+)')), tonumber(body:match('"requests":(%d+)'))
+end
+
+-- Runs a command under /usr/bin/time: wall seconds, max RSS (KiB), CPU seconds.
+local function measure(cmd)
+  http.request(base .. "/reset")
+  local out = work .. "/time.out"
+  local t0 = socket.gettime()
+  assert(sh(("/usr/bin/time -f '%%M %%U %%S' -o %s %s >/dev/null 2>%s"):format(q(out), cmd, q(work .. "/err"))),
+    "run failed: " .. cmd .. "\n" .. (io.open(work .. "/err"):read("*a")))
+  local wall = socket.gettime() - t0
+  local rss, user, sys = assert(io.open(out)):read("*a"):match("(%d+) ([%d.]+) ([%d.]+)")
+  local conns, reqs = sink_stats()
+  return { wall = wall, rss = tonumber(rss), cpu = tonumber(user) + tonumber(sys), conns = conns, reqs = reqs }
+end
+
+local function median(list, key)
+  local v = {}
+  for i, r in ipairs(list) do v[i] = r[key] end
+  table.sort(v)
+  local n = #v
+  return n % 2 == 1 and v[(n + 1) / 2] or (v[n / 2] + v[n / 2 + 1]) / 2
+end
+
+-- Warm-up, then RUNS alternating runs of each contender.
+local function duel(contenders)
+  local results = {}
+  for _, c in ipairs(contenders) do
+    measure(c.cmd)
+    results[c.name] = {}
+  end
+  for _ = 1, RUNS do
+    for _, c in ipairs(contenders) do
+      local r = measure(c.cmd)
+      table.insert(results[c.name], r)
+    end
+  end
+  return results
+end
+
+local fileapi = ("sh %s %s %s"):format(q(root .. "/tools/with-paths.sh"), lua, q(here .. "/upload_one.lua"))
+
+local function make_file(path, mib)
+  assert(sh(("dd if=/dev/urandom of=%s bs=1M count=%d status=none"):format(q(path), mib)))
+end
+
+local function curl_config(path, n)
+  local f = assert(io.open(path, "w"))
+  for i = 1, n do
+    if i > 1 then f:write("next\n") end
+    f:write('url = "', base, '/v1/files"\n',
+      'header = "Authorization: Bearer bench-key"\n',
+      'header = "Content-Type: application/json"\n',
+      'header = "Accept: application/json"\n',
+      'data = "{\\"directory\\":\\"d\\"}"\n',
+      'output = "/dev/null"\n')
+  end
+  f:close()
+end
+
+local lines = {}
+local function out(fmt, ...)
+  local line = fmt:format(...)
+  lines[#lines + 1] = line
+  print(line)
+end
+
+local function upload_rows(mib)
+  local path = work .. "/upload-" .. mib .. ".bin"
+  make_file(path, mib)
+  local r = duel({
+    { name = "fileapi", cmd = fileapi .. " upload " .. base .. "/v1 " .. q(path) },
+    { name = "curl", cmd = ("curl -sS -o /dev/null -H 'Authorization: Bearer bench-key' -F file=@%s %s/v1/files")
+      :format(q(path), base) },
+  })
+  os.remove(path)
+  local mb = mib * 1048576 / 1e6
+  local f_rate, c_rate = mb / median(r.fileapi, "wall"), mb / median(r.curl, "wall")
+  local f_rss, c_rss = median(r.fileapi, "rss") / 1024, median(r.curl, "rss") / 1024
+  out("upload %5d MiB   fileapi %7.1f MB/s  curl %7.1f MB/s  ratio %.2f   peak RSS fileapi %5.1f MiB  curl %5.1f MiB  (+%.1f)",
+    mib, f_rate, c_rate, f_rate / c_rate, f_rss, c_rss, f_rss - c_rss)
+end
+
+local function mkdir_rows()
+  local cfg = work .. "/curl.cfg"
+  curl_config(cfg, CALLS)
+  local r = duel({
+    { name = "fileapi", cmd = fileapi .. " mkdir " .. base .. "/v1 " .. CALLS },
+    { name = "curl", cmd = "curl -sS -K " .. q(cfg) },
+    { name = "fresh", cmd = fileapi .. " mkdir-fresh " .. base .. "/v1 " .. CALLS },
+  })
+  local function row(name, label)
+    local res = r[name]
+    local rate = CALLS / median(res, "wall")
+    out("mkdir x%d  %-22s %8.0f req/s  TCP connections %4d  CPU %6.1f us/request", CALLS, label, rate,
+      median(res, "conns"), median(res, "cpu") / CALLS * 1e6)
+    return rate
+  end
+  local f = row("fileapi", "fileapi, one client")
+  local c = row("curl", "curl -K, one process")
+  local fresh = row("fresh", "fileapi, fresh clients")
+  out("mkdir ratio fileapi/curl %.2f; connection reuse is worth %.1fx", f / c, f / fresh)
+end
+
+local ok, err = pcall(function()
+  start_sink()
+  out("fileapi bench: %d alternating runs after a warm-up, medians; sink: nginx on %s", RUNS, base)
+  upload_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024"))
+  upload_rows(64)
+  mkdir_rows()
+end)
+stop_sink()
+if not ok then
+  io.stderr:write("bench failed: ", tostring(err), "\n")
+  os.exit(1)
+end

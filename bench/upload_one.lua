@@ -1,0 +1,18 @@
+-- One fileapi contender run: upload a file, or send N mkdir calls (on one
+-- client, or a fresh client each call).  Run under /usr/bin/time by run.lua.
+local files = require "fileapi.files"
+
+local mode, base, arg3 = arg[1], arg[2], arg[3]
+if mode == "upload" then
+  local client = assert(files.new({ api_key = "bench-key", base_url = base }))
+  assert(client:upload(arg3))
+elseif mode == "mkdir" then
+  local client = assert(files.new({ api_key = "bench-key", base_url = base }))
+  for _ = 1, tonumber(arg3) do assert(client:mkdir("d")) end
+elseif mode == "mkdir-fresh" then
+  for _ = 1, tonumber(arg3) do
+    local client = assert(files.new({ api_key = "bench-key", base_url = base }))
+    assert(client:mkdir("d"))
+    client:close()
+  end
+end
