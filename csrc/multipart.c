@@ -41,7 +41,15 @@ struct fa_multipart {
     const char *err_kind;
     char err_msg[256];
     int closed;
+    /* Pull mode (body:pull): readers are called by the Lua caller, which may
+     * yield (nginx cosockets), and handed back with body:feed. */
+    int pull_mode;
+    int need_part;     /* 1-based part whose reader must be called */
+    int has_fed;
+    int fed_ref;
 };
+
+#define FA_NEED_READER (-2)
 
 static void set_error(fa_multipart *mp, const char *kind, const char *fmt, const char *arg)
 {
@@ -94,6 +102,7 @@ static void multipart_close(fa_multipart *mp, lua_State *L)
     free(mp->tail);
     mp->tail = NULL;
     drop_pending(mp, L);
+    unref(L, &mp->fed_ref);
 }
 
 /* ---- encoding of part headers ------------------------------------------ */
@@ -327,7 +336,7 @@ static int l_multipart(lua_State *L)
 
     mp = fa_newuserdata(L, sizeof *mp);
     memset(mp, 0, sizeof *mp);
-    mp->pending_ref = LUA_NOREF;
+    mp->pending_ref = mp->fed_ref = LUA_NOREF;
     mp->closed = 1; /* nothing to free until parts exist */
     fa_setmetatable(L, FA_MULTIPART_MT);
     mp->parts = calloc((size_t)n, sizeof *mp->parts);
@@ -378,16 +387,27 @@ static size_t copy_segment(fa_multipart *mp, const char *seg, size_t seg_len, ch
 }
 
 /* Calls a reader; leaves its chunk (a string, possibly empty) or nil on the
- * stack and returns 0, or returns -1 with the error set. */
+ * stack and returns 0, or returns -1 with the error set.  In pull mode the
+ * value comes from body:feed, and FA_NEED_READER asks the caller for it. */
 static int call_reader(fa_multipart *mp, lua_State *L, struct part *p)
 {
     p->touched = 1;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-    if (lua_pcall(L, 0, 1, 0) != 0) {
-        const char *msg = lua_tostring(L, -1);
-        set_error(mp, "callback", "reader raised: %s", msg ? msg : "(a non-string error)");
-        lua_pop(L, 1);
-        return -1;
+    if (mp->pull_mode) {
+        if (!mp->has_fed) {
+            mp->need_part = (int)(p - mp->parts) + 1;
+            return FA_NEED_READER;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, mp->fed_ref);
+        unref(L, &mp->fed_ref);
+        mp->has_fed = 0;
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+        if (lua_pcall(L, 0, 1, 0) != 0) {
+            const char *msg = lua_tostring(L, -1);
+            set_error(mp, "callback", "reader raised: %s", msg ? msg : "(a non-string error)");
+            lua_pop(L, 1);
+            return -1;
+        }
     }
     if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
         set_error(mp, "callback", "reader returned a %s, not a string or nil",
@@ -404,8 +424,9 @@ static long read_reader(fa_multipart *mp, lua_State *L, struct part *p, char *bu
     while (mp->pending == NULL) {
         size_t len;
         const char *chunk;
-        if (call_reader(mp, L, p) != 0)
-            return -1;
+        int rc = call_reader(mp, L, p);
+        if (rc != 0)
+            return rc;
         if (lua_isnil(L, -1)) {
             char msg[128];
             lua_pop(L, 1);
@@ -447,9 +468,9 @@ static long read_reader(fa_multipart *mp, lua_State *L, struct part *p, char *bu
 /* After a reader's declared size: one more call must say it has ended. */
 static int check_reader_end(fa_multipart *mp, lua_State *L, struct part *p)
 {
-    int extra;
-    if (call_reader(mp, L, p) != 0)
-        return -1;
+    int extra, rc = call_reader(mp, L, p);
+    if (rc != 0)
+        return rc;
     extra = !lua_isnil(L, -1) && fa_rawlen(L, -1) > 0;
     lua_pop(L, 1);
     if (extra) {
@@ -510,7 +531,10 @@ long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
             continue;
         }
         if (mp->off == p->size) {
-            if (p->kind == PART_READER && check_reader_end(mp, L, p) != 0)
+            int rc = p->kind == PART_READER ? check_reader_end(mp, L, p) : 0;
+            if (rc == FA_NEED_READER)
+                return got > 0 ? (long)got : FA_NEED_READER;
+            if (rc != 0)
                 return -1;
             mp->cur++;
             mp->in_content = 0;
@@ -521,6 +545,8 @@ long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
             curl_off_t left = p->size - mp->off;
             size_t want = (curl_off_t)(n - got) < left ? n - got : (size_t)left;
             long r = read_content(mp, L, p, buf + got, want);
+            if (r == FA_NEED_READER)
+                return got > 0 ? (long)got : FA_NEED_READER;
             if (r < 0)
                 return -1;
             got += (size_t)r;
@@ -570,6 +596,8 @@ int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
         }
     }
     drop_pending(mp, L);
+    unref(L, &mp->fed_ref);
+    mp->has_fed = 0;
     mp->cur = 0;
     mp->in_content = 0;
     mp->off = 0;
@@ -620,6 +648,53 @@ static int mp_read(lua_State *L)
     return 1;
 }
 
+/* body:pull([n]) -> string | nil at the end | false, part (call that
+ * part's reader, then body:feed its result) | nil, err */
+static int mp_pull(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    size_t n = (size_t)luaL_optinteger(L, 2, 65536);
+    luaL_Buffer b;
+    char *buf;
+    long r;
+    luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
+    buf = malloc(n);
+    if (buf == NULL)
+        return luaL_error(L, "not enough memory");
+    mp->pull_mode = 1;
+    r = fa_multipart_read(mp, L, buf, n);
+    mp->pull_mode = 0;
+    if (r == FA_NEED_READER) {
+        free(buf);
+        lua_pushboolean(L, 0);
+        lua_pushinteger(L, mp->need_part);
+        return 2;
+    }
+    if (r <= 0) {
+        free(buf);
+        if (r < 0)
+            return push_failure(L, mp);
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, buf, (size_t)r);
+    free(buf);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* body:feed(chunk_or_nil): what the reader asked for by pull returned. */
+static int mp_feed(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    lua_settop(L, 2);
+    unref(L, &mp->fed_ref);
+    mp->fed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    mp->has_fed = 1;
+    return 0;
+}
+
 static int mp_rewind(lua_State *L)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
@@ -664,6 +739,8 @@ void fa_open_multipart(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"read", mp_read},
+        {"pull", mp_pull},
+        {"feed", mp_feed},
         {"rewind", mp_rewind},
         {"length", mp_length},
         {"content_type", mp_content_type},

@@ -1,0 +1,132 @@
+-- The C multipart body on its own: length, streaming reads, pull mode (the
+-- caller runs readers, as the nginx transport does), rewinding.
+local core = require "fileapi.core"
+local helper = require "helper"
+
+local function read_all(body, n)
+  local out = {}
+  while true do
+    local chunk, err = body:read(n)
+    if chunk == nil then assert(err == nil, tostring(err)) break end
+    out[#out + 1] = chunk
+  end
+  return table.concat(out)
+end
+
+local function pull_all(body, readers, n)
+  local out = {}
+  while true do
+    local chunk, part = body:pull(n)
+    if chunk == false then
+      body:feed(readers[part]())
+    elseif chunk == nil then
+      if part then return nil, part end
+      break
+    else
+      out[#out + 1] = chunk
+    end
+  end
+  return table.concat(out)
+end
+
+local function chunks_of(list)
+  local i = 0
+  return function() i = i + 1 return list[i] end
+end
+
+describe("multipart", function()
+  it("has exactly the length it announces, for every chunk size", function()
+    local path = helper.write_file(helper.tmpname(".bin"), 100000)
+    for _, n in ipairs({ 1, 7, 4096, 65536, 1048576 }) do
+      local body = assert(core.multipart({
+        { name = "a", data = "alpha" },
+        { name = "file", filename = "f.bin", content_type = "application/octet-stream", path = path },
+        { name = "r", filename = "r.txt", reader = chunks_of({ "ab", "", "cde" }), size = 5 },
+      }, "B"))
+      local text = read_all(body, n)
+      assert.same(body:length(), #text)
+      local head = "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nalpha\r\n--B\r\n"
+      assert.same(head, text:sub(1, #head))
+      assert.matches("\r\n\r\ncde\r\n%-%-B%-%-\r\n$", text)
+      body:close()
+    end
+    os.remove(path)
+  end)
+
+  it("gives a random boundary by default, announced in content_type", function()
+    local a = assert(core.multipart({ { name = "x", data = "1" } }))
+    local b = assert(core.multipart({ { name = "x", data = "1" } }))
+    assert.matches("^fileapi%-%x+$", a:boundary())
+    assert.are_not.equal(a:boundary(), b:boundary())
+    assert.same("multipart/form-data; boundary=" .. a:boundary(), a:content_type())
+  end)
+
+  it("pull mode hands reader calls to the caller and checks sizes the same way", function()
+    local parts = { { name = "r", filename = "r", reader = function() error("not called in pull mode") end, size = 6 } }
+    local body = assert(core.multipart(parts, "B"))
+    local text = pull_all(body, { chunks_of({ "abc", "", "def" }) }, 4)
+    assert.same(body:length(), #text)
+    assert.matches("\r\n\r\nabcdef\r\n%-%-B%-%-\r\n$", text)
+
+    local short = assert(core.multipart(parts, "B"))
+    local _, err = pull_all(short, { chunks_of({ "abc" }) }, 4)
+    assert.same("io", err.kind)
+    assert.matches("ended after 3 of 6", err.message)
+    local long = assert(core.multipart(parts, "B"))
+    _, err = pull_all(long, { chunks_of({ "abcdef", "g" }) }, 4)
+    assert.same("io", err.kind)
+    assert.matches("more bytes than its declared size", err.message)
+    local wrong = assert(core.multipart(parts, "B"))
+    _, err = pull_all(wrong, { function() return 42 end }, 4)
+    assert.same("callback", err.kind)
+  end)
+
+  it("rewinds files and data, and readers only with rewind", function()
+    local path = helper.write_file(helper.tmpname(".bin"), 5000)
+    local body = assert(core.multipart({ { name = "f", filename = "f", path = path } }))
+    local first = read_all(body, 999)
+    assert.is_true(body:rewind())
+    assert.same(first, read_all(body, 1000))
+    os.remove(path)
+
+    local once = assert(core.multipart({ { name = "r", filename = "r", reader = chunks_of({ "xy" }), size = 2 } }))
+    read_all(once, 10)
+    local ok, err = once:rewind()
+    assert.is_nil(ok)
+    assert.same("io", err.kind)
+
+    local src = { "xy" }
+    local reader = chunks_of(src)
+    local again = assert(core.multipart({ { name = "r", filename = "r", size = 2,
+      reader = function() return reader() end,
+      rewind = function() reader = chunks_of(src) return true end } }))
+    local a = read_all(again, 10)
+    assert.is_true(again:rewind())
+    assert.same(a, read_all(again, 10))
+  end)
+
+  it("reports a file that cannot be used, and raises for wrong types", function()
+    local body, err = core.multipart({ { name = "f", filename = "f", path = "/no/such" } })
+    assert.is_nil(body)
+    assert.same("io", err.kind)
+    assert.has_error(function() core.multipart({ { name = "f", data = 5 } }) end)
+    assert.has_error(function() core.multipart({}) end)
+    assert.has_error(function() core.multipart({ { data = "x" } }) end)
+    assert.has_error(function() core.multipart({ { name = "x", data = "x" } }, "bad boundary!") end)
+    local closed = assert(core.multipart({ { name = "x", data = "x" } }))
+    closed:close()
+    closed:close()
+    local _, cerr = closed:read()
+    assert.same("invalid_argument", cerr.kind)
+  end)
+
+  it("parses Retry-After as seconds or an HTTP date", function()
+    assert.same(120, core.retry_after("120"))
+    assert.same(7, core.retry_after("  7 "))
+    assert.same(10, core.retry_after("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480))
+    assert.same(0, core.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490))
+    assert.is_nil(core.retry_after("soon"))
+    assert.is_nil(core.retry_after(""))
+    assert.is_nil(core.retry_after("1\r\n2"))
+  end)
+end)
