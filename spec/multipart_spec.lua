@@ -47,7 +47,7 @@ describe("multipart", function()
       assert.same(body:length(), #text)
       local head = "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nalpha\r\n--B\r\n"
       assert.same(head, text:sub(1, #head))
-      assert.matches("\r\n\r\ncde\r\n%-%-B%-%-\r\n$", text)
+      assert.matches("\r\n\r\nabcde\r\n%-%-B%-%-\r\n$", text)
       body:close()
     end
     os.remove(path)
