@@ -20,8 +20,8 @@ else
 endif
 
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
-PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-check \
-	luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck
+PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted \
+	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl
 # The benchmark's sink is nginx with its Lua module; /usr/bin/time measures.
 BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl
 # Sanitizers, valgrind and libFuzzer for the memory-safety stages of `make test`.
@@ -67,7 +67,9 @@ $(CORE): $(SRCS) $(HDRS) Makefile
 test: deps check-deps build
 	@sh tools/suite.sh
 
+# The nginx specs load the LuaJIT build whatever Lua runs busted.
 test-specs: deps build
+	@$(MAKE) -s LUA=luajit build >/dev/null
 	@sh spec/run.sh
 
 # The suite on every Lua Debian ships: 5.1, 5.2, 5.3, 5.4 and LuaJIT.
@@ -97,13 +99,13 @@ test-asan: deps check-deps $(ASAN_BUILD)/fileapi/core.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	sh spec/run.sh --exclude-tags=toolchain,soak
+	sh spec/run.sh --exclude-tags=toolchain,soak,nginx
 
 # memcheck over the suite's process, where the core runs: any invalid access
 # or definitely-lost block fails the run.
 test-valgrind: deps check-deps build
 	@valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain
+		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)

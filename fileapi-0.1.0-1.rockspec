@@ -40,6 +40,7 @@ build = {
     ["fileapi.files"] = "lua/fileapi/files.lua",
     ["fileapi.shares"] = "lua/fileapi/shares.lua",
     ["fileapi.transport"] = "lua/fileapi/transport.lua",
+    ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
     ["fileapi.util"] = "lua/fileapi/util.lua",
     ["fileapi.mime"] = "lua/fileapi/mime.lua",
   },

@@ -220,7 +220,7 @@ describe("faults", function()
   end)
 
   it("a kept-alive connection the server closed is replaced transparently", function()
-    mock:faults({ { type = "status", status = 201, close = true,
+    mock:faults({ { type = "status", status = 201, drop_after = true,
       body = '{"id":"fsd_closed000001","type":"directory","name":"c"}' } })
     assert(client:mkdir("one"))
     local path = helper.write_file(helper.tmpname(".bin"), 2 * 1024 * 1024)

@@ -11,4 +11,15 @@ case "$lua" in
 esac
 export LUA_BIN="$interp"
 export LUA="$lua"
-exec busted --lua="$interp" "$@"
+# Servers the specs start record their pids here; whatever is still running
+# when the run ends (a spec died before its teardown) is stopped.
+FILEAPI_RUN_DIR=$(mktemp -d)
+export FILEAPI_RUN_DIR
+cleanup() {
+    for f in "$FILEAPI_RUN_DIR"/*.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    done
+    rm -rf "$FILEAPI_RUN_DIR"
+}
+trap cleanup EXIT INT TERM
+busted --lua="$interp" "$@"

@@ -118,7 +118,7 @@ function Client:upload(source, opts)
   item, err = post(self, {
     url = files_url(self, directory),
     headers = { "Content-Type: " .. body:content_type() },
-    multipart = body, on_progress = on_progress,
+    multipart = body, on_progress = on_progress, readers = { part.reader },
   })
   body:close()
   return item, err

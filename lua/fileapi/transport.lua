@@ -4,6 +4,7 @@
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
+local ngx_transport = require "fileapi.ngx_transport"
 
 local type, ipairs, setmetatable = type, ipairs, setmetatable
 local min, random = math.min, math.random
@@ -30,7 +31,7 @@ local DEFAULTS = {
 
 local NUMBER_OPTIONS = { "timeout", "connect_timeout", "idle_timeout", "retries",
   "max_retry_wait", "backoff", "max_response" }
-local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url" }
+local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url", "transport" }
 
 local BOOLEAN_OPTIONS = { "allow_insecure", "retry_unsafe" }
 
@@ -53,10 +54,16 @@ function M.check_options(opts, fname)
     if out[k] ~= nil and util.has_control(out[k]) then return nil, k .. " must not contain control characters" end
   end
   if out.retries ~= math.floor(out.retries) then return nil, "retries must be a whole number" end
+  out.transport = out.transport or "auto"
+  if out.transport ~= "auto" and out.transport ~= "curl" and out.transport ~= "ngx" then
+    return nil, 'transport must be "auto", "curl" or "ngx"'
+  end
+  if out.transport == "ngx" and (out.ca_file or out.proxy) then
+    return nil, "ca_file and proxy need the curl transport (in nginx, use lua_ssl_trusted_certificate)"
+  end
   if out.max_response < 1 then return nil, "max_response must be at least 1 byte" end
   out.allow_insecure = out.allow_insecure or false
   out.retry_unsafe = out.retry_unsafe or false
-  out.sleep = out.sleep or core.sleep
   return out
 end
 
@@ -75,7 +82,7 @@ local function request_for(self, req)
   local o = self.opts
   return {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
-    multipart = req.multipart, on_progress = req.on_progress,
+    multipart = req.multipart, on_progress = req.on_progress, readers = req.readers,
     timeout = o.timeout, connect_timeout = o.connect_timeout, idle_timeout = o.idle_timeout,
     ca_file = o.ca_file, proxy = o.proxy, user_agent = o.user_agent or M.USER_AGENT,
     max_response = o.max_response,
@@ -133,17 +140,37 @@ local function finish(self, err, attempts)
   return nil, util.redact(err, self.secrets)
 end
 
+-- Where cosockets can be used (nginx handlers and timers) requests go over
+-- them, unless told otherwise; everywhere else over libcurl.  Decided per
+-- call: one client may serve init_by_lua and content handlers alike.
+local function choose(self)
+  local o = self.opts
+  local session = self.session
+  local function curl(creq) return session:perform(creq) end
+  if o.transport == "curl" then return curl, o.sleep or core.sleep end
+  local usable = ngx_transport.available()
+  if o.transport == "ngx" and not usable then
+    return nil, "the ngx transport needs an nginx phase that allows cosockets"
+  end
+  if usable and (o.transport == "ngx" or not (o.ca_file or o.proxy)) then
+    return ngx_transport.perform, o.sleep or ngx_transport.sleep
+  end
+  return curl, o.sleep or core.sleep
+end
+
 -- One request with the retry policy.  Returns the 2xx response, or nil, err.
 function Transport:send(req)
   if not self.session:is_open() then
     return nil, util.new_error("invalid_argument", "the client is closed")
   end
+  local perform, sleep = choose(self)
+  if not perform then return nil, util.new_error("invalid_argument", sleep) end
   local creq = request_for(self, req)
   local attempts = 0
   local res, err
   while true do
     attempts = attempts + 1
-    res, err = self.session:perform(creq)
+    res, err = perform(creq)
     if res and res.status >= 200 and res.status < 300 then
       res.attempts = attempts
       return res
@@ -153,7 +180,7 @@ function Transport:send(req)
     err.retry_after = asked
     if not may_retry(self, err, res) or attempts > self.opts.retries then break end
     if req.multipart and not req.multipart:rewind() then break end
-    self.opts.sleep(wait)
+    sleep(wait)
   end
   return finish(self, err, attempts)
 end

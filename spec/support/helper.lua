@@ -75,6 +75,15 @@ function Mock:stop()
 end
 
 -- opts.tls = { cert = , key = } serves HTTPS.
+-- Server pid files go where spec/run.sh can find them: it stops whatever
+-- is left when the run ends, even if a spec died before its teardown.
+local function remember_pid(name, pid)
+  local dir = os.getenv("FILEAPI_RUN_DIR")
+  if not dir then return end
+  local f = io.open(dir .. "/" .. name .. ".pid", "w")
+  if f then f:write(pid, "\n") f:close() end
+end
+
 function M.start_mock(opts)
   opts = opts or {}
   local port_file = M.tmpname(".port")
@@ -91,11 +100,78 @@ function M.start_mock(opts)
       local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "" }, Mock)
       mock.base = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
       mock.mkp_url = mock.base .. "/v1"
+      remember_pid("mock-" .. port, pid)
       return mock
     end
     socket.sleep(0.05)
   end
   error("the mock did not start")
+end
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+function Nginx:url(path) return self.base .. path end
+
+function Nginx:stop()
+  if self.stopped then return end
+  self.stopped = true
+  local f = io.open(self.prefix .. "/nginx.pid")
+  if f then
+    os.execute("kill " .. f:read("*l") .. " 2>/dev/null")
+    f:close()
+  end
+  os.execute("sleep 0.3; rm -rf " .. sh_quote(self.prefix))
+end
+
+-- nginx with the example config and handlers, fileapi copied beside them so
+-- the workers (user nobody) can read everything, the API pointed at the mock.
+function M.start_nginx(mock)
+  local q = sh_quote
+  local prefix = M.tmpname(".nginx")
+  local lib = prefix .. "/lib"
+  local core = M.root .. "/build/luajit/fileapi/core.so"
+  assert(io.open(core), "build the LuaJIT core first (make LUA=luajit build)")
+  assert(os.execute(("mkdir -p %s && cp -r %s %s && cp %s %s && cp %s %s && chmod -R a+rX %s")
+    :format(q(lib), q(M.root .. "/lua/fileapi"), q(lib .. "/"), q(core), q(lib .. "/fileapi/"),
+      q(M.root .. "/examples/nginx/fileapi_handlers.lua"), q(lib .. "/"), q(prefix))))
+  local port = M.closed_port()
+  local conf = io.open(M.root .. "/examples/nginx/nginx.conf"):read("*a")
+    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@LIB@", lib)
+  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  local cmd = ("env MKP_API_KEY=%s MKP_BASE_URL=%s FILESRO_BASE_URL=%s nginx -p %s -c %s -e %s >%s 2>&1")
+    :format(M.API_KEY, q(mock.mkp_url), q(mock.base), q(prefix), q(prefix .. "/nginx.conf"),
+      q(prefix .. "/error.log"), q(prefix .. "/start.log"))
+  local ok = os.execute(cmd)
+  local server = setmetatable({ prefix = prefix, port = port, base = "http://127.0.0.1:" .. port }, Nginx)
+  if not (ok == true or ok == 0) then
+    local log = io.open(prefix .. "/start.log"):read("*a")
+    server:stop()
+    error("nginx did not start: " .. log)
+  end
+  for _ = 1, 100 do
+    local pf = io.open(prefix .. "/nginx.pid")
+    if pf then
+      remember_pid("nginx-" .. port, pf:read("*l"))
+      pf:close()
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() return server end
+    end
+    socket.sleep(0.05)
+  end
+  server:stop()
+  error("nginx did not answer")
+end
+
+-- A GET, timed; returns status, body, seconds.
+function M.http_get(url, timeout)
+  local http = require "socket.http"
+  http.TIMEOUT = timeout or 10
+  local t = socket.gettime()
+  local body, status = http.request(url)
+  return status, body, socket.gettime() - t
 end
 
 -- A port with nothing listening: bind, read the number, close.

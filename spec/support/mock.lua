@@ -104,7 +104,8 @@ local function play(conn, req, f)
     for k, v in pairs(f.headers or {}) do headers[#headers + 1] = { k, v } end
     local body = f.body or cjson.encode({ message = f.message or "fault" })
     http.respond(conn, f.status, headers, body, f.close)
-    return not f.close
+    -- drop_after: says keep-alive, then closes (a stale pooled connection)
+    return not (f.close or f.drop_after)
   elseif t == "raw" then
     conn:send(f.raw)
     if f.seconds then loop.sleep(f.seconds) end
