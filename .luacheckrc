@@ -3,3 +3,4 @@ max_line_length = 130
 files["spec"] = { std = "+busted" }
 files["spec/support/mock.lua"] = { globals = { "arg" } }
 exclude_files = { "build", "tree" }
+files["examples/nginx"] = { std = "max+ngx_lua" }

@@ -39,24 +39,24 @@ static size_t escape(const char *s, size_t len, char *out)
     return n;
 }
 
-/* Finds `key="` in the header line; the value up to the next quote must be
- * the escaped form of want, so it holds no quote, CR or LF of its own. */
-static void check_param(const char *line, size_t line_len, const char *key, const char *want,
+/* Parses `key="value"` at *pos, as a server walks the parameters one after
+ * another; the value (up to the next quote) must be the escaped form of
+ * want, so it holds no quote, CR or LF of its own.  Advances *pos. */
+static void check_param(const char **pos, const char *end, const char *key, const char *want,
                         size_t want_len)
 {
-    const char *p = memmem(line, line_len, key, strlen(key));
-    const char *end, *q;
+    const char *p = *pos, *q;
     char *expected;
-    size_t n;
-    check(p != NULL);
-    p += strlen(key);
-    end = line + line_len;
+    size_t n, klen = strlen(key);
+    check((size_t)(end - p) >= klen && memcmp(p, key, klen) == 0);
+    p += klen;
     q = memchr(p, '"', (size_t)(end - p));
     check(q != NULL);
     expected = malloc(3 * want_len + 1);
     n = escape(want, want_len, expected);
     check(n == (size_t)(q - p) && memcmp(expected, p, n) == 0);
     free(expected);
+    *pos = q + 1;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -143,10 +143,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         const char *eol = memmem(line, (size_t)(head_end + 2 - line), "\r\n", 2);
         size_t line_len = (size_t)(eol - line);
+        const char *pos = line + 30;
         check(line_len > 31 && memcmp(line, "Content-Disposition: form-data; ", 32) == 0);
         check(memchr(line, '\n', line_len) == NULL && memchr(line, '\r', line_len) == NULL);
-        check_param(line, line_len, "; name=\"", fields[0], lens[0]);
-        check_param(line, line_len, "; filename=\"", fields[1], lens[1]);
+        check_param(&pos, eol, "; name=\"", fields[0], lens[0]);
+        check_param(&pos, eol, "; filename=\"", fields[1], lens[1]);
+        /* then only the RFC 8187 form of the same name may follow */
+        check(pos == eol || ((size_t)(eol - pos) > 12 && memcmp(pos, "; filename*=", 12) == 0 &&
+                             memchr(pos, '"', (size_t)(eol - pos)) == NULL &&
+                             memchr(pos + 1, ';', (size_t)(eol - pos - 1)) == NULL));
         line = eol + 2;
         eol = memmem(line, (size_t)(head_end + 2 - line), "\r\n", 2);
         check(eol != NULL && eol == head_end);
