@@ -43,5 +43,9 @@ build = {
     ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
     ["fileapi.util"] = "lua/fileapi/util.lua",
     ["fileapi.mime"] = "lua/fileapi/mime.lua",
+    ["fileapi.cli"] = "lua/fileapi/cli.lua",
+  },
+  install = {
+    bin = { fileapi = "bin/fileapi" },
   },
 }

@@ -1,10 +1,11 @@
-/* What a server says about when to come back: Retry-After is either a
+/* Time and waiting: what a server says about when to come back: Retry-After is either a
  * number of seconds or an HTTP date (RFC 9110 section 10.2.3). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "fileapi.h"
 
 #define FA_MAX_HEADER_VALUE 256
@@ -78,9 +79,18 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd): whether a descriptor is a terminal (the command-line
+ * tool draws its progress bar only there). */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
+    return 1;
+}
+
 void fa_open_retry(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
+        {"isatty", l_isatty},
         {"retry_after", l_retry_after},
         {"sleep", l_sleep},
         {"now", l_now},

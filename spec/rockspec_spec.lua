@@ -17,8 +17,8 @@ describe("luarocks #toolchain", function()
     local q = helper.sh_quote
     local root = helper.root
     local lua_version = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
-    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
-      q(root .. "/fileapi-0.1.0-1.rockspec"), q(dir))))
+    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
+      q(root .. "/bin"), q(root .. "/fileapi-0.1.0-1.rockspec"), q(dir))))
     local log = dir .. "/build.log"
     local ok = os.execute(("cd %s && luarocks --lua-version=%s make --tree %s --deps-mode=none fileapi-0.1.0-1.rockspec >%s 2>&1")
       :format(q(dir), lua_version, q(dir .. "/tree"), q(log)))
@@ -45,5 +45,24 @@ describe("luarocks #toolchain", function()
     local code, out = helper.run_lua("-e " .. q(script), { LUA_PATH_5_4 = ";;", LUA_CPATH_5_4 = ";;" })
     assert.same(0, code, out)
     assert.matches("/tree/lib/lua/" .. lua_version .. "/fileapi/core%.so fsd_%w+$", out)
+  end)
+
+  it("packs a binary rock that installs into a fresh tree, command included", function()
+    local q = helper.sh_quote
+    local lv = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
+    local log = dir .. "/pack.log"
+    local script = table.concat({
+      "set -e", "cd " .. q(dir),
+      ("luarocks --lua-version=%s pack fileapi 0.1.0-1 --tree tree"):format(lv),
+      ("luarocks --lua-version=%s install --tree fresh --deps-mode=none fileapi-0.1.0-1.*.rock"):format(lv),
+      ("eval \"$(luarocks --lua-version=%s --tree fresh path)\""):format(lv),
+      ("MKP_API_KEY=%s MKP_BASE_URL=%s fresh/bin/fileapi mkdir FromPackedRock"):format(helper.API_KEY, q(mock.mkp_url)),
+    }, "\n")
+    local ok = os.execute(("sh -c %s >%s 2>&1"):format(q(script), q(log)))
+    local text = io.open(log):read("*a")
+    assert.truthy(ok == true or ok == 0, text)
+    assert.matches("Packed: .*fileapi%-0%.1%.0%-1%.linux%-x86_64%.rock", text)
+    assert.matches("fileapi 0%.1%.0%-1 is now installed in .*fresh", text)
+    assert.matches("\nfsd_%w+ FromPackedRock\n", text)
   end)
 end)

@@ -10,8 +10,15 @@ local function script_dir()
   return src:match("^(.*)/[^/]*$") or "."
 end
 
-M.support = script_dir()
-M.root = (M.support .. "/../.."):gsub("^%./", "")
+local function absolute(dir)
+  local p = assert(io.popen("cd '" .. dir:gsub("'", "'\\''") .. "' && pwd"))
+  local path = p:read("*l")
+  p:close()
+  return path
+end
+
+M.support = absolute(script_dir())
+M.root = absolute(M.support .. "/../..")
 M.lua = os.getenv("LUA_BIN") or "lua5.4"
 M.mock_lua = "lua5.4"
 M.API_KEY = "test-key"
@@ -183,19 +190,20 @@ function M.closed_port()
 end
 
 -- Runs a Lua file in a child process with this checkout's module paths and
--- the given environment; returns its exit status and output.
-function M.run_lua(script_args, env)
+-- the given environment (and working folder); returns its exit status and output.
+function M.run_lua(script_args, env, cwd)
   local parts = {}
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
   local out = M.tmpname(".out")
-  local cmd = ("env %s sh %s %s %s >%s 2>&1"):format(table.concat(parts, " "),
+  local cmd = ((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s sh %s %s %s >%s 2>&1"):format(table.concat(parts, " "),
     sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args, sh_quote(out))
   local ok, _, code = os.execute(cmd)
   local f = io.open(out)
   local text = f and f:read("*a") or ""
   if f then f:close() end
   os.remove(out)
-  return (ok == true or ok == 0) and 0 or (code or 1), text
+  if type(ok) == "number" then return math.floor(ok / 256), text end -- Lua 5.1: a wait status
+  return ok == true and 0 or (code or 1), text
 end
 
 function M.write_file(path, size, fill)

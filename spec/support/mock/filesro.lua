@@ -39,6 +39,7 @@ end
 function M.reset(state)
   state.folders, state.shares = {}, {}
   M.add_share(state, { token = "editor-token", root_id = "11111111-1111-4111-8111-111111111111" })
+  M.add_share(state, { token = "share_token" }) -- the README's examples
   M.add_share(state, { token = "visitor-token", permission = "visitor" })
   M.add_share(state, { token = "protected-token", protected = true, cookie = "share_session=unlock-me" })
   M.add_share(state, { token = "expired-token", expired = true })

@@ -1,0 +1,115 @@
+-- The fileapi command, run as a user would, against the mock.
+local helper = require "helper"
+local cjson = require "cjson"
+
+describe("fileapi command", function()
+  local mock, env
+
+  setup(function()
+    mock = helper.start_mock()
+    env = { MKP_API_KEY = helper.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base }
+  end)
+  teardown(function() mock:stop() end)
+  before_each(function() mock:reset() end)
+
+  local function fileapi(args, extra_env)
+    local e = {}
+    for k, v in pairs(env) do e[k] = v end
+    for k, v in pairs(extra_env or {}) do e[k] = v end
+    return helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " " .. args, e)
+  end
+
+  it("prints help for every command", function()
+    for _, cmd in ipairs({ "--help", "upload --help", "mkdir --help", "share-mkdir --help" }) do
+      local code, out = fileapi(cmd)
+      assert.same(0, code, out)
+      assert.matches("usage: fileapi", out)
+    end
+    local code, out = fileapi("")
+    assert.same(2, code)
+    assert.matches("exit status:", out)
+  end)
+
+  it("mkdir prints ID NAME, or JSON", function()
+    local code, out = fileapi("mkdir Contracts")
+    assert.same(0, code, out)
+    local id = out:match("^(fsd_%w+) Contracts\n$")
+    assert.truthy(id, out)
+    code, out = fileapi("mkdir Sub --dir " .. id .. " --json")
+    assert.same(0, code, out)
+    local doc = cjson.decode(out)
+    assert.same("Sub", doc.name)
+    assert.same("directory", doc.type)
+    assert.same("/v1/files?directory=" .. id, mock:last_request().target)
+  end)
+
+  it("upload streams files, quiet when piped, with --json results", function()
+    local a = helper.write_file(helper.tmpname(".txt"), 5000)
+    local code, out = fileapi(helper.sh_quote(a))
+    assert.same(2, code, out)
+    code, out = fileapi("upload " .. helper.sh_quote(a))
+    assert.same(0, code, out)
+    assert.matches("^fsf_%w+ [^ ]+%.txt 5000 text/plain\n$", out)
+    assert.is_nil(out:find("\r", 1, true))
+    code, out = fileapi("upload " .. helper.sh_quote(a) .. " /no/such/file --json")
+    os.remove(a)
+    assert.same(3, code)
+    local doc = cjson.decode(out:match("(%[.*%])"))
+    assert.same(5000, doc[1].size)
+    assert.same("io", doc[2].error.kind)
+  end)
+
+  it("share-mkdir creates a folder in a share", function()
+    local code, out = fileapi("share-mkdir editor-token Projects")
+    assert.same(0, code, out)
+    local id = out:match("^(%x+%-[%x-]+) Projects\n$")
+    assert.truthy(id, out)
+    code, out = fileapi("share-mkdir editor-token Inner --parent " .. id .. " --json")
+    assert.same(0, code, out)
+    assert.same(id, cjson.decode(out).relationships.parent.data.id)
+  end)
+
+  it("exits with a status per error kind", function()
+    local cases = {
+      { "mkdir X --dir fsd_missing0001", 6, "not_found" },
+      { "mkdir ''", 2, "invalid_argument" },
+      { "mkdir X --bogus", 2, "unknown option" },
+      { "mkdir X --timeout soon", 2, "needs a number" },
+      { "upload /no/such/file", 3, "No such file" },
+      { "share-mkdir visitor-token X", 5, "Access Denied" },
+      { "share-mkdir no-such-token X", 6, "not_found" },
+      { "mkdir X --retries 0 --base-url http://127.0.0.1:" .. helper.closed_port() .. "/v1", 4, "network" },
+    }
+    for _, case in ipairs(cases) do
+      local code, out = fileapi(case[1])
+      assert.same(case[2], code, case[1] .. ": " .. out)
+      assert.matches(case[3], out, 1, true)
+    end
+    local code, out = fileapi("mkdir X", { MKP_API_KEY = "wrong-key" })
+    assert.same(5, code)
+    assert.is_nil(out:find("wrong-key", 1, true))
+    mock:config({ quota = 10 })
+    local big = helper.write_file(helper.tmpname(".bin"), 100)
+    code = fileapi("upload " .. helper.sh_quote(big))
+    os.remove(big)
+    assert.same(8, code)
+  end)
+
+  it("draws a progress bar with percentage, rate and ETA on a terminal", function()
+    local big = helper.write_file(helper.tmpname(".bin"), 64 * 1024 * 1024)
+    local screen = helper.tmpname(".tty")
+    local q = helper.sh_quote
+    local inner = ("env MKP_API_KEY=%s MKP_BASE_URL=%s sh %s %s %s upload %s"):format(helper.API_KEY,
+      q(mock.mkp_url), q(helper.root .. "/tools/with-paths.sh"), helper.lua, q(helper.root .. "/bin/fileapi"), q(big))
+    -- script(1) gives the command a pseudo-terminal and records what it shows
+    local ok = os.execute(("script -qfec %s %s >/dev/null 2>&1"):format(q(inner), q(screen)))
+    os.remove(big)
+    local text = io.open(screen):read("*a")
+    os.remove(screen)
+    assert.truthy(ok == true or ok == 0, text)
+    assert.truthy(text:find("\r", 1, true), "no carriage return redraws")
+    assert.matches("%[#+%] 100%%%s+[%d.]+ [KMG]?i?B/s%s+ETA 0:00", text)
+    assert.matches("ETA %d+:%d%d", text)
+    assert.matches("fsf_%w+ [^ ]+%.bin 67108864 application/octet%-stream", text)
+  end)
+end)
