@@ -46,6 +46,29 @@ describe("faults", function()
     assert.is_true(elapsed >= 0.05 + 0.1 + 0.2 - 0.2 and elapsed < 2, elapsed)
   end)
 
+  it("connect_timeout: a listener whose backlog is full, timeout retried (nothing was sent)", function()
+    local socket = require "socket"
+    local listener = socket.tcp()
+    assert(listener:bind("127.0.0.1", 0))
+    assert(listener:listen(0))
+    local _, port = listener:getsockname()
+    local fillers = {}
+    for i = 1, 4 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.1", port)
+    end
+    local c = new_client({ base_url = "http://127.0.0.1:" .. port .. "/v1", connect_timeout = 0.5, retries = 1 })
+    local _, err, elapsed = timed(function() return c:mkdir("x") end)
+    for _, f in ipairs(fillers) do f:close() end
+    listener:close()
+    assert.same("timeout", err.kind)
+    assert.same(2, err.attempts)
+    assert.is_true(err.retryable)
+    assert.is_false(err.request_sent)
+    assert.is_true(elapsed >= 1 and elapsed < 2, elapsed)
+  end)
+
   it("accept then never answer: timeout within 1 s of its setting, not retried", function()
     local c = new_client({ timeout = 1 })
     mock:faults({ { type = "stall", seconds = 10 } })

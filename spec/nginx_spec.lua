@@ -5,16 +5,24 @@ local cjson = require "cjson"
 local socket = require "socket"
 
 describe("nginx #nginx", function()
-  local mock, nginx
+  local mock, nginx, tls_dir, trusted, untrusted
 
   setup(function()
     mock = helper.start_mock()
-    nginx = helper.start_nginx(mock)
+    tls_dir = helper.tmpname(".tls")
+    local good, bad = helper.make_cert(tls_dir, "trusted"), helper.make_cert(tls_dir, "untrusted")
+    os.execute("chmod -R a+rX " .. helper.sh_quote(tls_dir))
+    trusted = helper.start_mock({ tls = good })
+    untrusted = helper.start_mock({ tls = bad })
+    nginx = helper.start_nginx(mock, { ca_file = good.cert })
   end)
 
   teardown(function()
     if nginx then nginx:stop() end
     mock:stop()
+    if trusted then trusted:stop() end
+    if untrusted then untrusted:stop() end
+    os.execute("rm -rf " .. helper.sh_quote(tls_dir))
   end)
 
   before_each(function() mock:reset() end)
@@ -71,6 +79,22 @@ describe("nginx #nginx", function()
     local denied = get("/share-mkdir?token=visitor-token&name=Projects")
     assert.same("forbidden", denied.error.kind)
     assert.same("Access Denied", denied.error.message)
+  end)
+
+  it("speaks TLS over cosockets, verifying the certificate", function()
+    local function by_name(m) return "https://localhost:" .. m.port .. "/v1" end
+    local doc = get("/mkdir?transport=ngx&name=OverTLS&base=" .. by_name(trusted))
+    assert.is_true(doc.ok, doc.error and doc.error.message)
+    assert.same("OverTLS", doc.result.name)
+    assert.same('{"directory":"OverTLS"}', trusted:last_request().body)
+    local bad = get("/mkdir?transport=ngx&name=X&base=" .. by_name(untrusted))
+    assert.is_false(bad.ok)
+    assert.same("tls", bad.error.kind)
+    assert.same(0, untrusted:stats().requests)
+    -- nginx cannot check a certificate against an IP address: forcing
+    -- cosockets there is refused rather than left unverified
+    local ip = get("/mkdir?transport=ngx&name=X&base=" .. trusted.mkp_url)
+    assert.same("invalid_argument", ip.error.kind)
   end)
 
   it("the curl transport can be forced, and also works in a handler", function()

@@ -24,15 +24,13 @@ end
 
 describe("security", function()
   describe("TLS", function()
-    local dir, cert, key, mock
+    local dir, cert, mock
 
     setup(function()
       dir = helper.tmpname(".tls")
-      cert, key = dir .. "/cert.pem", dir .. "/key.pem"
-      assert(os.execute(("mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 2 "
-        .. "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1")
-        :format(helper.sh_quote(dir), helper.sh_quote(key), helper.sh_quote(cert))))
-      mock = helper.start_mock({ tls = { cert = cert, key = key } })
+      local pair = helper.make_cert(dir, "server")
+      cert = pair.cert
+      mock = helper.start_mock({ tls = pair })
     end)
 
     teardown(function()

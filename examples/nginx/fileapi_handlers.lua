@@ -31,6 +31,7 @@ local function options()
   local opts = {}
   if args.timeout then opts.timeout = tonumber(args.timeout) end
   if args.transport then opts.transport = args.transport end
+  if args.base then opts.base_url = args.base end
   return args, opts
 end
 

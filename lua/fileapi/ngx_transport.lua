@@ -23,6 +23,19 @@ function M.available()
     and YIELDING[ngx.get_phase()] == true
 end
 
+local function is_ip(host)
+  return host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+-- nginx verifies a peer certificate against a host name only, never an IP
+-- address: such https URLs are left to libcurl.
+function M.can_verify(url)
+  local scheme, host = url:match("^(https?)://%[?([^/?#%]]+)")
+  if scheme ~= "https" or not host then return true end
+  host = host:gsub(":%d+$", "")
+  return not is_ip(host)
+end
+
 function M.sleep(seconds)
   ngx.sleep(seconds)
 end
@@ -72,7 +85,10 @@ local function connect(creq, scheme, host, port, budget, fresh)
   sock:settimeouts(min(connect_ms, op_ms), op_ms, op_ms)
   -- a retry after a stale pooled connection must not draw another one
   local pool = scheme .. ":" .. host .. ":" .. port .. (fresh and ":fresh" or "")
-  local ok, err = sock:connect(host, port, { pool = pool })
+  -- "localhost" is loopback by definition (RFC 6761); anything else goes to
+  -- nginx's resolver, which needs the `resolver` directive.
+  local address = host == "localhost" and "127.0.0.1" or host
+  local ok, err = sock:connect(address, port, { pool = pool })
   if not ok then return nil, err == "timeout" and "timeout" or "network", "connect failed: " .. tostring(err) end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     ok, err = sock:sslhandshake(nil, host, true)

@@ -143,7 +143,7 @@ end
 -- Where cosockets can be used (nginx handlers and timers) requests go over
 -- them, unless told otherwise; everywhere else over libcurl.  Decided per
 -- call: one client may serve init_by_lua and content handlers alike.
-local function choose(self)
+local function choose(self, url)
   local o = self.opts
   local session = self.session
   local function curl(creq) return session:perform(creq) end
@@ -152,7 +152,10 @@ local function choose(self)
   if o.transport == "ngx" and not usable then
     return nil, "the ngx transport needs an nginx phase that allows cosockets"
   end
-  if usable and (o.transport == "ngx" or not (o.ca_file or o.proxy)) then
+  if o.transport == "ngx" and not ngx_transport.can_verify(url) then
+    return nil, "nginx cannot verify a certificate for an IP address: use a host name or the curl transport"
+  end
+  if usable and (o.transport == "ngx" or not (o.ca_file or o.proxy or not ngx_transport.can_verify(url))) then
     return ngx_transport.perform, o.sleep or ngx_transport.sleep
   end
   return curl, o.sleep or core.sleep
@@ -163,7 +166,7 @@ function Transport:send(req)
   if not self.session:is_open() then
     return nil, util.new_error("invalid_argument", "the client is closed")
   end
-  local perform, sleep = choose(self)
+  local perform, sleep = choose(self, req.url)
   if not perform then return nil, util.new_error("invalid_argument", sleep) end
   local creq = request_for(self, req)
   local attempts = 0

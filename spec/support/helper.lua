@@ -115,6 +115,15 @@ function M.start_mock(opts)
   error("the mock did not start")
 end
 
+-- A self-signed certificate for 127.0.0.1 and localhost, in dir.
+function M.make_cert(dir, name)
+  local cert, key = dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
+  assert(os.execute(("mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 2 "
+    .. "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1")
+    :format(sh_quote(dir), sh_quote(key), sh_quote(cert))))
+  return { cert = cert, key = key }
+end
+
 local Nginx = {}
 Nginx.__index = Nginx
 
@@ -133,7 +142,9 @@ end
 
 -- nginx with the example config and handlers, fileapi copied beside them so
 -- the workers (user nobody) can read everything, the API pointed at the mock.
-function M.start_nginx(mock)
+-- opts.ca_file: what cosocket TLS trusts (default: Debian's CA bundle).
+function M.start_nginx(mock, opts)
+  opts = opts or {}
   local q = sh_quote
   local prefix = M.tmpname(".nginx")
   local lib = prefix .. "/lib"
@@ -145,6 +156,7 @@ function M.start_nginx(mock)
   local port = M.closed_port()
   local conf = io.open(M.root .. "/examples/nginx/nginx.conf"):read("*a")
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@LIB@", lib)
+    :gsub("@CA_FILE@", opts.ca_file or "/etc/ssl/certs/ca-certificates.crt")
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
