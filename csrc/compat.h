@@ -33,6 +33,24 @@ static inline void fa_setfuncs(lua_State *L, const luaL_Reg *l)
     }
 }
 
+/* A userdata class: methods in __index; close serves __gc and __close
+ * (Lua 5.4's to-be-closed variables), so cleanup must be idempotent. */
+static inline void fa_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
+                               lua_CFunction close, lua_CFunction tostring)
+{
+    luaL_newmetatable(L, tname);
+    lua_newtable(L);
+    fa_setfuncs(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
 static inline void fa_setmetatable(lua_State *L, const char *tname)
 {
     luaL_getmetatable(L, tname);

@@ -619,8 +619,10 @@ static int push_failure(lua_State *L, fa_multipart *mp)
     return 2;
 }
 
-/* body:read([n]) -> string | nil at the end | nil, err */
-static int mp_read(lua_State *L)
+/* body:read([n]) -> string | nil at the end | nil, err
+ * body:pull([n]) -> the same, or false, part: call that part's reader (it
+ * may yield) and hand its result to body:feed. */
+static int read_method(lua_State *L, int pull)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
     size_t n = (size_t)luaL_optinteger(L, 2, 65536);
@@ -631,47 +633,16 @@ static int mp_read(lua_State *L)
     buf = malloc(n);
     if (buf == NULL)
         return luaL_error(L, "not enough memory");
-    r = fa_multipart_read(mp, L, buf, n);
-    if (r < 0) {
-        free(buf);
-        return push_failure(L, mp);
-    }
-    if (r == 0) {
-        free(buf);
-        lua_pushnil(L);
-        return 1;
-    }
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, buf, (size_t)r);
-    free(buf);
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* body:pull([n]) -> string | nil at the end | false, part (call that
- * part's reader, then body:feed its result) | nil, err */
-static int mp_pull(lua_State *L)
-{
-    fa_multipart *mp = fa_multipart_check(L, 1);
-    size_t n = (size_t)luaL_optinteger(L, 2, 65536);
-    luaL_Buffer b;
-    char *buf;
-    long r;
-    luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
-    buf = malloc(n);
-    if (buf == NULL)
-        return luaL_error(L, "not enough memory");
-    mp->pull_mode = 1;
+    mp->pull_mode = pull;
     r = fa_multipart_read(mp, L, buf, n);
     mp->pull_mode = 0;
-    if (r == FA_NEED_READER) {
-        free(buf);
-        lua_pushboolean(L, 0);
-        lua_pushinteger(L, mp->need_part);
-        return 2;
-    }
     if (r <= 0) {
         free(buf);
+        if (r == FA_NEED_READER) {
+            lua_pushboolean(L, 0);
+            lua_pushinteger(L, mp->need_part);
+            return 2;
+        }
         if (r < 0)
             return push_failure(L, mp);
         lua_pushnil(L);
@@ -682,6 +653,16 @@ static int mp_pull(lua_State *L)
     free(buf);
     luaL_pushresult(&b);
     return 1;
+}
+
+static int mp_read(lua_State *L)
+{
+    return read_method(L, 0);
+}
+
+static int mp_pull(lua_State *L)
+{
+    return read_method(L, 1);
 }
 
 /* body:feed(chunk_or_nil): what the reader asked for by pull returned. */
@@ -748,17 +729,7 @@ void fa_open_multipart(lua_State *L)
         {"close", mp_close},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, FA_MULTIPART_MT);
-    lua_newtable(L);
-    fa_setfuncs(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, mp_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, mp_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, mp_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    fa_newclass(L, FA_MULTIPART_MT, methods, mp_close, mp_tostring);
     lua_pushcfunction(L, l_multipart);
     lua_setfield(L, -2, "multipart");
 }

@@ -584,17 +584,7 @@ void fa_open_session(lua_State *L)
         {"is_open", s_is_open},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, FA_SESSION_MT);
-    lua_newtable(L);
-    fa_setfuncs(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, s_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, s_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, s_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    fa_newclass(L, FA_SESSION_MT, methods, s_close, s_tostring);
     lua_pushcfunction(L, l_session);
     lua_setfield(L, -2, "session");
 }
