@@ -95,7 +95,7 @@ describe("fileapi command", function()
     assert.same(8, code)
   end)
 
-  it("draws a progress bar with percentage, rate and ETA on a terminal", function()
+  it("draws a progress bar with percentage, rate and ETA on a terminal #toolchain", function()
     local big = helper.write_file(helper.tmpname(".bin"), 64 * 1024 * 1024)
     local screen = helper.tmpname(".tty")
     local q = helper.sh_quote
