@@ -6,7 +6,7 @@ describe("examples", function()
 
   setup(function()
     mock = helper.start_mock()
-    env = { MKP_API_KEY = helper.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base }
+    env = helper.mock_env(mock)
   end)
   teardown(function() mock:stop() end)
   before_each(function() mock:reset() end)

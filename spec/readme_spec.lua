@@ -35,8 +35,7 @@ describe("README examples", function()
       local f = assert(io.open(path, "w"))
       f:write(block)
       f:close()
-      local code, out = helper.run_lua(helper.sh_quote(path), { MKP_API_KEY = helper.API_KEY,
-        MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base }, dir)
+      local code, out = helper.run_lua(helper.sh_quote(path), helper.mock_env(mock), dir)
       assert.same(0, code, out)
     end)
   end

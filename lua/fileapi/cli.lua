@@ -168,7 +168,12 @@ local function cmd_upload(opts, args, io_out, io_err)
   return status
 end
 
-local function print_result(opts, io_out, result)
+-- One result or error, as text or JSON; returns the exit status.
+local function finish(opts, io_out, io_err, what, result, err)
+  if not result then
+    if opts.json then io_out:write(cjson.encode(error_object(err)), "\n") end
+    return report_error(io_err, what, err)
+  end
   if opts.json then
     io_out:write(cjson.encode(result), "\n")
   else
@@ -184,11 +189,7 @@ local function cmd_mkdir(opts, args, io_out, io_err)
   local dir
   dir, err = client:mkdir(args[1], { directory = opts.dir })
   client:close()
-  if not dir then
-    if opts.json then io_out:write(cjson.encode(error_object(err)), "\n") end
-    return report_error(io_err, "mkdir", err)
-  end
-  return print_result(opts, io_out, dir)
+  return finish(opts, io_out, io_err, "mkdir", dir, err)
 end
 
 local function cmd_share_mkdir(opts, args, io_out, io_err)
@@ -197,11 +198,7 @@ local function cmd_share_mkdir(opts, args, io_out, io_err)
   copts.base_url = opts.base_url or os.getenv("FILESRO_BASE_URL")
   copts.parent_id = opts.parent
   local folder, err = shares.mkdir(args[1], args[2], copts)
-  if not folder then
-    if opts.json then io_out:write(cjson.encode(error_object(err)), "\n") end
-    return report_error(io_err, "share-mkdir", err)
-  end
-  return print_result(opts, io_out, folder)
+  return finish(opts, io_out, io_err, "share-mkdir", folder, err)
 end
 
 local COMMANDS = { upload = cmd_upload, mkdir = cmd_mkdir, ["share-mkdir"] = cmd_share_mkdir }

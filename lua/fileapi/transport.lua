@@ -40,7 +40,7 @@ local BOOLEAN_OPTIONS = { "allow_insecure", "retry_unsafe" }
 function M.check_options(opts, fname)
   local out = {}
   for _, group in ipairs({ { NUMBER_OPTIONS, "number" }, { STRING_OPTIONS, "string" },
-      { BOOLEAN_OPTIONS, "boolean" }, { { "sleep" }, "function" } }) do
+      { BOOLEAN_OPTIONS, "boolean" } }) do
     for _, k in ipairs(group[1]) do out[k] = util.check_field(opts, k, group[2], fname) end
   end
   for _, k in ipairs(NUMBER_OPTIONS) do
@@ -75,7 +75,8 @@ function M.new(opts, secrets)
     local creds = opts.proxy:match("^%a[%w+.-]*://([^@/]*)@") or opts.proxy:match("^([^@/]*)@")
     if creds then secrets[#secrets + 1] = creds end
   end
-  return setmetatable({ session = session, opts = opts, secrets = secrets }, Transport)
+  local function curl(creq) return session:perform(creq) end
+  return setmetatable({ session = session, curl = curl, opts = opts, secrets = secrets }, Transport)
 end
 
 local function request_for(self, req)
@@ -142,23 +143,24 @@ end
 
 -- Where cosockets can be used (nginx handlers and timers) requests go over
 -- them, unless told otherwise; everywhere else over libcurl.  Decided per
--- call: one client may serve init_by_lua and content handlers alike.
+-- call: one client may serve init_by_lua and content handlers alike.  Waits
+-- between attempts never block a worker that can yield.
 local function choose(self, url)
   local o = self.opts
-  local session = self.session
-  local function curl(creq) return session:perform(creq) end
-  if o.transport == "curl" then return curl, o.sleep or core.sleep end
   local usable = ngx_transport.available()
-  if o.transport == "ngx" and not usable then
-    return nil, "the ngx transport needs an nginx phase that allows cosockets"
+  local sleep = usable and ngx_transport.sleep or core.sleep
+  if o.transport == "curl" then return self.curl, sleep end
+  local verifiable = ngx_transport.can_verify(url)
+  if o.transport == "ngx" then
+    if not usable then return nil, "the ngx transport needs an nginx phase that allows cosockets" end
+    if not verifiable then
+      return nil, "nginx cannot verify a certificate for an IP address: use a host name or the curl transport"
+    end
+    return ngx_transport.perform, sleep
   end
-  if o.transport == "ngx" and not ngx_transport.can_verify(url) then
-    return nil, "nginx cannot verify a certificate for an IP address: use a host name or the curl transport"
-  end
-  if usable and (o.transport == "ngx" or not (o.ca_file or o.proxy or not ngx_transport.can_verify(url))) then
-    return ngx_transport.perform, o.sleep or ngx_transport.sleep
-  end
-  return curl, o.sleep or core.sleep
+  -- auto: cosockets, unless asked for what only libcurl does
+  if usable and verifiable and not (o.ca_file or o.proxy) then return ngx_transport.perform, sleep end
+  return self.curl, sleep
 end
 
 -- One request with the retry policy.  Returns the 2xx response, or nil, err.

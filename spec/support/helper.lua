@@ -193,6 +193,11 @@ function M.http_get(url, timeout)
   return status, body, socket.gettime() - t
 end
 
+-- The environment the examples and the command read, pointed at the mock.
+function M.mock_env(mock)
+  return { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base }
+end
+
 -- A port with nothing listening: bind, read the number, close.
 function M.closed_port()
   local s = assert(socket.bind("127.0.0.1", 0))
