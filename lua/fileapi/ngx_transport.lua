@@ -233,7 +233,7 @@ local function read_response(sock, creq, facts, budget)
 end
 
 -- One attempt.  Returns the response, or nil, kind, message; kind "stale"
--- means a pooled connection turned out closed before the server saw anything.
+-- means a pooled connection turned out closed before the server answered.
 local function attempt(creq, facts, fresh)
   local scheme, host, port, path, authority = parse_url(creq.url)
   if not scheme then return nil, "invalid_argument", "not an http(s) URL" end
@@ -259,7 +259,9 @@ local function attempt(creq, facts, fresh)
   local res, rkind, rmessage = read_response(sock, creq, facts, budget)
   if not res then
     sock:close()
-    if reused and rkind == "network" and not facts.status and facts.uploaded == 0 then return nil, "stale" end
+    -- No answer at all on a pooled connection: the server had closed it
+    -- (libcurl resends in the same case).
+    if reused and rkind == "network" and not facts.status then return nil, "stale" end
     if not ok then return nil, kind, message end
     return nil, rkind, rmessage
   end
