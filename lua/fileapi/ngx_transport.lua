@@ -233,7 +233,11 @@ local function read_response(sock, creq, facts, budget)
 end
 
 -- One attempt.  Returns the response, or nil, kind, message; kind "stale"
--- means a pooled connection turned out closed before the server answered.
+-- means a pooled connection could not even take the request line, so the
+-- server cannot have acted.  Once a request is out, a connection closed
+-- without an answer is an error, not a reason to send it again: a POST may
+-- have created something.  (nginx drops pooled connections the peer closes
+-- while they wait, which covers the usual stale case.)
 local function attempt(creq, facts, fresh)
   local scheme, host, port, path, authority = parse_url(creq.url)
   if not scheme then return nil, "invalid_argument", "not an http(s) URL" end
@@ -259,9 +263,6 @@ local function attempt(creq, facts, fresh)
   local res, rkind, rmessage = read_response(sock, creq, facts, budget)
   if not res then
     sock:close()
-    -- No answer at all on a pooled connection: the server had closed it
-    -- (libcurl resends in the same case).
-    if reused and rkind == "network" and not facts.status then return nil, "stale" end
     if not ok then return nil, kind, message end
     return nil, rkind, rmessage
   end
