@@ -31,6 +31,9 @@ struct xfer {
     fa_session *s;
     lua_State *L;
     fa_multipart *mp;
+    const char *body;         /* a string body, when there is no multipart */
+    curl_off_t body_off;
+    curl_off_t handed;        /* request body bytes given to libcurl so far */
     size_t max_body;
     int progress_idx;
     curl_off_t total, last_sent;
@@ -123,27 +126,47 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
 static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
 {
     struct xfer *x = ud;
-    long r = fa_multipart_read(x->mp, x->L, buf, size * nitems);
-    if (r < 0) {
-        const char *msg, *kind = fa_multipart_error(x->mp, &msg);
-        fail(x, kind, msg);
-        return CURL_READFUNC_ABORT;
+    size_t n = size * nitems;
+    if (x->mp == NULL) {
+        curl_off_t left = x->total - x->body_off;
+        if ((curl_off_t)n > left)
+            n = (size_t)left;
+        memcpy(buf, x->body + x->body_off, n);
+        x->body_off += (curl_off_t)n;
+    } else {
+        long r = fa_multipart_read(x->mp, x->L, buf, n);
+        if (r < 0) {
+            const char *msg, *kind = fa_multipart_error(x->mp, &msg);
+            fail(x, kind, msg);
+            return CURL_READFUNC_ABORT;
+        }
+        n = (size_t)r;
     }
-    return (size_t)r;
+    x->handed += (curl_off_t)n;
+    return n;
 }
 
-/* libcurl rewinds when it resends on a fresh connection (a kept-alive one
- * that the server had closed, say). */
+/* libcurl resends on a fresh connection when a kept-alive one fails, and
+ * rewinds the body for it.  That is safe while the request was still being
+ * sent; once all of it was handed over, a connection that closed without an
+ * answer may have been read and acted on, and a POST must not go twice. */
 static int on_seek(void *ud, curl_off_t offset, int origin)
 {
     struct xfer *x = ud;
     if (offset != 0 || origin != SEEK_SET)
         return CURL_SEEKFUNC_CANTSEEK;
-    if (fa_multipart_rewind(x->mp, x->L) != 0) {
+    if (x->handed >= x->total) {
+        fail(x, "network", "the connection closed without an answer after the request was sent; "
+                           "not sending it again, since the server may have acted on it");
+        return CURL_SEEKFUNC_CANTSEEK;
+    }
+    if (x->mp != NULL && fa_multipart_rewind(x->mp, x->L) != 0) {
         const char *msg, *kind = fa_multipart_error(x->mp, &msg);
         fail(x, kind, msg);
         return CURL_SEEKFUNC_FAIL;
     }
+    x->body_off = 0;
+    x->handed = 0;
     return CURL_SEEKFUNC_OK;
 }
 
@@ -281,6 +304,7 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
         /* stays on the stack: the body must outlive the transfer */
     } else {
         lua_pop(L, 1);
+        x->body = r->body;
         x->total = (curl_off_t)r->body_len;
     }
     if (x->mp != NULL && r->body != NULL)
@@ -346,17 +370,17 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
         curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
-    if (x->mp != NULL) {
+    /* Bodies go through the read callback, strings too: only there can a
+     * resend be refused (see on_seek). */
+    if (x->mp != NULL || r->body != NULL) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(c, CURLOPT_READDATA, x);
         curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
         curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
-        curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
-    } else if (r->body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        if (x->mp != NULL)
+            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
     }
     if (r->method != NULL && strcmp(r->method, x->mp || r->body ? "POST" : "GET") != 0)
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);

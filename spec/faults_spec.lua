@@ -242,6 +242,28 @@ describe("faults", function()
     assert.same("hello", mock:last_request().parts[1].data)
   end)
 
+  it("a request is never sent twice when a kept-alive connection closes without an answer", function()
+    assert(client:mkdir("first"))
+    mock:faults({ { type = "stall", seconds = 0.5 } })
+    local dir, err = client:mkdir("second")
+    assert.is_nil(dir)
+    assert.same("network", err.kind)
+    assert.same(1, err.attempts)
+    assert.is_true(err.retryable)
+    assert.matches("not sending it again", err.message)
+    local names = {}
+    for _, r in ipairs(mock:requests()) do names[#names + 1] = r.body end
+    assert.same({ '{"directory":"first"}', '{"directory":"second"}' }, names)
+    local path = helper.write_file(helper.tmpname(".bin"), 64 * 1024)
+    mock:faults({ { type = "stall", seconds = 0.5 } })
+    local item, uerr = client:upload(path)
+    os.remove(path)
+    assert.is_nil(item)
+    assert.same("network", uerr.kind)
+    assert.same(3, mock:stats().requests)
+    works_after()
+  end)
+
   it("a kept-alive connection the server closed is replaced transparently", function()
     mock:faults({ { type = "status", status = 201, drop_after = true,
       body = '{"id":"fsd_closed000001","type":"directory","name":"c"}' } })
