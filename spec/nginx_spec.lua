@@ -29,7 +29,7 @@ describe("nginx #nginx", function()
 
   local function get(path)
     local status, body, seconds = helper.http_get(nginx:url(path))
-    assert.same(200, status, body)
+    assert.same(200, status, tostring(body) .. "\nnginx error.log:\n" .. nginx:log_tail())
     return cjson.decode(body), seconds
   end
 

@@ -129,6 +129,16 @@ Nginx.__index = Nginx
 
 function Nginx:url(path) return self.base .. path end
 
+-- The end of nginx's error log, for a failing spec's message.
+function Nginx:log_tail(lines)
+  local f = io.open(self.prefix .. "/error.log")
+  if not f then return "" end
+  local all = {}
+  for line in f:lines() do all[#all + 1] = line end
+  f:close()
+  return table.concat(all, "\n", math.max(1, #all - (lines or 10) + 1))
+end
+
 function Nginx:stop()
   if self.stopped then return end
   self.stopped = true
