@@ -386,6 +386,22 @@ static size_t copy_segment(fa_multipart *mp, const char *seg, size_t seg_len, ch
     return take;
 }
 
+/* Calls the Lua function behind ref under lua_pcall, leaving one result on
+ * the stack; on an error sets "<what> raised: ..." and returns -1. */
+static int call_ref(fa_multipart *mp, lua_State *L, int ref, const char *what)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        char text[200];
+        snprintf(text, sizeof text, "%s raised: %s", what, msg ? msg : "(a non-string error)");
+        set_error(mp, "callback", "%s", text);
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
 /* Calls a reader; leaves its chunk (a string, possibly empty) or nil on the
  * stack and returns 0, or returns -1 with the error set.  In pull mode the
  * value comes from body:feed, and FA_NEED_READER asks the caller for it. */
@@ -400,14 +416,8 @@ static int call_reader(fa_multipart *mp, lua_State *L, struct part *p)
         lua_rawgeti(L, LUA_REGISTRYINDEX, mp->fed_ref);
         unref(L, &mp->fed_ref);
         mp->has_fed = 0;
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-        if (lua_pcall(L, 0, 1, 0) != 0) {
-            const char *msg = lua_tostring(L, -1);
-            set_error(mp, "callback", "reader raised: %s", msg ? msg : "(a non-string error)");
-            lua_pop(L, 1);
-            return -1;
-        }
+    } else if (call_ref(mp, L, p->ref, "reader") != 0) {
+        return -1;
     }
     if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
         set_error(mp, "callback", "reader returned a %s, not a string or nil",
@@ -579,13 +589,8 @@ int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
             return -1;
         }
         if (p->kind == PART_READER && p->touched) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, p->rewind_ref);
-            if (lua_pcall(L, 0, 1, 0) != 0) {
-                const char *msg = lua_tostring(L, -1);
-                set_error(mp, "callback", "rewind raised: %s", msg ? msg : "(a non-string error)");
-                lua_pop(L, 1);
+            if (call_ref(mp, L, p->rewind_ref, "rewind") != 0)
                 return -1;
-            }
             if (!lua_toboolean(L, -1)) {
                 lua_pop(L, 1);
                 set_error(mp, "io", "%s", "the reader's rewind failed");
