@@ -10,7 +10,7 @@ local M = {}
 
 local ngx = rawget(_G, "ngx")
 local tonumber, tostring, pcall, type = tonumber, tostring, pcall, type
-local concat, min, floor = table.concat, math.min, math.floor
+local concat, min, floor, ceil = table.concat, math.min, math.floor, math.ceil
 
 -- Phases where cosockets and ngx.sleep may be used.
 local YIELDING = { rewrite = true, access = true, content = true, timer = true,
@@ -65,12 +65,14 @@ local function deadline_timer(creq)
   local started = ngx.now()
   local idle = (creq.idle_timeout and creq.idle_timeout > 0) and creq.idle_timeout or 3600
   local whole = (creq.timeout and creq.timeout > 0) and creq.timeout or nil
+  -- nginx keeps time and socket timeouts in whole milliseconds: round up,
+  -- and allow the one the clock may have cut, so no timeout fires early.
   return function()
-    if not whole then return idle * 1000, false end
+    if not whole then return ceil(idle * 1000), false end
     ngx.update_time()
     local left = whole - (ngx.now() - started)
     if left <= 0 then return 1, true end
-    return min(idle, left) * 1000, left < idle
+    return ceil(min(idle, left) * 1000) + 1, left < idle
   end
 end
 
@@ -91,7 +93,14 @@ local function connect(creq, scheme, host, port, budget, fresh)
   local ok, err = sock:connect(address, port, { pool = pool })
   if not ok then return nil, err == "timeout" and "timeout" or "network", "connect failed: " .. tostring(err) end
   if scheme == "https" and sock:getreusedtimes() == 0 then
-    ok, err = sock:sslhandshake(nil, host, true)
+    -- When the handshake completes at once and verification then fails,
+    -- Debian's lua-resty-core raises an assertion instead of returning the
+    -- error (lua-resty-core #499).  A raise here is that failed verification.
+    -- The reused_session argument stays nil: false would make the same
+    -- version return true and lose the verification error.
+    local called
+    called, ok, err = pcall(sock.sslhandshake, sock, nil, host, true)
+    if not called then ok, err = nil, "certificate verification failed" end
     if not ok then
       sock:close()
       return nil, "tls", "TLS handshake failed: " .. tostring(err)
