@@ -38,6 +38,14 @@ FA_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
 	$(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null)
 FA_LDFLAGS = -shared $(shell pkg-config --libs libcurl 2>/dev/null) -lm -lpthread
 
+# LuaRocks builds with `make rock` (build.type = "make"): the same flags, with
+# Lua's and curl's folders as LuaRocks found them.  Warnings stay on but do
+# not fail a user's install on a newer compiler.
+LUA_INCDIR ?= $(shell pkg-config --variable=includedir $(LUA_PC) 2>/dev/null)
+ROCK_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(filter-out -Werror,$(WARN)) \
+	-I$(LUA_INCDIR) $(if $(CURL_INCDIR),-I$(CURL_INCDIR))
+ROCK_LIBS = $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) -lcurl -lm -lpthread
+
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BUILD := build/asan-$(LUA)
 FUZZ_TIME ?= 60
@@ -62,6 +70,11 @@ build: $(CORE)
 $(CORE): $(SRCS) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(FA_CFLAGS) $(CFLAGS) -o $@ $(SRCS) $(FA_LDFLAGS) $(LDFLAGS)
+
+.PHONY: rock
+rock:
+	@mkdir -p build/rock/fileapi
+	$(CC) $(ROCK_CFLAGS) $(CFLAGS) -o build/rock/fileapi/core.so $(SRCS) $(LIBFLAG) -shared $(ROCK_LIBS)
 
 # The whole suite: every stage runs, then one closing line adds them up.
 test: deps check-deps build

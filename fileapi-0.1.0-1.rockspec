@@ -26,26 +26,32 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" },
 }
+-- The C core is built by the Makefile's `rock` target, so the rock gets the
+-- same flags as `make` (C99, warnings, only luaopen_fileapi_core exported).
 build = {
-  type = "builtin",
-  modules = {
-    ["fileapi.core"] = {
-      sources = { "csrc/core.c", "csrc/errors.c", "csrc/multipart.c", "csrc/retry.c", "csrc/session.c" },
-      defines = { "_POSIX_C_SOURCE=200809L" },
-      libraries = { "curl", "pthread", "m" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-    },
-    ["fileapi"] = "lua/fileapi/init.lua",
-    ["fileapi.files"] = "lua/fileapi/files.lua",
-    ["fileapi.shares"] = "lua/fileapi/shares.lua",
-    ["fileapi.transport"] = "lua/fileapi/transport.lua",
-    ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
-    ["fileapi.util"] = "lua/fileapi/util.lua",
-    ["fileapi.mime"] = "lua/fileapi/mime.lua",
-    ["fileapi.cli"] = "lua/fileapi/cli.lua",
+  type = "make",
+  build_target = "rock",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    CURL_INCDIR = "$(CURL_INCDIR)",
+    CURL_LIBDIR = "$(CURL_LIBDIR)",
   },
+  install_pass = false,
   install = {
+    lib = { ["fileapi.core"] = "build/rock/fileapi/core.so" },
+    lua = {
+      ["fileapi"] = "lua/fileapi/init.lua",
+      ["fileapi.files"] = "lua/fileapi/files.lua",
+      ["fileapi.shares"] = "lua/fileapi/shares.lua",
+      ["fileapi.transport"] = "lua/fileapi/transport.lua",
+      ["fileapi.request"] = "lua/fileapi/request.lua",
+      ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
+      ["fileapi.util"] = "lua/fileapi/util.lua",
+      ["fileapi.mime"] = "lua/fileapi/mime.lua",
+      ["fileapi.cli"] = "lua/fileapi/cli.lua",
+    },
     bin = { fileapi = "bin/fileapi" },
   },
 }

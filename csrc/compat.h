@@ -99,4 +99,32 @@ static inline const char *fa_optstrfield(lua_State *L, int idx, const char *k, s
     return s;
 }
 
+/* luaL_tolstring (5.2+): any value as text, __tostring honoured; pushes it. */
+#if LUA_VERSION_NUM >= 502
+#define fa_tolstring(L, i, len) luaL_tolstring((L), (i), (len))
+#else
+static inline const char *fa_tolstring(lua_State *L, int idx, size_t *len)
+{
+    if (!luaL_callmeta(L, idx, "__tostring")) {
+        switch (lua_type(L, idx)) {
+        case LUA_TNUMBER:
+        case LUA_TSTRING:
+            lua_pushvalue(L, idx);
+            lua_tostring(L, -1);
+            break;
+        case LUA_TBOOLEAN:
+            lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
+            break;
+        case LUA_TNIL:
+            lua_pushliteral(L, "nil");
+            break;
+        default:
+            lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx));
+            break;
+        }
+    }
+    return lua_tolstring(L, -1, len);
+}
+#endif
+
 #endif

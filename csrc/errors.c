@@ -1,6 +1,7 @@
 /* The error object: a plain table with kind/message/status/... fields and a
  * metatable whose __tostring gives one readable line. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "fileapi.h"
 
@@ -73,6 +74,28 @@ const char *fa_kind_for_curl(CURLcode code)
     }
 }
 
+static int describe_thunk(lua_State *L)
+{
+    fa_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* What a callback raised, as text, into out: tostring of any value, under a
+ * protected call since a __tostring may raise too (and this runs inside a
+ * libcurl callback, where nothing may unwind). */
+void fa_describe(lua_State *L, int idx, char *out, size_t size)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    lua_pushcfunction(L, describe_thunk);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING)
+        snprintf(out, size, "%s", lua_tostring(L, -1));
+    else
+        snprintf(out, size, "(a %s that cannot be shown)", luaL_typename(L, idx));
+    lua_pop(L, 1);
+}
+
 /* One line: newlines in a server's message must not split a log record. */
 static void add_flat(luaL_Buffer *b, const char *s)
 {
@@ -80,12 +103,89 @@ static void add_flat(luaL_Buffer *b, const char *s)
         luaL_addchar(b, (*s == '\r' || *s == '\n' || *s == '\t') ? ' ' : *s);
 }
 
+#define FA_FIELDS_MAX 400
+#define FA_FIELDS_KEYS 32
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+struct text {
+    char data[FA_FIELDS_MAX + 8];
+    size_t len;
+};
+
+/* Appends s flattened to one line; past the bound, "..." and nothing more. */
+static void text_add(struct text *t, const char *s)
+{
+    for (; *s; s++) {
+        if (t->len >= FA_FIELDS_MAX) {
+            if (t->len == FA_FIELDS_MAX) {
+                memcpy(t->data + t->len, "...", 3);
+                t->len += 3;
+            }
+            return;
+        }
+        t->data[t->len++] = (*s == '\r' || *s == '\n' || *s == '\t') ? ' ' : *s;
+    }
+}
+
+/* " (name: message; other: message)": what a 422 said per field, by field
+ * name, bounded so a huge answer still gives one readable line.  Built
+ * before the luaL_Buffer starts, which owns the stack top meanwhile. */
+static void field_messages(lua_State *L, int err, struct text *t)
+{
+    const char *names[FA_FIELDS_KEYS];
+    int n = 0, i, j, fields;
+    t->len = 0;
+    lua_getfield(L, err, "fields");
+    fields = lua_gettop(L);
+    if (lua_type(L, fields) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, fields) != 0) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TSTRING && n < FA_FIELDS_KEYS)
+                names[n++] = lua_tostring(L, -1); /* kept alive by the fields table */
+        }
+    }
+    qsort(names, (size_t)n, sizeof names[0], compare_names);
+    for (i = 0; i < n; i++) {
+        text_add(t, i == 0 ? " (" : "; ");
+        text_add(t, names[i]);
+        text_add(t, ":");
+        lua_getfield(L, fields, names[i]);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            text_add(t, " ");
+            text_add(t, lua_tostring(L, -1));
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            int m = (int)fa_rawlen(L, -1);
+            for (j = 1; j <= m; j++) {
+                lua_rawgeti(L, -1, j);
+                if (lua_type(L, -1) == LUA_TSTRING) {
+                    text_add(t, " ");
+                    text_add(t, lua_tostring(L, -1));
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (n > 0)
+        text_add(t, ")");
+    t->data[t->len] = '\0';
+    lua_pop(L, 1);
+}
+
 static int error_tostring(lua_State *L)
 {
     luaL_Buffer b;
     const char *kind, *message;
     int has_status, status, attempts;
+    struct text fields;
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    field_messages(L, 1, &fields);
     lua_getfield(L, 1, "kind");
     lua_getfield(L, 1, "message");
     lua_getfield(L, 1, "status");
@@ -106,12 +206,31 @@ static int error_tostring(lua_State *L)
     }
     luaL_addstring(&b, ": ");
     add_flat(&b, message ? message : "no message");
+    luaL_addstring(&b, fields.data);
     if (attempts > 1) {
         char text[32];
         snprintf(text, sizeof text, " [%d attempts]", attempts);
         luaL_addstring(&b, text);
     }
     luaL_pushresult(&b);
+    return 1;
+}
+
+/* err .. "text" and "text" .. err: the error as its one line. */
+static int error_concat(lua_State *L)
+{
+    int i;
+    for (i = 1; i <= 2; i++) {
+        if (lua_type(L, i) == LUA_TTABLE && luaL_getmetafield(L, i, "__tostring")) {
+            lua_pushvalue(L, i);
+            lua_call(L, 1, 1);
+        } else if (lua_type(L, i) == LUA_TSTRING || lua_type(L, i) == LUA_TNUMBER) {
+            lua_pushvalue(L, i);
+        } else {
+            return luaL_error(L, "attempt to concatenate a %s value", luaL_typename(L, i));
+        }
+    }
+    lua_concat(L, 2);
     return 1;
 }
 
@@ -157,6 +276,8 @@ void fa_open_errors(lua_State *L)
     luaL_newmetatable(L, FA_ERROR_MT);
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, error_concat);
+    lua_setfield(L, -2, "__concat");
     lua_pop(L, 1);
     fa_setfuncs(L, funcs);
 }

@@ -12,6 +12,7 @@
 #define FA_ERROR_MT "fileapi.error"
 #define FA_SESSION_MT "fileapi.session"
 #define FA_MULTIPART_MT "fileapi.multipart"
+#define FA_SINK_MT "fileapi.sink"
 
 /* core.c: the one exported symbol */
 __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
@@ -20,6 +21,8 @@ __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
 void fa_error_push(lua_State *L, const char *kind, const char *message);
 const char *fa_kind_for_status(long status);
 const char *fa_kind_for_curl(CURLcode code);
+/* tostring of the value at idx into out, protected: for what a callback raised */
+void fa_describe(lua_State *L, int idx, char *out, size_t size);
 void fa_open_errors(lua_State *L);
 
 /* multipart.c */
@@ -29,11 +32,20 @@ curl_off_t fa_multipart_length(const fa_multipart *mp);
 /* Reads up to n bytes; returns the count, 0 at the end, -1 on failure
  * (see fa_multipart_error).  L runs reader callbacks under lua_pcall. */
 long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n);
+/* Content bytes of all parts, and those within the first `wire` body bytes. */
+curl_off_t fa_multipart_payload_length(const fa_multipart *mp);
+curl_off_t fa_multipart_payload_at(const fa_multipart *mp, curl_off_t wire);
 /* Back to the first byte; 0 on success, -1 when a part cannot rewind. */
 int fa_multipart_rewind(fa_multipart *mp, lua_State *L);
 /* Kind and message of the last failure, for the error object. */
 const char *fa_multipart_error(const fa_multipart *mp, const char **message);
 void fa_open_multipart(lua_State *L);
+
+/* sink.c: a download's destination file, renamed into place when done */
+typedef struct fa_sink fa_sink;
+fa_sink *fa_sink_test(lua_State *L, int idx);
+int fa_sink_write(fa_sink *k, const char *p, size_t n); /* 0, or -1 with errno */
+void fa_open_sink(lua_State *L);
 
 /* session.c */
 void fa_open_session(lua_State *L);

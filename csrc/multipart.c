@@ -47,6 +47,8 @@ struct fa_multipart {
     int need_part;     /* 1-based part whose reader must be called */
     int has_fed;
     int fed_ref;
+    char *scratch;     /* body:pull's buffer, reused from call to call */
+    size_t scratch_len;
 };
 
 #define FA_NEED_READER (-2)
@@ -66,6 +68,35 @@ const char *fa_multipart_error(const fa_multipart *mp, const char **message)
 curl_off_t fa_multipart_length(const fa_multipart *mp)
 {
     return mp->length;
+}
+
+curl_off_t fa_multipart_payload_length(const fa_multipart *mp)
+{
+    curl_off_t n = 0;
+    int i;
+    for (i = 0; i < mp->nparts; i++)
+        n += mp->parts[i].size;
+    return n;
+}
+
+/* How many content bytes (part heads and the closing delimiter left out)
+ * lie within the first `wire` bytes of the body: progress is reported in
+ * the caller's bytes, not the encoding's. */
+curl_off_t fa_multipart_payload_at(const fa_multipart *mp, curl_off_t wire)
+{
+    curl_off_t at = 0, payload = 0;
+    int i;
+    for (i = 0; i < mp->nparts; i++) {
+        const struct part *p = &mp->parts[i];
+        at += (curl_off_t)p->head_len;
+        if (wire <= at)
+            return payload;
+        if (wire <= at + p->size)
+            return payload + (wire - at);
+        at += p->size;
+        payload += p->size;
+    }
+    return payload;
 }
 
 static void unref(lua_State *L, int *ref)
@@ -103,6 +134,9 @@ static void multipart_close(fa_multipart *mp, lua_State *L)
     mp->tail = NULL;
     drop_pending(mp, L);
     unref(L, &mp->fed_ref);
+    free(mp->scratch);
+    mp->scratch = NULL;
+    mp->scratch_len = 0;
 }
 
 /* ---- encoding of part headers ------------------------------------------ */
@@ -259,7 +293,10 @@ static void random_boundary(char *out, size_t size)
 static int open_file_part(fa_multipart *mp, struct part *p, const char *path)
 {
     struct stat st;
-    p->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int flags;
+    /* O_NONBLOCK: opening a FIFO (or a device) must not hang before the
+     * type check below refuses it; regular files ignore the flag. */
+    p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (p->fd < 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "%%s: %s", strerror(errno));
@@ -268,6 +305,11 @@ static int open_file_part(fa_multipart *mp, struct part *p, const char *path)
     }
     if (fstat(p->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         set_error(mp, "invalid_argument", "%s: not a regular file", path);
+        return -1;
+    }
+    flags = fcntl(p->fd, F_GETFL);
+    if (flags < 0 || fcntl(p->fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        set_error(mp, "io", "%s: cannot use the file", path);
         return -1;
     }
     p->size = (curl_off_t)st.st_size;
@@ -392,11 +434,11 @@ static int call_ref(fa_multipart *mp, lua_State *L, int ref, const char *what)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     if (lua_pcall(L, 0, 1, 0) != 0) {
-        const char *msg = lua_tostring(L, -1);
-        char text[200];
-        snprintf(text, sizeof text, "%s raised: %s", what, msg ? msg : "(a non-string error)");
-        set_error(mp, "callback", "%s", text);
+        char msg[200];
+        fa_describe(L, -1, msg, sizeof msg);
         lua_pop(L, 1);
+        mp->err_kind = "callback";
+        snprintf(mp->err_msg, sizeof mp->err_msg, "%s raised: %s", what, msg);
         return -1;
     }
     return 0;
@@ -566,15 +608,13 @@ long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
     return (long)got;
 }
 
-int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
+static int check_rewindable(fa_multipart *mp)
 {
     int i;
     if (mp->closed) {
         set_error(mp, "invalid_argument", "%s", "multipart body is closed");
         return -1;
     }
-    if (mp->cur == 0 && !mp->in_content && mp->off == 0)
-        return 0;
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_READER && p->touched && p->rewind_ref == LUA_NOREF) {
@@ -582,12 +622,44 @@ int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
             return -1;
         }
     }
+    return 0;
+}
+
+/* Back to the first byte, once the readers' rewind functions have run. */
+static int restart(fa_multipart *mp, lua_State *L)
+{
+    int i;
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_FILE && lseek(p->fd, 0, SEEK_SET) != 0) {
             set_error(mp, "io", "cannot rewind the file: %s", strerror(errno));
             return -1;
         }
+        p->touched = 0;
+    }
+    drop_pending(mp, L);
+    unref(L, &mp->fed_ref);
+    mp->has_fed = 0;
+    mp->cur = 0;
+    mp->in_content = 0;
+    mp->off = 0;
+    return 0;
+}
+
+static int at_start(const fa_multipart *mp)
+{
+    return mp->cur == 0 && !mp->in_content && mp->off == 0;
+}
+
+int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
+{
+    int i;
+    if (check_rewindable(mp) != 0)
+        return -1;
+    if (at_start(mp))
+        return 0;
+    for (i = 0; i < mp->nparts; i++) {
+        struct part *p = &mp->parts[i];
         if (p->kind == PART_READER && p->touched) {
             if (call_ref(mp, L, p->rewind_ref, "rewind") != 0)
                 return -1;
@@ -597,16 +669,9 @@ int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
                 return -1;
             }
             lua_pop(L, 1);
-            p->touched = 0;
         }
     }
-    drop_pending(mp, L);
-    unref(L, &mp->fed_ref);
-    mp->has_fed = 0;
-    mp->cur = 0;
-    mp->in_content = 0;
-    mp->off = 0;
-    return 0;
+    return restart(mp, L);
 }
 
 /* ---- Lua methods -------------------------------------------------------- */
@@ -625,38 +690,36 @@ static int push_failure(lua_State *L, fa_multipart *mp)
 }
 
 /* body:read([n]) -> string | nil at the end | nil, err
- * body:pull([n]) -> the same, or false, part: call that part's reader (it
- * may yield) and hand its result to body:feed. */
+ * body:pull([n]) -> the same, or false, reader: call that reader (it may
+ * yield) and hand its result to body:feed. */
 static int read_method(lua_State *L, int pull)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
     size_t n = (size_t)luaL_optinteger(L, 2, 65536);
-    luaL_Buffer b;
-    char *buf;
     long r;
     luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
-    buf = malloc(n);
-    if (buf == NULL)
-        return luaL_error(L, "not enough memory");
+    if (mp->scratch_len < n) {
+        char *buf = realloc(mp->scratch, n);
+        if (buf == NULL)
+            return luaL_error(L, "not enough memory");
+        mp->scratch = buf;
+        mp->scratch_len = n;
+    }
     mp->pull_mode = pull;
-    r = fa_multipart_read(mp, L, buf, n);
+    r = fa_multipart_read(mp, L, mp->scratch, n);
     mp->pull_mode = 0;
-    if (r <= 0) {
-        free(buf);
-        if (r == FA_NEED_READER) {
-            lua_pushboolean(L, 0);
-            lua_pushinteger(L, mp->need_part);
-            return 2;
-        }
-        if (r < 0)
-            return push_failure(L, mp);
+    if (r == FA_NEED_READER) {
+        lua_pushboolean(L, 0);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, mp->parts[mp->need_part - 1].ref);
+        return 2;
+    }
+    if (r < 0)
+        return push_failure(L, mp);
+    if (r == 0) {
         lua_pushnil(L);
         return 1;
     }
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, buf, (size_t)r);
-    free(buf);
-    luaL_pushresult(&b);
+    lua_pushlstring(L, mp->scratch, (size_t)r);
     return 1;
 }
 
@@ -687,6 +750,48 @@ static int mp_rewind(lua_State *L)
     if (fa_multipart_rewind(mp, L) != 0)
         return push_failure(L, mp);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* body:rewinders() -> { rewind functions to call } | nil, err: for callers
+ * that run them themselves (they may yield under cosockets), then call
+ * body:restart(). */
+static int mp_rewinders(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    int i, n = 0;
+    if (check_rewindable(mp) != 0)
+        return push_failure(L, mp);
+    lua_newtable(L);
+    for (i = 0; i < mp->nparts; i++) {
+        struct part *p = &mp->parts[i];
+        if (p->kind == PART_READER && p->touched) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, p->rewind_ref);
+            lua_rawseti(L, -2, ++n);
+        }
+    }
+    return 1;
+}
+
+static int mp_restart(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    if (check_rewindable(mp) != 0 || restart(mp, L) != 0)
+        return push_failure(L, mp);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int mp_payload_length(lua_State *L)
+{
+    fa_pushwhole(L, fa_multipart_payload_length(fa_multipart_check(L, 1)));
+    return 1;
+}
+
+static int mp_payload_at(lua_State *L)
+{
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    fa_pushwhole(L, fa_multipart_payload_at(mp, (curl_off_t)luaL_checknumber(L, 2)));
     return 1;
 }
 
@@ -728,6 +833,10 @@ void fa_open_multipart(lua_State *L)
         {"pull", mp_pull},
         {"feed", mp_feed},
         {"rewind", mp_rewind},
+        {"rewinders", mp_rewinders},
+        {"restart", mp_restart},
+        {"payload_length", mp_payload_length},
+        {"payload_at", mp_payload_at},
         {"length", mp_length},
         {"content_type", mp_content_type},
         {"boundary", mp_boundary},

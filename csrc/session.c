@@ -3,6 +3,7 @@
  * request described by a Lua table.  Callbacks into Lua run under lua_pcall;
  * a failure is kept in the transfer state, the transfer aborted, and the error
  * returned after curl_easy_perform has returned, never raised through it. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <time.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 #include "fileapi.h"
 
-#define FA_MAX_HEADERS (64 * 1024)
+#define FA_MAX_HEADERS (128 * 1024)
 #define FA_DEFAULT_MAX_RESPONSE (1024 * 1024)
 #define FA_KEEP_BUFFER (256 * 1024)
 
@@ -23,10 +24,13 @@ typedef struct {
     CURL *curl;
     fa_buf body, head;
     int closed;
+    int busy;          /* a perform is running; its callbacks may call back in */
+    int close_pending; /* close() came from one of those callbacks */
 } fa_session;
 
-/* One perform call's state; it lives on the C stack for that call only, so
- * no lua_State outlives the call that gave it. */
+/* One perform call's state; it lives on the C stack for that call only, and
+ * libcurl's pointers to it are cleared before the call returns, so nothing
+ * outlives the frame (nor the lua_State the call was given). */
 struct xfer {
     fa_session *s;
     lua_State *L;
@@ -34,9 +38,20 @@ struct xfer {
     const char *body;         /* a string body, when there is no multipart */
     curl_off_t body_off;
     curl_off_t handed;        /* request body bytes given to libcurl so far */
+    curl_off_t total;         /* request body bytes on the wire */
+    curl_off_t payload_total; /* the caller's bytes among them */
+    curl_off_t last_sent;     /* payload bytes last reported */
     size_t max_body;
-    int progress_idx;
-    curl_off_t total, last_sent;
+    int progress_idx;         /* on_progress(sent, total): the upload */
+    int received_idx;         /* on_received(n): body bytes given to the sink */
+    int writer_idx;           /* sink: a writer function... */
+    fa_sink *sink;            /* ...or a file */
+    int decide_idx;           /* decide(status, headers) -> "sink"|"buffer", skip */
+    long status;              /* of the response being read */
+    int head_done;            /* its header block ended (later lines: trailers) */
+    int sinking;              /* its body goes to the sink */
+    curl_off_t skip;          /* body bytes the sink already has */
+    curl_off_t sunk;          /* body bytes given to the sink */
     double idle_timeout;   /* seconds; 0 for none */
     double last_move;      /* monotonic time bytes last moved */
     curl_off_t moved;      /* bytes up and down at last_move */
@@ -84,34 +99,176 @@ static void fail(struct xfer *x, const char *kind, const char *msg)
     snprintf(x->fail_msg, sizeof x->fail_msg, "%s", msg);
 }
 
+/* close() from a callback: the running call ends as soon as control is
+ * back in libcurl, and the client closes when it has returned. */
+static int cancelled(struct xfer *x)
+{
+    if (!x->s->close_pending)
+        return 0;
+    fail(x, "aborted", "the client was closed by a callback during the call");
+    return 1;
+}
+
+/* Calls the function at idx with the values pushed above it (nargs), under
+ * lua_pcall; on a raise records kind "callback" and returns -1. */
+static int call_protected(struct xfer *x, int nargs, int nresults, const char *what)
+{
+    lua_State *L = x->L;
+    if (lua_pcall(L, nargs, nresults, 0) != 0) {
+        char msg[400], text[480];
+        fa_describe(L, -1, msg, sizeof msg);
+        lua_pop(L, 1);
+        snprintf(text, sizeof text, "%s raised: %s", what, msg);
+        fail(x, "callback", text);
+        return -1;
+    }
+    return 0;
+}
+
+static void push_headers(lua_State *L, const fa_buf *head);
+
+/* End of the final response's header block: the Lua side decides where its
+ * body goes (the sink for a 2xx it wants, memory for an error body) and how
+ * much of it the sink already holds from an earlier attempt. */
+static int decide(struct xfer *x)
+{
+    lua_State *L = x->L;
+    const char *mode;
+    lua_pushvalue(L, x->decide_idx);
+    fa_pushwhole(L, x->status);
+    push_headers(L, &x->s->head);
+    if (call_protected(x, 2, 2, "decide") != 0)
+        return -1;
+    mode = lua_tostring(L, -2);
+    if (mode == NULL) {
+        const char *why = lua_tostring(L, -1);
+        fail(x, "protocol", why ? why : "the response cannot be used");
+        lua_pop(L, 2);
+        return -1;
+    }
+    x->sinking = strcmp(mode, "sink") == 0;
+    x->skip = lua_type(L, -1) == LUA_TNUMBER ? (curl_off_t)lua_tonumber(L, -1) : 0;
+    lua_pop(L, 2);
+    return 0;
+}
+
 /* ---- libcurl callbacks -------------------------------------------------- */
+
+static int buffer_body(struct xfer *x, const char *ptr, size_t n)
+{
+    if (x->s->body.len + n > x->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the response body is larger than %zu bytes", x->max_body);
+        fail(x, "protocol", msg);
+        return -1;
+    }
+    if (buf_append(&x->s->body, ptr, n) != 0) {
+        x->oom = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int write_sink(struct xfer *x, const char *ptr, size_t n)
+{
+    lua_State *L = x->L;
+    if (x->sink != NULL) {
+        if (fa_sink_write(x->sink, ptr, n) != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "writing the file failed: %s", strerror(errno));
+            fail(x, "io", msg);
+            return -1;
+        }
+    } else {
+        lua_pushvalue(L, x->writer_idx);
+        lua_pushlstring(L, ptr, n);
+        if (call_protected(x, 1, 2, "the writer") != 0)
+            return -1;
+        if (!lua_toboolean(L, -2)) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "the writer failed: %s",
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)");
+            lua_pop(L, 2);
+            fail(x, "io", msg);
+            return -1;
+        }
+        lua_pop(L, 2);
+    }
+    x->sunk += (curl_off_t)n;
+    if (x->received_idx != 0) {
+        int stop;
+        lua_pushvalue(L, x->received_idx);
+        fa_pushwhole(L, x->sunk);
+        if (call_protected(x, 1, 1, "on_progress") != 0)
+            return -1;
+        stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (stop) {
+            fail(x, "aborted", "the progress callback returned false");
+            return -1;
+        }
+    }
+    return cancelled(x) ? -1 : 0;
+}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct xfer *x = ud;
     size_t n = size * nmemb;
-    if (x->s->body.len + n > x->max_body) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "the response body is larger than %zu bytes", x->max_body);
-        fail(x, "protocol", msg);
+    if (cancelled(x))
         return 0;
+    if (!x->sinking)
+        return buffer_body(x, ptr, n) == 0 ? n : 0;
+    if (x->skip > 0) { /* bytes an earlier attempt already delivered */
+        size_t drop = (curl_off_t)n < x->skip ? n : (size_t)x->skip;
+        x->skip -= (curl_off_t)drop;
+        if (drop == n)
+            return n;
+        return write_sink(x, ptr + drop, n - drop) == 0 ? n : 0;
     }
-    if (buf_append(&x->s->body, ptr, n) != 0) {
-        x->oom = 1;
+    return write_sink(x, ptr, n) == 0 ? n : 0;
+}
+
+static long parse_status(const char *p, size_t n)
+{
+    const char *sp = memchr(p, ' ', n);
+    long status = 0;
+    int i;
+    if (sp == NULL || (size_t)(sp - p) + 4 > n)
         return 0;
+    for (i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return 0;
+        status = status * 10 + (sp[i] - '0');
     }
-    return n;
+    return status;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct xfer *x = ud;
     size_t n = size * nmemb;
-    /* Only the final response's headers count (not 100 Continue, nor a
-     * proxy's CONNECT answer). */
     x->header_bytes += (curl_off_t)n;
-    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
+    if (cancelled(x))
+        return 0;
+    /* Only the final response's headers count (not 100 Continue nor other
+     * interim answers); trailers after a chunked body are left out. */
+    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
         x->s->head.len = 0;
+        x->status = parse_status(ptr, n);
+        x->head_done = 0;
+        x->sinking = 0;
+    }
+    if (x->head_done)
+        return n;
+    if ((n == 2 && ptr[0] == '\r') || (n == 1 && ptr[0] == '\n')) {
+        if (x->status < 200)
+            return n; /* an interim response ended; the final one follows */
+        x->head_done = 1;
+        if (x->decide_idx != 0 && decide(x) != 0)
+            return 0;
+        return n;
+    }
     if (x->s->head.len + n > FA_MAX_HEADERS) {
         fail(x, "protocol", "the response headers are too large");
         return 0;
@@ -127,6 +284,8 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
 {
     struct xfer *x = ud;
     size_t n = size * nitems;
+    if (cancelled(x))
+        return CURL_READFUNC_ABORT;
     if (x->mp == NULL) {
         curl_off_t left = x->total - x->body_off;
         if ((curl_off_t)n > left)
@@ -140,6 +299,8 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
             fail(x, kind, msg);
             return CURL_READFUNC_ABORT;
         }
+        if (cancelled(x)) /* a reader closed the client */
+            return CURL_READFUNC_ABORT;
         n = (size_t)r;
     }
     x->handed += (curl_off_t)n;
@@ -170,7 +331,7 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
-/* Calls on_progress(sent, total); returns nonzero to stop the transfer. */
+/* Calls on_progress(sent, total) in the caller's bytes; nonzero stops. */
 static int report_progress(struct xfer *x, curl_off_t sent)
 {
     lua_State *L = x->L;
@@ -178,20 +339,14 @@ static int report_progress(struct xfer *x, curl_off_t sent)
     x->last_sent = sent;
     lua_pushvalue(L, x->progress_idx);
     fa_pushwhole(L, sent);
-    fa_pushwhole(L, x->total);
-    if (lua_pcall(L, 2, 1, 0) != 0) {
-        const char *msg = lua_tostring(L, -1);
-        char text[480];
-        snprintf(text, sizeof text, "on_progress raised: %s", msg ? msg : "(a non-string error)");
-        fail(x, "callback", text);
-        lua_pop(L, 1);
+    fa_pushwhole(L, x->payload_total);
+    if (call_protected(x, 2, 1, "on_progress") != 0)
         return 1;
-    }
     stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (stop)
         fail(x, "aborted", "the progress callback returned false");
-    return stop;
+    return stop || cancelled(x);
 }
 
 static double monotonic(void)
@@ -222,27 +377,43 @@ static int idle_expired(struct xfer *x, curl_off_t moved)
     return 1;
 }
 
+static curl_off_t payload_sent(const struct xfer *x, curl_off_t wire)
+{
+    if (wire > x->total)
+        wire = x->total;
+    return x->mp != NULL ? fa_multipart_payload_at(x->mp, wire) : wire;
+}
+
 static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     struct xfer *x = ud;
+    curl_off_t sent;
     (void)dltotal;
     (void)ultotal;
+    if (cancelled(x))
+        return 1;
     if (x->idle_timeout > 0 && idle_expired(x, dlnow + ulnow + x->header_bytes))
         return 1;
-    /* Strictly increasing: a resend after a rewind starts from 0 again. */
-    if (x->progress_idx == 0 || ulnow <= x->last_sent || ulnow > x->total)
+    if (x->progress_idx == 0)
         return 0;
-    return report_progress(x, ulnow);
+    /* Strictly increasing: a resend after a rewind starts from 0 again. */
+    sent = payload_sent(x, ulnow);
+    if (sent <= x->last_sent)
+        return 0;
+    return report_progress(x, sent);
 }
 
 /* ---- the request table -------------------------------------------------- */
 
+/* The Lua side (fileapi.request) checks the whole table first, for both
+ * transports; these checks are the core's own guard against bad pointers. */
 struct request {
     const char *url, *method, *body, *ca_file, *proxy, *user_agent;
     size_t body_len;
     double timeout, connect_timeout, idle_timeout, max_response;
     int headers_idx;
+    int expect_continue;
 };
 
 static int has_ctl(const char *s, size_t len)
@@ -252,6 +423,34 @@ static int has_ctl(const char *s, size_t len)
         if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
             return 1;
     return 0;
+}
+
+static int optfunction(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TFUNCTION)
+        luaL_error(L, "request: '%s' must be a function", k);
+    return lua_gettop(L); /* stays on the stack for the call */
+}
+
+static void read_sink(lua_State *L, int t, struct xfer *x)
+{
+    lua_getfield(L, t, "sink");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+    } else if (lua_type(L, -1) == LUA_TFUNCTION) {
+        x->writer_idx = lua_gettop(L);
+    } else if ((x->sink = fa_sink_test(L, -1)) == NULL) {
+        luaL_error(L, "request: 'sink' must be a writer function or a file sink");
+    } /* else it stays on the stack: the sink must outlive the transfer */
+    x->decide_idx = optfunction(L, t, "decide");
+    if ((x->writer_idx || x->sink) && x->decide_idx == 0)
+        luaL_error(L, "request: a 'sink' needs 'decide'");
+    x->received_idx = optfunction(L, t, "on_received");
 }
 
 /* Reads and checks every field before anything is allocated, so a wrong
@@ -265,7 +464,7 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     if (r->url == NULL || has_ctl(r->url, len) || strlen(r->url) != len)
         luaL_error(L, "request: 'url' must be a string without control characters");
     r->method = fa_optstrfield(L, t, "method", &len);
-    if (r->method != NULL && (len == 0 || has_ctl(r->method, len)))
+    if (r->method != NULL && (len == 0 || has_ctl(r->method, len) || strchr(r->method, ' ')))
         luaL_error(L, "request: invalid 'method'");
     r->body = fa_optstrfield(L, t, "body", &r->body_len);
     r->ca_file = fa_optstrfield(L, t, "ca_file", NULL);
@@ -279,6 +478,9 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     r->max_response = fa_optnumfield(L, t, "max_response", FA_DEFAULT_MAX_RESPONSE);
     if (r->max_response < 1 || r->max_response > 1e12)
         luaL_error(L, "request: 'max_response' out of range");
+    lua_getfield(L, t, "expect_continue");
+    r->expect_continue = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 
     lua_getfield(L, t, "headers");
     if (!lua_isnil(L, -1)) {
@@ -301,34 +503,37 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     if (!lua_isnil(L, -1)) {
         x->mp = fa_multipart_check(L, -1);
         x->total = fa_multipart_length(x->mp);
+        x->payload_total = fa_multipart_payload_length(x->mp);
         /* stays on the stack: the body must outlive the transfer */
     } else {
         lua_pop(L, 1);
         x->body = r->body;
-        x->total = (curl_off_t)r->body_len;
+        x->total = x->payload_total = (curl_off_t)r->body_len;
     }
     if (x->mp != NULL && r->body != NULL)
         luaL_error(L, "request: 'body' and 'multipart' exclude each other");
-
-    lua_getfield(L, t, "on_progress");
-    if (!lua_isnil(L, -1)) {
-        luaL_checktype(L, -1, LUA_TFUNCTION);
-        x->progress_idx = lua_gettop(L);
-    } else {
-        lua_pop(L, 1);
-    }
+    if (r->method != NULL && strcmp(r->method, "HEAD") == 0 && (x->mp != NULL || r->body != NULL))
+        luaL_error(L, "request: a HEAD request has no body");
+    x->progress_idx = optfunction(L, t, "on_progress");
+    read_sink(L, t, x);
 }
 
-static struct curl_slist *build_headers(lua_State *L, int idx, int *oom)
+static struct curl_slist *build_headers(lua_State *L, int idx, int expect, int *oom)
 {
     struct curl_slist *list = NULL, *next;
-    int i, n;
-    if (idx == 0)
-        return NULL;
-    n = (int)fa_rawlen(L, idx);
-    for (i = 1; i <= n; i++) {
-        lua_rawgeti(L, idx, i);
-        next = curl_slist_append(list, lua_tostring(L, -1));
+    int i, n = idx == 0 ? 0 : (int)fa_rawlen(L, idx);
+    for (i = 1; i <= n + 1; i++) {
+        const char *h;
+        if (i <= n) {
+            lua_rawgeti(L, idx, i);
+            h = lua_tostring(L, -1);
+        } else {
+            /* Both transports ask for 100 Continue on large bodies only, so a
+             * refusal arrives before a gigabyte was sent for nothing. */
+            lua_pushstring(L, expect ? "Expect: 100-continue" : "Expect:");
+            h = lua_tostring(L, -1);
+        }
+        next = curl_slist_append(list, h);
         lua_pop(L, 1);
         if (next == NULL) {
             curl_slist_free_all(list);
@@ -343,6 +548,34 @@ static struct curl_slist *build_headers(lua_State *L, int idx, int *oom)
 static long to_ms(double seconds)
 {
     return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0);
+}
+
+static void configure_method(CURL *c, const struct request *r, struct xfer *x)
+{
+    int has_body = x->mp != NULL || r->body != NULL;
+    const char *method = r->method ? r->method : (has_body ? "POST" : "GET");
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        return;
+    }
+    /* Bodies go through the read callback, strings too: only there can a
+     * resend be refused (see on_seek). */
+    if (has_body) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
+        if (x->mp != NULL)
+            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        return;
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 }
 
 static void configure(CURL *c, const struct request *r, struct xfer *x, struct curl_slist *hdrs,
@@ -362,6 +595,10 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
+    if (x->sink != NULL || x->writer_idx != 0)
+        curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024L);
     if (r->user_agent)
         curl_easy_setopt(c, CURLOPT_USERAGENT, r->user_agent);
     if (r->ca_file)
@@ -370,20 +607,7 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
         curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
-    /* Bodies go through the read callback, strings too: only there can a
-     * resend be refused (see on_seek). */
-    if (x->mp != NULL || r->body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(c, CURLOPT_READDATA, x);
-        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
-        if (x->mp != NULL)
-            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
-    }
-    if (r->method != NULL && strcmp(r->method, x->mp || r->body ? "POST" : "GET") != 0)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+    configure_method(c, r, x);
     if (x->progress_idx != 0 || x->idle_timeout > 0) {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
@@ -442,13 +666,18 @@ static void set_transfer_facts(lua_State *L, CURL *c, const struct xfer *x)
     curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &uploaded);
     /* Whether any byte of the request reached the wire decides whether the
-     * server can have acted on it. */
+     * server can have acted on it; whether all of the body did, whether a
+     * POST may go again after a rewind. */
     lua_pushboolean(L, request_size > 0 || uploaded > 0);
     lua_setfield(L, -2, "request_sent");
-    lua_pushboolean(L, uploaded >= x->total);
+    /* handed, not uploaded: libcurl counts again from 0 when it resends on
+     * a fresh connection, and what it was handed may have gone out. */
+    lua_pushboolean(L, (request_size > 0 || uploaded > 0) && x->handed >= x->total);
     lua_setfield(L, -2, "body_sent");
     fa_pushwhole(L, uploaded);
     lua_setfield(L, -2, "uploaded");
+    fa_pushwhole(L, x->sunk);
+    lua_setfield(L, -2, "received");
     fa_pushwhole(L, connects);
     lua_setfield(L, -2, "new_connections");
 }
@@ -456,7 +685,6 @@ static void set_transfer_facts(lua_State *L, CURL *c, const struct xfer *x)
 static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer *x,
                         const char *errbuf)
 {
-    long status = 0;
     lua_pushnil(L);
     if (x->fail_kind != NULL)
         fa_error_push(L, x->fail_kind, x->fail_msg);
@@ -466,9 +694,13 @@ static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer 
         fa_error_push(L, fa_kind_for_curl(code), errbuf[0] ? errbuf : curl_easy_strerror(code));
     fa_pushwhole(L, code);
     lua_setfield(L, -2, "curl_code");
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 200) { /* not an interim 100 Continue */
-        fa_pushwhole(L, status);
+    if (x->head_done && (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR ||
+                             code == CURLE_OPERATION_TIMEDOUT || x->sunk > 0)) {
+        lua_pushboolean(L, 1); /* the response began, then broke off */
+        lua_setfield(L, -2, "partial");
+    }
+    if (x->status >= 200 && x->head_done) { /* a whole final header block */
+        fa_pushwhole(L, x->status);
         lua_setfield(L, -2, "status");
     }
     set_transfer_facts(L, c, x);
@@ -479,13 +711,15 @@ static int push_response(lua_State *L, CURL *c, const struct xfer *x)
 {
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
     fa_pushwhole(L, status);
     lua_setfield(L, -2, "status");
     push_headers(L, &x->s->head);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, x->s->body.data ? x->s->body.data : "", x->s->body.len);
     lua_setfield(L, -2, "body");
+    lua_pushboolean(L, x->sinking);
+    lua_setfield(L, -2, "sunk");
     set_transfer_facts(L, c, x);
     return 1;
 }
@@ -500,6 +734,15 @@ static fa_session *check_open(lua_State *L)
     return s;
 }
 
+static int push_error(lua_State *L, const char *kind, const char *msg)
+{
+    lua_pushnil(L);
+    fa_error_push(L, kind, msg);
+    return 2;
+}
+
+static void session_release(fa_session *s);
+
 /* session:perform(request) -> response | nil, err */
 static int s_perform(lua_State *L)
 {
@@ -512,42 +755,51 @@ static int s_perform(lua_State *L)
     int nret;
 
     luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checkstack(L, 16, "fileapi: perform");
+    luaL_checkstack(L, 24, "fileapi: perform");
+    if (s->busy || s->close_pending) /* called from one of the running call's callbacks */
+        return push_error(L, "invalid_argument",
+                          "the client is busy: a call from inside one of its own callbacks");
     memset(&x, 0, sizeof x);
     x.s = s;
     x.L = L;
+    x.last_sent = -1;
     read_request(L, 2, &r, &x);
     x.max_body = (size_t)r.max_response;
     x.idle_timeout = r.idle_timeout;
     if (x.mp != NULL && fa_multipart_rewind(x.mp, L) != 0) {
         const char *msg, *kind = fa_multipart_error(x.mp, &msg);
-        lua_pushnil(L);
-        fa_error_push(L, kind, msg);
-        return 2;
+        return push_error(L, kind, msg);
     }
-    hdrs = build_headers(L, r.headers_idx, &x.oom);
+    hdrs = build_headers(L, r.headers_idx, r.expect_continue, &x.oom);
     if (x.oom)
         return luaL_error(L, "not enough memory");
 
     errbuf[0] = '\0';
     s->body.len = s->head.len = 0;
+    s->busy = 1;
     curl_easy_reset(s->curl); /* keeps the connection cache */
     configure(s->curl, &r, &x, hdrs, errbuf);
     code = curl_easy_perform(s->curl);
-    if (code == CURLE_OK && x.progress_idx != 0 && x.total > 0 && x.last_sent < x.total) {
+    if (code == CURLE_OK && x.progress_idx != 0 && x.last_sent < x.payload_total) {
         curl_off_t uploaded = 0;
         curl_easy_getinfo(s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
         if (uploaded >= x.total)
-            report_progress(&x, x.total); /* the transfer is over: no abort left */
+            report_progress(&x, x.payload_total); /* the transfer is over: no abort left */
     }
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_slist_free_all(hdrs);
+    if (code == CURLE_OK && x.fail_kind != NULL && strcmp(x.fail_kind, "aborted") == 0)
+        code = CURLE_ABORTED_BY_CALLBACK; /* closed by that last report */
     if (code != CURLE_OK)
         nret = push_failure(L, s->curl, code, &x, errbuf);
     else
         nret = push_response(L, s->curl, &x);
+    /* Nothing libcurl keeps may point into this frame once it returns. */
+    curl_easy_reset(s->curl);
+    curl_slist_free_all(hdrs);
     buf_trim(&s->body);
     buf_trim(&s->head);
+    s->busy = 0;
+    if (s->close_pending)
+        session_release(s);
     return nret;
 }
 
@@ -555,6 +807,10 @@ static void session_release(fa_session *s)
 {
     if (s->closed)
         return;
+    if (s->busy) { /* close() from a callback: done when perform returns */
+        s->close_pending = 1;
+        return;
+    }
     s->closed = 1;
     curl_easy_cleanup(s->curl);
     s->curl = NULL;
@@ -572,7 +828,8 @@ static int s_close(lua_State *L)
 
 static int s_is_open(lua_State *L)
 {
-    lua_pushboolean(L, !((fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT))->closed);
+    fa_session *s = (fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT);
+    lua_pushboolean(L, !s->closed && !s->close_pending);
     return 1;
 }
 

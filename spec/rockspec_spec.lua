@@ -17,8 +17,8 @@ describe("luarocks #toolchain", function()
     local q = helper.sh_quote
     local root = helper.root
     local lua_version = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
-    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
-      q(root .. "/bin"), q(root .. "/fileapi-0.1.0-1.rockspec"), q(dir))))
+    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
+      q(root .. "/bin"), q(root .. "/fileapi-0.1.0-1.rockspec"), q(root .. "/Makefile"), q(dir))))
     local log = dir .. "/build.log"
     local ok = os.execute(("cd %s && luarocks --lua-version=%s make --tree %s --deps-mode=none fileapi-0.1.0-1.rockspec >%s 2>&1")
       :format(q(dir), lua_version, q(dir .. "/tree"), q(log)))
@@ -64,5 +64,23 @@ describe("luarocks #toolchain", function()
     assert.matches("Packed: .*fileapi%-0%.1%.0%-1%.linux%-x86_64%.rock", text)
     assert.matches("fileapi 0%.1%.0%-1 is now installed in .*fresh", text)
     assert.matches("\nfsd_%w+ FromPackedRock\n", text)
+  end)
+
+  -- Both builds export the module's entry point and nothing else: internal
+  -- fa_* names must not clash with anything else the host process loads.
+  it("both builds export only luaopen_fileapi_core", function()
+    local lv = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
+    local builds = { helper.root .. "/build/" .. (os.getenv("LUA") or "lua5.4") .. "/fileapi/core.so",
+      dir .. "/tree/lib/lua/" .. lv .. "/fileapi/core.so" }
+    for _, so in ipairs(builds) do
+      local p = assert(io.popen("nm -D --defined-only " .. helper.sh_quote(so) .. " 2>&1"))
+      local names = {}
+      for line in p:lines() do
+        local name = line:match("^%x*%s+%u%s+(%S+)$")
+        if name then names[#names + 1] = name end
+      end
+      p:close()
+      assert.same({ "luaopen_fileapi_core" }, names, so)
+    end
   end)
 end)

@@ -11,6 +11,14 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
+-- The Authorization header is kept here, keyed by the client, so that no
+-- table a user can dump (pairs(client)) shows the key.
+local private = setmetatable({}, { __mode = "k" })
+
+local NEW_OPTIONS = { "api_key" }
+local UPLOAD_OPTIONS = { "directory", "filename", "mime", "on_progress" }
+local SOURCE_FIELDS = { "path", "data", "reader", "rewind", "size", "filename" }
+
 M.DEFAULT_BASE_URL = "https://api.mijnklantportaal.nl/v1"
 
 local function check_directory(id)
@@ -25,7 +33,7 @@ end
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local key = util.check_field(opts, "api_key", "string", "new") or getenv("MKP_API_KEY")
-  local topts, msg = transport.check_options(opts, "new")
+  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
   if key == nil or key == "" then
     return util.invalid("api_key is required (or set MKP_API_KEY)")
   end
@@ -38,7 +46,9 @@ function M.new(opts)
   if not base then return util.invalid(why) end
   local t, err = transport.new(topts, { key })
   if not t then return nil, err end
-  return setmetatable({ transport = t, base_url = base, auth = "Authorization: Bearer " .. key }, Client)
+  local client = setmetatable({ transport = t, base_url = base }, Client)
+  private[client] = { auth = "Authorization: Bearer " .. key }
+  return client
 end
 
 local function files_url(self, directory)
@@ -58,7 +68,7 @@ end
 
 local function post(self, req)
   req.method = "POST"
-  req.headers[#req.headers + 1] = self.auth
+  req.headers[#req.headers + 1] = private[self].auth
   req.headers[#req.headers + 1] = "Accept: application/json"
   return item_or_error(self, self.transport:send_json(req))
 end
@@ -69,6 +79,7 @@ local function source_part(source, filename)
   if type(source) == "string" then
     part.path = source
   else
+    util.check_keys(source, "upload", SOURCE_FIELDS, 4)
     part.path = util.check_field(source, "path", "string", "upload")
     part.data = util.check_field(source, "data", "string", "upload")
     part.reader = util.check_field(source, "reader", "function", "upload")
@@ -99,6 +110,7 @@ function Client:upload(source, opts)
   local st = type(source)
   if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
   opts = util.check_type(opts, "table", 2, "upload", true) or {}
+  util.check_keys(opts, "upload", UPLOAD_OPTIONS)
   local directory = util.check_field(opts, "directory", "string", "upload")
   local filename = util.check_field(opts, "filename", "string", "upload")
   local ctype = util.check_field(opts, "mime", "string", "upload")
@@ -118,7 +130,7 @@ function Client:upload(source, opts)
   item, err = post(self, {
     url = files_url(self, directory),
     headers = { "Content-Type: " .. body:content_type() },
-    multipart = body, on_progress = on_progress, readers = { part.reader },
+    multipart = body, on_progress = on_progress,
   })
   body:close()
   return item, err
@@ -128,6 +140,7 @@ end
 function Client:mkdir(name, opts)
   util.check_type(name, "string", 1, "mkdir")
   opts = util.check_type(opts, "table", 2, "mkdir", true) or {}
+  util.check_keys(opts, "mkdir", { "directory" })
   local directory = util.check_field(opts, "directory", "string", "mkdir")
   local ok, why = util.check_name("name", name)
   if not ok then return util.invalid(why) end

@@ -10,6 +10,12 @@ local M = {}
 local Share = {}
 Share.__index = Share
 
+-- The share's URL (it holds the token) and the extra headers (cookies) are
+-- kept here, keyed by the share, so that pairs(share) shows no secret.
+local private = setmetatable({}, { __mode = "k" })
+
+local NEW_OPTIONS = { "token", "headers" }
+
 M.DEFAULT_BASE_URL = "https://files.ro"
 
 -- Headers the client itself owns; a caller's copy could corrupt the request.
@@ -49,7 +55,7 @@ function M.new(opts)
   util.check_type(opts, "table", 1, "new")
   local token = util.check_field(opts, "token", "string", "new")
   util.check_field(opts, "headers", "table", "new")
-  local topts, msg = transport.check_options(opts, "new")
+  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
   if token == nil then return util.invalid("token is required") end
   local ok, why = check_token(token)
   if not ok then return util.invalid(why) end
@@ -64,11 +70,9 @@ function M.new(opts)
   if not headers then return util.invalid(why) end
   local t, err = transport.new(topts, secrets)
   if not t then return nil, err end
-  return setmetatable({
-    transport = t,
-    url = base .. "/api/v1/shares/" .. util.pct(token) .. "/items",
-    headers = headers,
-  }, Share)
+  local share = setmetatable({ transport = t }, Share)
+  private[share] = { url = base .. "/api/v1/shares/" .. util.pct(token) .. "/items", headers = headers }
+  return share
 end
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -89,6 +93,7 @@ end
 function Share:mkdir(name, opts)
   util.check_type(name, "string", 1, "mkdir")
   opts = util.check_type(opts, "table", 2, "mkdir", true) or {}
+  util.check_keys(opts, "mkdir", { "parent_id" })
   local parent = util.check_field(opts, "parent_id", "string", "mkdir")
   local ok, why = util.check_name("name", name)
   if not ok then return util.invalid(why) end
@@ -98,8 +103,9 @@ function Share:mkdir(name, opts)
   local body = '{"name":' .. json.encode(name)
     .. (parent and ',"parent_id":' .. json.encode(parent) or "") .. "}"
   local headers = { "Content-Type: application/json", "Accept: application/json" }
-  for i = 1, #self.headers do headers[#headers + 1] = self.headers[i] end
-  local doc, res = self.transport:send_json({ method = "POST", url = self.url, headers = headers, body = body })
+  local own = private[self]
+  for i = 1, #own.headers do headers[#headers + 1] = own.headers[i] end
+  local doc, res = self.transport:send_json({ method = "POST", url = own.url, headers = headers, body = body })
   if not doc then return nil, res end
   local folder = flatten(doc)
   if not folder then return self.transport:protocol_error(res, "the response is not a folder document") end
@@ -117,6 +123,7 @@ function M.mkdir(token, name, opts)
   util.check_type(token, "string", 1, "mkdir")
   util.check_type(name, "string", 2, "mkdir")
   opts = util.check_type(opts, "table", 3, "mkdir", true) or {}
+  util.check_keys(opts, "mkdir", transport.OPTION_NAMES, { "headers", "parent_id" })
   local copts = {}
   for k, v in pairs(opts) do copts[k] = v end
   copts.token, copts.parent_id = token, nil

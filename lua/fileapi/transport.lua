@@ -1,14 +1,17 @@
 -- The transport both API modules share: one kept-alive session, the
--- transport options, the retry policy, JSON decoding and the mapping of an
--- API's error bodies to error fields.
+-- transport options, the retry policy, streamed responses (sinks, resume),
+-- JSON decoding and the mapping of an API's error bodies to error fields.
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
+local request = require "fileapi.request"
 local ngx_transport = require "fileapi.ngx_transport"
 
-local type, ipairs, setmetatable = type, ipairs, setmetatable
+local type, ipairs, pairs, setmetatable, pcall, error = type, ipairs, pairs, setmetatable, pcall, error
+local tonumber, tostring = tonumber, tostring
 local min, random = math.min, math.random
 local format = string.format
+local running = coroutine.running
 
 local cjson = cjson_module.new()
 cjson.decode_max_depth(64)
@@ -17,6 +20,10 @@ cjson.decode_invalid_numbers(false)
 local M = {}
 local Transport = {}
 Transport.__index = Transport
+
+-- What a user could dump from a client (pairs) must not show a secret:
+-- secrets live here, keyed by the transport, never in its fields.
+local private = setmetatable({}, { __mode = "k" })
 
 M.USER_AGENT = format("fileapi/%s libcurl/%s", core.version, core.curl_version)
 
@@ -32,12 +39,18 @@ local DEFAULTS = {
 local NUMBER_OPTIONS = { "timeout", "connect_timeout", "idle_timeout", "retries",
   "max_retry_wait", "backoff", "max_response" }
 local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url", "transport" }
-
 local BOOLEAN_OPTIONS = { "allow_insecure", "retry_unsafe" }
 
--- Raises for wrong types (all of them first); returns the normalised
--- options, or nil and a message for a bad value.
-function M.check_options(opts, fname)
+M.OPTION_NAMES = {}
+for _, list in ipairs({ NUMBER_OPTIONS, STRING_OPTIONS, BOOLEAN_OPTIONS }) do
+  for _, k in ipairs(list) do M.OPTION_NAMES[#M.OPTION_NAMES + 1] = k end
+end
+
+-- Raises for wrong types (all of them first) and unknown names (`own`
+-- lists the API module's names besides the transport's); returns the
+-- normalised options, or nil and a message for a bad value.
+function M.check_options(opts, fname, own)
+  util.check_keys(opts, fname, M.OPTION_NAMES, own or {}, 4)
   local out = {}
   for _, group in ipairs({ { NUMBER_OPTIONS, "number" }, { STRING_OPTIONS, "string" },
       { BOOLEAN_OPTIONS, "boolean" } }) do
@@ -75,19 +88,31 @@ function M.new(opts, secrets)
     local creds = opts.proxy:match("^%a[%w+.-]*://([^@/]*)@") or opts.proxy:match("^([^@/]*)@")
     if creds then secrets[#secrets + 1] = creds end
   end
-  local function curl(creq) return session:perform(creq) end
-  return setmetatable({ session = session, curl = curl, opts = opts, secrets = secrets }, Transport)
+  local t = setmetatable({ session = session, opts = opts, calls = 0,
+    active = setmetatable({}, { __mode = "k" }) }, Transport)
+  private[t] = { secrets = secrets, proxy = opts.proxy }
+  opts.proxy = nil
+  return t
+end
+
+function M.secrets(t)
+  return private[t].secrets
 end
 
 local function request_for(self, req)
   local o = self.opts
-  return {
-    method = req.method, url = req.url, headers = req.headers, body = req.body,
-    multipart = req.multipart, on_progress = req.on_progress, readers = req.readers,
+  local method = req.method or "GET"
+  local body = req.body
+  if body == nil and not req.multipart and request.WITH_BODY[method] then body = "" end
+  local length = req.multipart and req.multipart:length() or (body and #body) or 0
+  return request.check({
+    method = method, url = req.url, headers = req.headers, body = body,
+    multipart = req.multipart, on_progress = req.on_progress,
     timeout = o.timeout, connect_timeout = o.connect_timeout, idle_timeout = o.idle_timeout,
-    ca_file = o.ca_file, proxy = o.proxy, user_agent = o.user_agent or M.USER_AGENT,
-    max_response = o.max_response,
-  }
+    ca_file = o.ca_file, proxy = private[self].proxy, user_agent = o.user_agent or M.USER_AGENT,
+    max_response = o.max_response, expect_continue = length >= request.EXPECT_THRESHOLD,
+    cancelled = function() return self.closing end,
+  })
 end
 
 local function decode_json(body)
@@ -111,15 +136,19 @@ local function http_error(res)
 end
 
 -- Decides whether another attempt is allowed, setting err.retryable.
-local function may_retry(self, err, res)
+-- Idempotent methods (RFC 9110 9.2.2) may go again after anything
+-- transient; POST and PATCH only where the server cannot have acted: the
+-- request never went out, or its body did not go out whole, or 429/503.
+local function may_retry(self, err, res, method)
   local status = res and res.status
+  local idempotent = request.IDEMPOTENT[method]
   local safe
   if status then
     err.retryable = status == 429 or status >= 500
-    safe = status == 429 or status == 503
-  elseif err.kind == "network" or err.kind == "timeout" then
-    err.retryable = true
-    safe = not err.request_sent
+    safe = status == 429 or status == 503 or idempotent
+  elseif err.kind == "network" or err.kind == "timeout" or (err.kind == "protocol" and err.partial) then
+    err.retryable = err.kind ~= "protocol" or idempotent
+    safe = idempotent or not err.request_sent or err.body_sent == false
   else
     err.retryable = false
   end
@@ -138,8 +167,10 @@ end
 local function finish(self, err, attempts)
   err.attempts = attempts
   if err.retryable == nil then err.retryable = false end
-  return nil, util.redact(err, self.secrets)
+  return nil, util.redact(err, private[self].secrets)
 end
+
+local warned_blocking = false
 
 -- Where cosockets can be used (nginx handlers and timers) requests go over
 -- them, unless told otherwise; everywhere else over libcurl.  Decided per
@@ -149,7 +180,8 @@ local function choose(self, url)
   local o = self.opts
   local usable = ngx_transport.available()
   local sleep = usable and ngx_transport.sleep or core.sleep
-  if o.transport == "curl" then return self.curl, sleep end
+  local curl = function(creq) return self.session:perform(creq) end
+  if o.transport == "curl" then return curl, sleep end
   local verifiable = ngx_transport.can_verify(url)
   if o.transport == "ngx" then
     if not usable then return nil, "the ngx transport needs an nginx phase that allows cosockets" end
@@ -159,35 +191,190 @@ local function choose(self, url)
     return ngx_transport.perform, sleep
   end
   -- auto: cosockets, unless asked for what only libcurl does
-  if usable and verifiable and not (o.ca_file or o.proxy) then return ngx_transport.perform, sleep end
-  return self.curl, sleep
+  if usable and verifiable and not (o.ca_file or private[self].proxy) then return ngx_transport.perform, sleep end
+  if usable and not warned_blocking then
+    warned_blocking = true
+    local ngx = rawget(_G, "ngx")
+    ngx.log(ngx.WARN, "fileapi: ", (o.ca_file or private[self].proxy) and "ca_file or proxy" or "an https IP address",
+      " needs libcurl, which blocks this worker while a request runs")
+  end
+  return curl, sleep
 end
 
--- One request with the retry policy.  Returns the 2xx response, or nil, err.
-function Transport:send(req)
-  if not self.session:is_open() then
-    return nil, util.new_error("invalid_argument", "the client is closed")
+-- Runs the readers' rewind functions here, in Lua, so that they may yield
+-- under cosockets; then the body starts over.
+local function rewind_body(body)
+  local fns, err = body:rewinders()
+  if not fns then return nil, err end
+  for _, fn in ipairs(fns) do
+    local ok, verdict = pcall(fn)
+    if not ok then return nil, util.new_error("callback", "rewind raised: " .. tostring(verdict)) end
+    if not verdict then return nil, util.new_error("io", "the reader's rewind failed") end
   end
-  local perform, sleep = choose(self, req.url)
-  if not perform then return nil, util.new_error("invalid_argument", sleep) end
+  return body:restart()
+end
+
+-- ---- streamed responses ---------------------------------------------------
+
+local function parse_content_range(value)
+  local first, last, size = (value or ""):match("^%s*bytes%s+(%d+)%-(%d+)/([%d*]+)")
+  return tonumber(first), tonumber(last), tonumber(size)
+end
+
+-- State of a download across attempts: the sink, how much it holds, and
+-- what the server said about resuming.
+local function new_download(req)
+  local d = { offset = 0, writer = nil, file = nil, on_progress = req.on_download }
+  if type(req.sink) == "function" then
+    d.writer = req.sink
+  else
+    local file, err = core.file_sink(req.sink, req.overwrite)
+    if not file then return nil, err end
+    d.file = file
+  end
+  return d
+end
+
+local function validator(headers)
+  return headers.etag or headers["last-modified"]
+end
+
+-- Called when a 2xx (or any final) response's headers are in: where the
+-- body goes, and how many of its bytes the sink already holds.
+local function decide_for(d)
+  return function(status, headers)
+    if status < 200 or status >= 300 then return "buffer" end
+    d.this_attempt = 0
+    if d.offset > 0 and status == 206 then
+      local first, _, size = parse_content_range(headers["content-range"])
+      if first ~= d.offset then return nil, "the server resumed at another offset than asked" end
+      d.total = size
+      return "sink", 0
+    end
+    local length = tonumber(headers["content-length"])
+    if d.offset > 0 then -- the server sent the whole file again
+      if d.file then
+        local ok, err = d.file:truncate()
+        if not ok then return nil, err.message end
+        d.offset = 0
+      elseif validator(headers) == nil or validator(headers) ~= d.validator then
+        return nil, "the file changed on the server during the download, and the writer already has part of it"
+      else
+        d.total = length
+        return "sink", d.offset
+      end
+    end
+    d.validator = validator(headers)
+    d.resumable = (headers["accept-ranges"] or ""):lower():find("bytes", 1, true) ~= nil and d.validator ~= nil
+    d.total = length
+    return "sink", 0
+  end
+end
+
+local function received_for(d)
+  return function(n)
+    d.this_attempt = n
+    if d.on_progress then return d.on_progress(d.offset + n, d.total) end
+  end
+end
+
+-- Headers for the next attempt: resume where the sink stands, or start over.
+local function resume_headers(d, headers)
+  local out = {}
+  for i = 1, #headers do out[i] = headers[i] end
+  if d.offset > 0 and d.resumable then
+    out[#out + 1] = "Range: bytes=" .. format("%d", d.offset) .. "-"
+    out[#out + 1] = "If-Range: " .. d.validator
+  elseif d.offset > 0 and d.file then
+    local ok = d.file:truncate()
+    if ok then d.offset = 0 end
+  end
+  return out
+end
+
+-- After an attempt: what it added to the sink counts from now on.
+local function settle(d, res_or_err)
+  local got = d.this_attempt or 0
+  d.offset = d.offset + got
+  d.this_attempt = 0
+  d.resumed = (d.resumed or 0) + ((res_or_err and res_or_err.status == 206) and 1 or 0)
+end
+
+-- ---- sending ---------------------------------------------------------------
+
+local function attempts_loop(self, req, perform, sleep)
   local creq = request_for(self, req)
+  local d, derr
+  if req.sink then
+    d, derr = new_download(req)
+    if not d then return nil, derr end
+    creq.sink = d.file or d.writer
+    creq.decide = decide_for(d)
+    creq.on_received = received_for(d)
+  end
+  local base_headers = creq.headers or {}
   local attempts = 0
   local res, err
   while true do
     attempts = attempts + 1
+    if d then creq.headers = resume_headers(d, base_headers) end
     res, err = perform(creq)
-    if res and res.status >= 200 and res.status < 300 then
-      res.attempts = attempts
-      return res
-    end
+    if d then settle(d, res or err) end
+    if res and res.status >= 200 and res.status < 300 then break end
     if res then err = http_error(res) end
     local wait, asked = wait_before(self, res, attempts)
     err.retry_after = asked
-    if not may_retry(self, err, res) or attempts > self.opts.retries then break end
-    if req.multipart and not req.multipart:rewind() then break end
+    if self.closing or not may_retry(self, err, res, creq.method) or attempts > self.opts.retries then break end
+    if req.multipart then
+      local ok, rerr = rewind_body(req.multipart)
+      if not ok then
+        err.rewind_error = rerr.message
+        break
+      end
+    end
     sleep(wait)
   end
+  if res and res.status >= 200 and res.status < 300 then
+    res.attempts = attempts
+    if d then
+      if d.file then
+        local ok, cerr = d.file:commit()
+        if not ok then return finish(self, cerr, attempts) end
+      end
+      res.download = { size = d.offset, resumed = d.resumed }
+    end
+    return res
+  end
+  if d and d.file then d.file:abort() end
   return finish(self, err, attempts)
+end
+
+local MAIN = {} -- the key of the main thread where coroutine.running() is nil
+
+local function busy_error()
+  return nil, util.new_error("invalid_argument",
+    "the client is busy: a call from inside one of its own callbacks")
+end
+
+-- One request with the retry policy.  Returns the 2xx response, or nil, err.
+-- A call from one of this call's callbacks (same client, same thread) is
+-- refused; other nginx light threads may use the client at the same time.
+function Transport:send(req)
+  if self.closing or not self.session:is_open() then
+    return nil, util.new_error("invalid_argument", "the client is closed")
+  end
+  local key = running() or MAIN
+  if self.active[key] then return busy_error() end
+  local perform, sleep = choose(self, req.url)
+  if not perform then return nil, util.new_error("invalid_argument", sleep) end
+  self.active[key] = true
+  self.calls = self.calls + 1
+  local ok, res, err = pcall(attempts_loop, self, req, perform, sleep)
+  self.active[key] = nil
+  self.calls = self.calls - 1
+  if self.closing and self.calls == 0 then self.session:close() end
+  if not ok then error(res, 0) end
+  return res, err
 end
 
 -- A 2xx response whose body must be a JSON object.
@@ -211,8 +398,11 @@ function Transport:fail(err)
   return finish(self, err, err.attempts or 0)
 end
 
+-- From a callback of a running call: that call ends with kind "aborted",
+-- and the client closes once it has returned.
 function Transport:close()
-  self.session:close()
+  self.closing = true
+  self.session:close() -- the core defers it while libcurl runs a call
 end
 
 M.json = cjson

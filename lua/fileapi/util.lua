@@ -3,7 +3,7 @@
 local core = require "fileapi.core"
 
 local byte, find, format, gsub, sub = string.byte, string.find, string.format, string.gsub, string.sub
-local type, pairs, error = type, pairs, error
+local type, pairs, ipairs, error, tostring = type, pairs, ipairs, error, tostring
 
 local M = {}
 
@@ -35,6 +35,23 @@ function M.check_field(tbl, key, expected, fname)
     error(format("bad option '%s' to '%s' (%s expected, got %s)", key, fname, expected, type(v)), 3)
   end
   return v
+end
+
+-- Misspelled option names raise like wrong types: a silently ignored
+-- `dir =` would upload to the root.  `...` are lists of the known names.
+function M.check_keys(tbl, fname, ...)
+  local known = {}
+  local lists = { ... }
+  local level = 3
+  if type(lists[#lists]) == "number" then level = table.remove(lists) end
+  for _, list in ipairs(lists) do
+    for _, k in ipairs(list) do known[k] = true end
+  end
+  for k in pairs(tbl) do
+    if not known[k] then
+      error(format("bad option '%s' to '%s' (unknown option)", tostring(k), fname), level)
+    end
+  end
 end
 
 function M.has_control(s)

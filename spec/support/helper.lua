@@ -160,13 +160,19 @@ function M.start_nginx(mock, opts)
   local lib = prefix .. "/lib"
   local core = M.root .. "/build/luajit/fileapi/core.so"
   assert(io.open(core), "build the LuaJIT core first (make LUA=luajit build)")
+  -- opts.conf and opts.handlers: another config template and the Lua files
+  -- it needs (the specs' own; by default the example's)
+  local handlers = opts.handlers or { M.root .. "/examples/nginx/fileapi_handlers.lua" }
+  local copies = {}
+  for i, h in ipairs(handlers) do copies[i] = q(h) end
   assert(os.execute(("mkdir -p %s && cp -r %s %s && cp %s %s && cp %s %s && chmod -R a+rX %s")
     :format(q(lib), q(M.root .. "/lua/fileapi"), q(lib .. "/"), q(core), q(lib .. "/fileapi/"),
-      q(M.root .. "/examples/nginx/fileapi_handlers.lua"), q(lib .. "/"), q(prefix))))
+      table.concat(copies, " "), q(lib .. "/"), q(prefix))))
   local port = M.closed_port()
-  local conf = io.open(M.root .. "/examples/nginx/nginx.conf"):read("*a")
+  local conf = io.open(opts.conf or (M.root .. "/examples/nginx/nginx.conf")):read("*a")
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@LIB@", lib)
     :gsub("@CA_FILE@", opts.ca_file or "/etc/ssl/certs/ca-certificates.crt")
+    :gsub("worker_processes 1;", "worker_processes " .. (opts.workers or 1) .. ";")
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
@@ -192,6 +198,22 @@ function M.start_nginx(mock, opts)
   end
   server:stop()
   error("nginx did not answer")
+end
+
+-- A POST of a JSON document to nginx; returns the decoded answer.
+function M.post_json(url, doc, timeout)
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  http.TIMEOUT = timeout or 30
+  local payload = cjson.encode(doc)
+  local out = {}
+  local _, status = http.request({ url = url, method = "POST", source = ltn12.source.string(payload),
+    sink = ltn12.sink.table(out),
+    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = #payload } })
+  local body = table.concat(out)
+  local ok, decoded = pcall(cjson.decode, body)
+  if status ~= 200 or not ok then return nil, ("HTTP %s: %s"):format(tostring(status), body) end
+  return decoded
 end
 
 -- A GET, timed; returns status, body, seconds.
@@ -231,6 +253,25 @@ function M.run_lua(script_args, env, cwd)
   os.remove(out)
   if type(ok) == "number" then return math.floor(ok / 256), text end -- Lua 5.1: a wait status
   return ok == true and 0 or (code or 1), text
+end
+
+-- SHA-256 of a file, by sha256sum.
+function M.sha256(path)
+  local p = assert(io.popen("sha256sum " .. sh_quote(path) .. " 2>/dev/null"))
+  local line = p:read("*l") or ""
+  p:close()
+  return line:match("^(%x+)")
+end
+
+-- SHA-256 of `size` bytes of the mock's pattern (what write_file writes).
+local pattern_sums = {}
+function M.sha256_of_pattern(size)
+  if not pattern_sums[size] then
+    local path = M.write_file(M.tmpname(".pattern"), size)
+    pattern_sums[size] = M.sha256(path)
+    os.remove(path)
+  end
+  return pattern_sums[size]
 end
 
 function M.write_file(path, size, fill)

@@ -88,9 +88,67 @@ local function send_slowly(conn, data, interval)
   end
 end
 
+-- The 16-byte pattern helper.write_file writes: a served file's bytes can be
+-- checked against a file the test writes itself.
+local PATTERN = "0123456789abcdef"
+local BLOCK = PATTERN:rep(4096)
+
+-- `count` bytes of the pattern starting at `offset`, in 64 KiB sends.
+local function send_pattern(conn, offset, count)
+  while count > 0 do
+    local start = offset % 16
+    local n = math.min(count, #BLOCK - start)
+    if not conn:send(BLOCK:sub(start + 1, start + n)) then return false end
+    offset, count = offset + n, count - n
+  end
+  return true
+end
+
+-- A scripted response: { send = "..." }, { pause = seconds },
+-- { pattern = { offset, count } }; then the connection closes unless `keep`.
+local function play_steps(conn, f)
+  for _, step in ipairs(f.steps) do
+    if step.send and not conn:send(step.send) then return false end
+    if step.pause then loop.sleep(step.pause) end
+    if step.pattern and not send_pattern(conn, math.floor(step.pattern[1]), math.floor(step.pattern[2])) then
+      return false
+    end
+  end
+  return f.keep == true
+end
+
+-- A download: `size` bytes of the pattern, with Range/If-Range when `ranges`;
+-- `drop_at` closes the connection after that many body bytes.
+local function play_file(conn, req, f)
+  local size, first = math.floor(f.size), 0 -- JSON numbers arrive as floats
+  local etag = f.etag or '"v1"'
+  local range = req.headers.range
+  local status, headers = 200, { { "Content-Type", "application/octet-stream" } }
+  if f.ranges then
+    headers[#headers + 1] = { "Accept-Ranges", "bytes" }
+    headers[#headers + 1] = { "ETag", etag }
+    local from = range and range:match("^bytes=(%d+)%-$")
+    local if_range = req.headers["if-range"]
+    if from and (not if_range or if_range == etag) and tonumber(from) < size then
+      first = tonumber(from)
+      status = 206
+      headers[#headers + 1] = { "Content-Range", ("bytes %d-%d/%d"):format(first, size - 1, size) }
+    end
+  end
+  conn:send(http.response_head(status, headers, size - first, false))
+  local count = size - first
+  if f.drop_at then count = math.min(count, math.floor(f.drop_at)) end
+  if not send_pattern(conn, first, count) then return false end
+  return count == size - first
+end
+
 -- Plays a fault; returns true to keep the connection open.
 local function play(conn, req, f)
   local t = f.type
+  if t == "delay" then
+    loop.sleep(f.seconds or 1)
+    return nil
+  end
   if t == "drop_upload" then
     http.read_body(conn, req, state.keep, f.after or 65536)
     return false
@@ -106,6 +164,10 @@ local function play(conn, req, f)
     http.respond(conn, f.status, headers, body, f.close)
     -- drop_after: says keep-alive, then closes (a stale pooled connection)
     return not (f.close or f.drop_after)
+  elseif t == "steps" then
+    return play_steps(conn, f)
+  elseif t == "file" then
+    return play_file(conn, req, f)
   elseif t == "raw" then
     conn:send(f.raw)
     if f.seconds then loop.sleep(f.seconds) end
@@ -183,8 +245,10 @@ local function dispatch(conn, req, conn_id)
   local f = take_fault(req)
   if f then
     local keep = play(conn, req, f)
-    complete_record(rec, req)
-    return keep
+    if keep ~= nil then -- nil: a delay, then the usual answer
+      complete_record(rec, req)
+      return keep
+    end
   end
   local app = req.path:find("^/api/v1/shares/") and filesro or mkp
   local status, headers, body, close = app.handle(state, conn, req)

@@ -1,0 +1,244 @@
+/* A download's destination file: written under a temporary name in the same
+ * folder and renamed into place only when complete, so the final name never
+ * holds a partial file.  The libcurl transport writes to its descriptor from
+ * the write callback; the cosocket transport through sink:write. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "fileapi.h"
+
+struct fa_sink {
+    int fd;
+    char *tmp;
+    char *final;
+    int overwrite;
+    curl_off_t size;
+};
+
+fa_sink *fa_sink_test(lua_State *L, int idx)
+{
+    return (fa_sink *)fa_testudata(L, idx, FA_SINK_MT);
+}
+
+static fa_sink *check_sink(lua_State *L)
+{
+    return (fa_sink *)luaL_checkudata(L, 1, FA_SINK_MT);
+}
+
+int fa_sink_write(fa_sink *k, const char *p, size_t n)
+{
+    if (k->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    while (n > 0) {
+        ssize_t w = write(k->fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        k->size += (curl_off_t)w;
+    }
+    return 0;
+}
+
+static void sink_discard(fa_sink *k)
+{
+    if (k->fd >= 0) {
+        close(k->fd);
+        k->fd = -1;
+    }
+    if (k->tmp != NULL)
+        unlink(k->tmp);
+    free(k->tmp);
+    free(k->final);
+    k->tmp = k->final = NULL;
+}
+
+static int push_errno(lua_State *L, const char *what, const char *path)
+{
+    int e = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s: %s", what, path, strerror(e));
+    fa_error_push(L, "io", lua_tostring(L, -1));
+    lua_remove(L, -2);
+    return 2;
+}
+
+static char *dup_string(const char *s, size_t extra)
+{
+    size_t n = strlen(s);
+    char *d = malloc(n + extra + 1);
+    if (d != NULL)
+        memcpy(d, s, n + 1);
+    return d;
+}
+
+/* core.file_sink(path, overwrite) -> sink | nil, err */
+static int l_file_sink(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int overwrite = lua_toboolean(L, 2);
+    struct stat st;
+    const char *slash;
+    fa_sink *k;
+    mode_t mask;
+
+    if (lstat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            lua_pushnil(L);
+            fa_error_push(L, "invalid_argument", "the destination is a directory");
+            return 2;
+        }
+        if (!overwrite) {
+            lua_pushnil(L);
+            fa_error_push(L, "io", "the destination exists (pass overwrite = true to replace it)");
+            return 2;
+        }
+    }
+    k = fa_newuserdata(L, sizeof *k);
+    memset(k, 0, sizeof *k);
+    k->fd = -1;
+    fa_setmetatable(L, FA_SINK_MT);
+    k->overwrite = overwrite;
+    k->final = dup_string(path, 0);
+    k->tmp = dup_string(path, 32);
+    if (k->final == NULL || k->tmp == NULL) {
+        sink_discard(k);
+        return luaL_error(L, "not enough memory");
+    }
+    /* the temporary name is hidden beside the destination: same file system,
+     * so the rename at the end is atomic */
+    slash = strrchr(path, '/');
+    {
+        size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+        snprintf(k->tmp + dir_len, strlen(path) - dir_len + 32, ".%s.part-XXXXXX", path + dir_len);
+    }
+    k->fd = mkstemp(k->tmp);
+    if (k->fd < 0) {
+        free(k->tmp);
+        k->tmp = NULL;
+        return push_errno(L, "cannot create a file beside", path);
+    }
+    (void)fcntl(k->fd, F_SETFD, FD_CLOEXEC);
+    /* mkstemp makes 0600; the finished file gets what open(2) would give */
+    mask = umask(022);
+    umask(mask);
+    (void)fchmod(k->fd, 0666 & ~mask);
+    return 1;
+}
+
+/* sink:write(s) -> true | nil, message */
+static int k_write(lua_State *L)
+{
+    fa_sink *k = check_sink(L);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    if (fa_sink_write(k, s, n) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "writing the file failed: %s", strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sink:truncate(): a download that starts over */
+static int k_truncate(lua_State *L)
+{
+    fa_sink *k = check_sink(L);
+    if (k->fd < 0 || ftruncate(k->fd, 0) != 0 || lseek(k->fd, 0, SEEK_SET) != 0)
+        return push_errno(L, "cannot truncate the file beside", k->final ? k->final : "?");
+    k->size = 0;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int k_size(lua_State *L)
+{
+    fa_pushwhole(L, check_sink(L)->size);
+    return 1;
+}
+
+/* sink:commit() -> true | nil, err: the file takes its final name.  Without
+ * overwrite, link(2) refuses a name that appeared meanwhile, atomically. */
+static int k_commit(lua_State *L)
+{
+    fa_sink *k = check_sink(L);
+    int rc;
+    if (k->fd < 0 || k->tmp == NULL)
+        return luaL_error(L, "the sink is closed");
+    if (close(k->fd) != 0) {
+        k->fd = -1;
+        rc = errno;
+        sink_discard(k);
+        errno = rc;
+        return push_errno(L, "cannot finish the file", "destination");
+    }
+    k->fd = -1;
+    if (k->overwrite) {
+        rc = rename(k->tmp, k->final);
+    } else {
+        rc = link(k->tmp, k->final);
+        if (rc != 0 && errno != EEXIST) {
+            struct stat st; /* a file system without hard links */
+            rc = lstat(k->final, &st) == 0 ? (errno = EEXIST, -1) : rename(k->tmp, k->final);
+        }
+    }
+    if (rc != 0) {
+        int e = errno;
+        lua_pushnil(L);
+        if (e == EEXIST)
+            fa_error_push(L, "io", "the destination appeared during the download; not replaced");
+        else {
+            lua_pushfstring(L, "cannot rename the file into place: %s", strerror(e));
+            fa_error_push(L, "io", lua_tostring(L, -1));
+            lua_remove(L, -2);
+        }
+        sink_discard(k);
+        return 2;
+    }
+    if (!k->overwrite)
+        unlink(k->tmp);
+    free(k->tmp);
+    k->tmp = NULL;
+    sink_discard(k);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sink:abort(): removes the temporary file; idempotent (also __gc) */
+static int k_abort(lua_State *L)
+{
+    sink_discard(check_sink(L));
+    return 0;
+}
+
+static int k_tostring(lua_State *L)
+{
+    fa_sink *k = check_sink(L);
+    lua_pushfstring(L, "fileapi.sink (%s)", k->fd >= 0 ? "open" : "closed");
+    return 1;
+}
+
+void fa_open_sink(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"write", k_write},
+        {"truncate", k_truncate},
+        {"size", k_size},
+        {"commit", k_commit},
+        {"abort", k_abort},
+        {NULL, NULL},
+    };
+    fa_newclass(L, FA_SINK_MT, methods, k_abort, k_tostring);
+    lua_pushcfunction(L, l_file_sink);
+    lua_setfield(L, -2, "file_sink");
+}

@@ -1,0 +1,112 @@
+-- Handlers for spec/support/nginx/test.conf: each takes a JSON request
+-- body, runs fileapi inside the worker and answers with a JSON summary.
+local cjson = require "cjson"
+local files = require "fileapi.files"
+local conformance = require "conformance"
+
+local M = {}
+
+local shared -- one client per worker, as the README advises
+
+function M.init_worker()
+  shared = assert(files.new({ timeout = 30 }))
+end
+
+local function input()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  return body and cjson.decode(body) or {}
+end
+
+local function reply(doc)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(doc))
+end
+
+local function summary(item, err)
+  if item then return { ok = true, id = item.id } end
+  return { ok = false, kind = err.kind, message = err.message, attempts = err.attempts }
+end
+
+function M.conformance()
+  reply(conformance.run(input()))
+end
+
+-- A call from a callback of a running call on the same client, and close()
+-- from one: what the cosocket transport answers.
+function M.reentrant()
+  local spec = input()
+  local client = assert(files.new({ base_url = spec.base_url, transport = spec.transport }))
+  local nested
+  local source = { data = string.rep("x", 200000), filename = "r.bin" }
+  local item, err
+  if spec.case == "mkdir" then
+    item, err = client:upload(source, { on_progress = function()
+      if not nested then nested = summary(client:mkdir("nested")) end
+    end })
+  elseif spec.case == "close" then
+    item, err = client:upload(source, { on_progress = function() client:close() end })
+    nested = summary(client:mkdir("after close"))
+  elseif spec.case == "reader" then
+    local done = false
+    item, err = client:upload({ size = 3, filename = "r.txt", reader = function()
+      if done then return nil end
+      done = true
+      nested = summary(client:mkdir("from reader"))
+      return "abc"
+    end })
+  end
+  reply({ outer = summary(item, err), nested = nested })
+end
+
+-- n light threads share the worker's client, each call held by the mock.
+function M.concurrent()
+  local spec = input()
+  ngx.update_time()
+  local started = ngx.now()
+  local threads, results = {}, {}
+  for i = 1, spec.n do
+    threads[i] = ngx.thread.spawn(function() return shared:mkdir("c" .. i) end)
+  end
+  for i = 1, spec.n do
+    local _, item, err = ngx.thread.wait(threads[i])
+    results[i] = summary(item, err)
+  end
+  ngx.update_time()
+  reply({ seconds = ngx.now() - started, results = results })
+end
+
+-- Worker CPU seconds (utime + stime) from /proc/self/stat.
+local function cpu_seconds()
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read("*l")
+  f:close()
+  local fields = {}
+  for v in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = v end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
+-- One upload or download in this worker over the chosen transport, with the
+-- worker's CPU time it took (for make bench).
+function M.cpu()
+  local spec = input()
+  local client = assert(files.new({ base_url = spec.base_url, transport = spec.transport, timeout = 600 }))
+  local before = cpu_seconds()
+  ngx.update_time()
+  local started = ngx.now()
+  local out
+  if spec.upload then
+    out = summary(client:upload(spec.upload))
+  else
+    local t = client.transport
+    local res, err = t:send({ url = spec.download, sink = spec.path, overwrite = true })
+    out = res and { ok = true, size = res.download.size } or { ok = false, kind = err.kind, message = err.message }
+  end
+  ngx.update_time()
+  out.seconds = ngx.now() - started
+  out.cpu = cpu_seconds() - before
+  client:close()
+  reply(out)
+end
+
+return M
