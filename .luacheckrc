@@ -4,3 +4,4 @@ files["spec"] = { std = "+busted" }
 files["spec/support/mock.lua"] = { globals = { "arg" } }
 exclude_files = { "build", "tree" }
 files["examples/nginx"] = { std = "max+ngx_lua" }
+files["spec/support/test_handlers.lua"] = { std = "max+ngx_lua" }

@@ -83,7 +83,7 @@ test: deps check-deps build
 # The nginx specs load the LuaJIT build whatever Lua runs busted.
 test-specs: deps build
 	@$(MAKE) -s LUA=luajit build >/dev/null
-	@sh spec/run.sh
+	@sh spec/run.sh $(SPEC_ARGS)
 
 # The suite on every Lua Debian ships: 5.1, 5.2, 5.3, 5.4 and LuaJIT.
 test-all:
@@ -112,13 +112,13 @@ test-asan: deps check-deps $(ASAN_BUILD)/fileapi/core.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	sh spec/run.sh --exclude-tags=toolchain,soak,nginx
+	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow
 
 # memcheck over the suite's process, where the core runs: any invalid access
 # or definitely-lost block fails the run.
 test-valgrind: deps check-deps build
 	@valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx
+		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -42,7 +42,10 @@ local function start_sink()
   error("the sink did not answer")
 end
 
+local stop_client_nginx
+
 local function stop_sink()
+  if stop_client_nginx then stop_client_nginx() end
   local f = io.open(work .. "/nginx/nginx.pid")
   if f then
     sh("kill " .. f:read("*l") .. " 2>/dev/null")
@@ -139,6 +142,106 @@ local function upload_rows(mib)
     mib, f_rate, c_rate, f_rate / c_rate, f_rss, c_rss, f_rss - c_rss)
 end
 
+local function download_rows(mib)
+  local name = "dl-" .. mib .. ".bin"
+  make_file(work .. "/nginx/static/" .. name, mib)
+  local dest = work .. "/download.bin"
+  local r = duel({
+    { name = "fileapi", cmd = fileapi .. " download " .. base .. " static/" .. name .. " " .. q(dest) },
+    { name = "curl", cmd = ("curl -sS -o %s %s/static/%s"):format(q(dest), base, name) },
+  })
+  os.remove(dest)
+  os.remove(work .. "/nginx/static/" .. name)
+  local mb = mib * 1048576 / 1e6
+  local f_rate, c_rate = mb / median(r.fileapi, "wall"), mb / median(r.curl, "wall")
+  local f_rss, c_rss = median(r.fileapi, "rss") / 1024, median(r.curl, "rss") / 1024
+  out("download %4d MiB fileapi %7.1f MB/s  curl %7.1f MB/s  ratio %.2f   peak RSS fileapi %5.1f MiB  curl %5.1f MiB  (+%.1f)"
+    .. "   CPU fileapi %.2f s  curl %.2f s", mib, f_rate, c_rate, f_rate / c_rate, f_rss, c_rss, f_rss - c_rss,
+    median(r.fileapi, "cpu"), median(r.curl, "cpu"))
+end
+
+-- nginx running fileapi in a content handler (the specs' test config),
+-- pointed at the sink: the same upload and download over cosockets and over
+-- libcurl, with the worker's own CPU time per run (/proc/self/stat).
+local client_port = free_port()
+local client_base = "http://127.0.0.1:" .. client_port
+
+local function start_client_nginx()
+  local prefix = work .. "/client"
+  local lib = prefix .. "/lib"
+  local root = here .. "/.."
+  local lua_build = root .. "/build/luajit/fileapi/core.so"
+  assert(io.open(lua_build), "build the LuaJIT core first (make LUA=luajit)")
+  assert(sh(("mkdir -p %s && cp -r %s %s && cp %s %s && cp %s %s %s && chmod -R a+rX %s"):format(q(lib),
+    q(root .. "/lua/fileapi"), q(lib .. "/"), q(lua_build), q(lib .. "/fileapi/"),
+    q(root .. "/spec/support/test_handlers.lua"), q(root .. "/spec/support/conformance.lua"), q(lib .. "/"), q(prefix))))
+  local conf = assert(io.open(root .. "/spec/support/nginx/test.conf")):read("*a")
+    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(client_port)):gsub("@LIB@", lib)
+    :gsub("@CA_FILE@", "/etc/ssl/certs/ca-certificates.crt")
+  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  assert(sh(("MKP_API_KEY=bench-key nginx -p %s -c %s -e %s 2>&1"):format(q(prefix), q(prefix .. "/nginx.conf"),
+    q(prefix .. "/error.log"))), "the client nginx did not start")
+  for _ = 1, 50 do
+    if http.request(client_base .. "/ping") then return end
+    socket.sleep(0.1)
+  end
+  error("the client nginx did not answer")
+end
+
+function stop_client_nginx()
+  local f = io.open(work .. "/client/nginx.pid")
+  if f then
+    sh("kill " .. f:read("*l") .. " 2>/dev/null")
+    f:close()
+  end
+end
+
+local function in_nginx(doc)
+  local cjson = require "cjson"
+  local ltn12 = require "ltn12"
+  local payload = cjson.encode(doc)
+  local body = {}
+  http.request({ url = client_base .. "/cpu", method = "POST", source = ltn12.source.string(payload),
+    sink = ltn12.sink.table(body), headers = { ["Content-Length"] = #payload } })
+  local res = cjson.decode(table.concat(body))
+  assert(res.ok, "in-nginx run failed: " .. tostring(res.message))
+  return res
+end
+
+local function in_nginx_rows(mib)
+  start_client_nginx()
+  local path = work .. "/client/up.bin"
+  make_file(path, mib)
+  sh("chmod a+r " .. q(path))
+  local name = "dl-nginx.bin"
+  make_file(work .. "/nginx/static/" .. name, mib)
+  local dest = work .. "/client/down.bin"
+  sh("chmod 777 " .. q(work .. "/client"))
+  local jobs = {
+    upload = function(t) return { base_url = base .. "/v1", transport = t, upload = { path = path } } end,
+    download = function(t) return { base_url = base .. "/v1", transport = t, download = base .. "/static/" .. name,
+      path = dest } end,
+  }
+  for _, what in ipairs({ "upload", "download" }) do
+    local cpu = { ngx = {}, curl = {} }
+    for _, t in ipairs({ "ngx", "curl" }) do in_nginx(jobs[what](t)) end -- warm-up
+    for _ = 1, RUNS do
+      for _, t in ipairs({ "ngx", "curl" }) do
+        local res = in_nginx(jobs[what](t))
+        table.insert(cpu[t], { cpu = res.cpu, wall = res.seconds })
+      end
+    end
+    local c_ngx, c_curl = median(cpu.ngx, "cpu"), median(cpu.curl, "cpu")
+    out("in nginx %-8s %d MiB  worker CPU cosockets %.3f s  libcurl %.3f s  ratio %.2f   wall %.2f s / %.2f s",
+      what, mib, c_ngx, c_curl, c_ngx / c_curl, median(cpu.ngx, "wall"), median(cpu.curl, "wall"))
+  end
+  os.remove(path)
+  os.remove(dest)
+  stop_client_nginx()
+end
+
 local function mkdir_rows()
   local cfg = work .. "/curl.cfg"
   curl_config(cfg, CALLS)
@@ -163,9 +266,15 @@ end
 local ok, err = pcall(function()
   start_sink()
   out("fileapi bench: %d alternating runs after a warm-up, medians; sink: nginx on %s", RUNS, base)
-  upload_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024"))
-  upload_rows(64)
-  mkdir_rows()
+  sh("mkdir -p " .. q(work .. "/nginx/static") .. " && chmod -R a+rX " .. q(work))
+  local only = os.getenv("BENCH_ONLY")
+  if not only or only == "upload" then
+    upload_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024"))
+    upload_rows(64)
+  end
+  if not only or only == "download" then download_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024")) end
+  if not only or only == "nginx" then in_nginx_rows(tonumber(os.getenv("BENCH_NGINX_MIB") or "256")) end
+  if not only or only == "mkdir" then mkdir_rows() end
 end)
 stop_sink()
 if not ok then

@@ -1,5 +1,6 @@
--- One fileapi contender run: upload a file, or send N mkdir calls (on one
--- client, or a fresh client each call).  Run under /usr/bin/time by run.lua.
+-- One fileapi contender run: upload a file, download one to a path, or send
+-- N mkdir calls (on one client, or a fresh client each call).  Run under
+-- /usr/bin/time by run.lua.
 local files = require "fileapi.files"
 
 local mode, base, arg3 = arg[1], arg[2], arg[3]
@@ -15,4 +16,10 @@ elseif mode == "mkdir-fresh" then
     assert(client:mkdir("d"))
     client:close()
   end
+end
+if mode == "download" then
+  -- the core's sink on its own: GET a static file to a path
+  local client = assert(files.new({ api_key = "bench-key", base_url = base }))
+  local res = assert(client.transport:send({ url = base .. "/" .. arg3, sink = arg[4], overwrite = true }))
+  assert(res.download.size > 0)
 end

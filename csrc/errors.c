@@ -136,7 +136,7 @@ static void text_add(struct text *t, const char *s)
  * before the luaL_Buffer starts, which owns the stack top meanwhile. */
 static void field_messages(lua_State *L, int err, struct text *t)
 {
-    const char *names[FA_FIELDS_KEYS];
+    const char *names[FA_FIELDS_KEYS] = {NULL};
     int n = 0, i, j, fields;
     t->len = 0;
     lua_getfield(L, err, "fields");

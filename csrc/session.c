@@ -296,6 +296,8 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
         long r = fa_multipart_read(x->mp, x->L, buf, n);
         if (r < 0) {
             const char *msg, *kind = fa_multipart_error(x->mp, &msg);
+            if (cancelled(x)) /* a reader closed the client, then failed */
+                return CURL_READFUNC_ABORT;
             fail(x, kind, msg);
             return CURL_READFUNC_ABORT;
         }

@@ -7,7 +7,7 @@ local util = require "fileapi.util"
 local request = require "fileapi.request"
 local ngx_transport = require "fileapi.ngx_transport"
 
-local type, ipairs, pairs, setmetatable, pcall, error = type, ipairs, pairs, setmetatable, pcall, error
+local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
 local tonumber, tostring = tonumber, tostring
 local min, random = math.min, math.random
 local format = string.format

@@ -76,6 +76,17 @@ function M.concurrent()
   reply({ seconds = ngx.now() - started, results = results })
 end
 
+-- transport "auto" with an option only libcurl has: the worker is warned
+-- (once) that it will block.
+function M.blocking()
+  local spec = input()
+  local client = assert(files.new({ base_url = spec.base_url, ca_file = spec.ca_file }))
+  local out = {}
+  for i = 1, 2 do out[i] = summary(client:mkdir("blocking" .. i)) end
+  client:close()
+  reply(out)
+end
+
 -- Worker CPU seconds (utime + stime) from /proc/self/stat.
 local function cpu_seconds()
   local f = assert(io.open("/proc/self/stat"))
