@@ -61,7 +61,8 @@ local function sink_stats()
 end
 
 -- Runs a command under /usr/bin/time: wall seconds, max RSS (KiB), CPU seconds.
-local function measure(cmd)
+local function measure(cmd, before)
+  if before then sh(before) end
   http.request(base .. "/reset")
   local out = work .. "/time.out"
   local t0 = socket.gettime()
@@ -85,12 +86,12 @@ end
 local function duel(contenders)
   local results = {}
   for _, c in ipairs(contenders) do
-    measure(c.cmd)
+    measure(c.cmd, c.before)
     results[c.name] = {}
   end
   for _ = 1, RUNS do
     for _, c in ipairs(contenders) do
-      local r = measure(c.cmd)
+      local r = measure(c.cmd, c.before)
       table.insert(results[c.name], r)
     end
   end
@@ -146,9 +147,12 @@ local function download_rows(mib)
   local name = "dl-" .. mib .. ".bin"
   make_file(work .. "/nginx/static/" .. name, mib)
   local dest = work .. "/download.bin"
+  -- each run writes a new file: replacing the other contender's 1 GiB
+  -- (rename over it, or O_TRUNC) would time the freeing of its pages
+  local fresh = "rm -f " .. q(dest) .. " && sync"
   local r = duel({
-    { name = "fileapi", cmd = fileapi .. " download " .. base .. " static/" .. name .. " " .. q(dest) },
-    { name = "curl", cmd = ("curl -sS -o %s %s/static/%s"):format(q(dest), base, name) },
+    { name = "fileapi", cmd = fileapi .. " download " .. base .. " static/" .. name .. " " .. q(dest), before = fresh },
+    { name = "curl", cmd = ("curl -sS -o %s %s/static/%s"):format(q(dest), base, name), before = fresh },
   })
   os.remove(dest)
   os.remove(work .. "/nginx/static/" .. name)

@@ -17,6 +17,7 @@ struct part {
     char *head;        /* delimiter line, part headers and the blank line */
     size_t head_len;
     curl_off_t size;   /* content bytes */
+    curl_off_t start;  /* PART_FILE: where the part's slice of the file begins */
     int ref;           /* the data string or the reader function */
     int rewind_ref;    /* a reader's rewind function, if it has one */
     const char *data;  /* PART_DATA: the referenced string's bytes */
@@ -272,6 +273,72 @@ static int valid_boundary(const char *s, size_t len)
     return 1;
 }
 
+/* n random bytes from /dev/urandom; 0 when it could not give them all */
+static int random_bytes(unsigned char *raw, size_t n)
+{
+    size_t got = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    while (got < n) {
+        ssize_t r = read(fd, raw + got, n - got);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return got == n;
+}
+
+static int open_file_part(fa_multipart *mp, struct part *p, const char *path, curl_off_t offset,
+                          curl_off_t length);
+
+/* core.file_size(path) -> bytes | nil, err: a regular file's size, checked
+ * the way an upload opens it (a FIFO is refused, never waited on). */
+static int l_file_size(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    fa_multipart probe;
+    struct part p;
+    memset(&probe, 0, sizeof probe);
+    memset(&p, 0, sizeof p);
+    p.fd = -1;
+    if (open_file_part(&probe, &p, path, 0, -1) != 0) {
+        const char *msg, *kind = fa_multipart_error(&probe, &msg);
+        if (p.fd >= 0)
+            close(p.fd);
+        lua_pushnil(L);
+        fa_error_push(L, kind, msg);
+        return 2;
+    }
+    close(p.fd);
+    fa_pushwhole(L, p.size);
+    return 1;
+}
+
+/* core.random_token(n) -> n random characters [a-z0-9] | nil: a name no
+ * other upload can have (files.ro keys appended chunks by the part's file
+ * name). */
+static int l_random_token(lua_State *L)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char raw[64];
+    char out[64];
+    lua_Integer n = luaL_checkinteger(L, 1), i;
+    luaL_argcheck(L, n > 0 && n <= 64, 1, "length out of range");
+    if (!random_bytes(raw, (size_t)n)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    for (i = 0; i < n; i++)
+        out[i] = alphabet[raw[i] % 36];
+    lua_pushlstring(L, out, (size_t)n);
+    return 1;
+}
+
 static void random_boundary(char *out, size_t size)
 {
     unsigned char raw[16];
@@ -289,8 +356,22 @@ static void random_boundary(char *out, size_t size)
         snprintf(out + 8 + 2 * i, size - 8 - 2 * i, "%02x", raw[i]);
 }
 
+/* A part may be a slice of its file or string: `offset` and `length`
+ * (chunked uploads send one file as several requests, each read straight
+ * from disk).  Raises on values that are not whole numbers >= 0. */
+static void read_slice(lua_State *L, int t, int index, curl_off_t *offset, curl_off_t *length)
+{
+    double o = fa_optnumfield(L, t, "offset", 0);
+    double n = fa_optnumfield(L, t, "length", -1);
+    if (o < 0 || o != (double)(curl_off_t)o || (n != -1 && (n < 0 || n != (double)(curl_off_t)n)))
+        luaL_error(L, "multipart part %d: 'offset' and 'length' must be whole numbers >= 0", index + 1);
+    *offset = (curl_off_t)o;
+    *length = (curl_off_t)n;
+}
+
 /* Opens a file part.  Returns 0, or -1 with the error set on mp. */
-static int open_file_part(fa_multipart *mp, struct part *p, const char *path)
+static int open_file_part(fa_multipart *mp, struct part *p, const char *path, curl_off_t offset,
+                          curl_off_t length)
 {
     struct stat st;
     int flags;
@@ -312,7 +393,16 @@ static int open_file_part(fa_multipart *mp, struct part *p, const char *path)
         set_error(mp, "io", "%s: cannot use the file", path);
         return -1;
     }
-    p->size = (curl_off_t)st.st_size;
+    if (offset + (length < 0 ? 0 : length) > (curl_off_t)st.st_size) {
+        set_error(mp, "io", "%s: the file is shorter than the part to send", path);
+        return -1;
+    }
+    if (offset > 0 && lseek(p->fd, (off_t)offset, SEEK_SET) != (off_t)offset) {
+        set_error(mp, "io", "%s: cannot seek in the file", path);
+        return -1;
+    }
+    p->start = offset;
+    p->size = length < 0 ? (curl_off_t)st.st_size - offset : length;
     return 0;
 }
 
@@ -324,14 +414,19 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
     int t = lua_gettop(L);
     size_t len;
     const char *path;
+    curl_off_t offset, length;
 
+    read_slice(L, t, i, &offset, &length);
     lua_getfield(L, t, "data");
     lua_getfield(L, t, "reader");
     path = fa_optstrfield(L, t, "path", &len);
     if (lua_type(L, -2) == LUA_TSTRING) {
         p->kind = PART_DATA;
         p->data = lua_tolstring(L, -2, &len);
-        p->size = (curl_off_t)len;
+        if (offset + (length < 0 ? 0 : length) > (curl_off_t)len)
+            luaL_error(L, "multipart part %d: the slice is outside the data", i + 1);
+        p->data += offset;
+        p->size = length < 0 ? (curl_off_t)len - offset : length;
         lua_pushvalue(L, -2);
         p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else if (lua_type(L, -1) == LUA_TFUNCTION) {
@@ -349,7 +444,7 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
             lua_pop(L, 1);
     } else if (path != NULL) {
         p->kind = PART_FILE;
-        if (open_file_part(mp, p, path) != 0)
+        if (open_file_part(mp, p, path, offset, length) != 0)
             return -1;
     } else {
         luaL_error(L, "multipart part %d: needs 'data', 'path' or 'reader'", i + 1);
@@ -631,7 +726,7 @@ static int restart(fa_multipart *mp, lua_State *L)
     int i;
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
-        if (p->kind == PART_FILE && lseek(p->fd, 0, SEEK_SET) != 0) {
+        if (p->kind == PART_FILE && lseek(p->fd, (off_t)p->start, SEEK_SET) != (off_t)p->start) {
             set_error(mp, "io", "cannot rewind the file: %s", strerror(errno));
             return -1;
         }
@@ -698,6 +793,10 @@ static int read_method(lua_State *L, int pull)
     size_t n = (size_t)luaL_optinteger(L, 2, 65536);
     long r;
     luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
+    if (mp->closed) {
+        set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+        return push_failure(L, mp);
+    }
     if (mp->scratch_len < n) {
         char *buf = realloc(mp->scratch, n);
         if (buf == NULL)
@@ -815,7 +914,11 @@ static int mp_boundary(lua_State *L)
 
 static int mp_close(lua_State *L)
 {
-    multipart_close(fa_multipart_check(L, 1), L);
+    fa_multipart *mp = fa_multipart_check(L, 1);
+    multipart_close(mp, L);
+    free(mp->scratch); /* a read after close may have made one again */
+    mp->scratch = NULL;
+    mp->scratch_len = 0;
     return 0;
 }
 
@@ -846,4 +949,8 @@ void fa_open_multipart(lua_State *L)
     fa_newclass(L, FA_MULTIPART_MT, methods, mp_close, mp_tostring);
     lua_pushcfunction(L, l_multipart);
     lua_setfield(L, -2, "multipart");
+    lua_pushcfunction(L, l_file_size);
+    lua_setfield(L, -2, "file_size");
+    lua_pushcfunction(L, l_random_token);
+    lua_setfield(L, -2, "random_token");
 }

@@ -17,7 +17,6 @@ local private = setmetatable({}, { __mode = "k" })
 
 local NEW_OPTIONS = { "api_key" }
 local UPLOAD_OPTIONS = { "directory", "filename", "mime", "on_progress" }
-local SOURCE_FIELDS = { "path", "data", "reader", "rewind", "size", "filename" }
 
 M.DEFAULT_BASE_URL = "https://api.mijnklantportaal.nl/v1"
 
@@ -73,38 +72,6 @@ local function post(self, req)
   return item_or_error(self, self.transport:send_json(req))
 end
 
--- Turns the accepted source forms into one multipart part description.
-local function source_part(source, filename)
-  local part = { name = "file" }
-  if type(source) == "string" then
-    part.path = source
-  else
-    util.check_keys(source, "upload", SOURCE_FIELDS, 4)
-    part.path = util.check_field(source, "path", "string", "upload")
-    part.data = util.check_field(source, "data", "string", "upload")
-    part.reader = util.check_field(source, "reader", "function", "upload")
-    part.rewind = util.check_field(source, "rewind", "function", "upload")
-    part.size = util.check_field(source, "size", "number", "upload")
-    filename = filename or util.check_field(source, "filename", "string", "upload")
-    local given = (part.path and 1 or 0) + (part.data and 1 or 0) + (part.reader and 1 or 0)
-    if given ~= 1 then return nil, "source needs exactly one of path, data or reader" end
-    if part.reader and (part.size == nil or part.size < 0 or part.size ~= math.floor(part.size)
-        or part.size >= 2 ^ 53) then
-      return nil, "a reader source needs a whole size >= 0"
-    end
-  end
-  if part.path == "" then return nil, "path must not be empty" end
-  filename = filename or (part.path and util.basename(part.path))
-  if not filename then return nil, "a data or reader source needs a filename" end
-  -- Quotes, CR, LF and non-ASCII bytes are fine: the multipart encoder
-  -- escapes them, so any name a file system allows can be sent safely.
-  if filename == "" or #filename > util.NAME_MAX then
-    return nil, "filename must be 1 to " .. util.NAME_MAX .. " bytes"
-  end
-  part.filename = filename
-  return part
-end
-
 --- client:upload(source, { directory, filename, mime, on_progress }) -> item | nil, err
 function Client:upload(source, opts)
   local st = type(source)
@@ -119,7 +86,7 @@ function Client:upload(source, opts)
   local ok, why = check_directory(directory)
   if not ok then return util.invalid(why) end
   local part
-  part, why = source_part(source, filename)
+  part, why = util.source_part(source, filename, "upload")
   if not part then return util.invalid(why) end
   if ctype and not mime.valid(ctype) then return util.invalid("mime must be a type/subtype media type") end
   part.content_type = ctype or mime.for_name(part.filename)

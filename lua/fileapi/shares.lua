@@ -1,9 +1,11 @@
--- files.ro shared folders: create a folder in a share
--- (POST /api/v1/shares/{token}/items, JSON).
+-- files.ro shared folders: create folders (POST …/items), upload files
+-- (POST …/uploads, chunked when large: fileapi.share_upload), delete items
+-- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
 local transport = require "fileapi.transport"
+local share_upload = require "fileapi.share_upload"
 
-local type, pairs, setmetatable, getenv = type, pairs, setmetatable, os.getenv
+local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error
 local lower = string.lower
 
 local M = {}
@@ -71,7 +73,7 @@ function M.new(opts)
   local t, err = transport.new(topts, secrets)
   if not t then return nil, err end
   local share = setmetatable({ transport = t }, Share)
-  private[share] = { url = base .. "/api/v1/shares/" .. util.pct(token) .. "/items", headers = headers }
+  private[share] = { base = base .. "/api/v1/shares/" .. util.pct(token) .. "/", headers = headers }
   return share
 end
 
@@ -89,6 +91,15 @@ local function flatten(doc)
   return folder
 end
 
+-- A POST to one of the share's calls, with the share's own headers (not a
+-- method: they hold secrets).
+local function new_request(self, call, headers)
+  local own = private[self]
+  headers[#headers + 1] = "Accept: application/json"
+  for i = 1, #own.headers do headers[#headers + 1] = own.headers[i] end
+  return { method = "POST", url = own.base .. call, headers = headers }
+end
+
 --- share:mkdir(name, { parent_id }) -> folder | nil, err
 function Share:mkdir(name, opts)
   util.check_type(name, "string", 1, "mkdir")
@@ -100,16 +111,102 @@ function Share:mkdir(name, opts)
   if parent and not parent:match(UUID) then return util.invalid("parent_id must be a UUID") end
 
   local json = transport.json
-  local body = '{"name":' .. json.encode(name)
-    .. (parent and ',"parent_id":' .. json.encode(parent) or "") .. "}"
-  local headers = { "Content-Type: application/json", "Accept: application/json" }
-  local own = private[self]
-  for i = 1, #own.headers do headers[#headers + 1] = own.headers[i] end
-  local doc, res = self.transport:send_json({ method = "POST", url = own.url, headers = headers, body = body })
+  local req = new_request(self, "items", { "Content-Type: application/json" })
+  req.body = '{"name":' .. json.encode(name) .. (parent and ',"parent_id":' .. json.encode(parent) or "") .. "}"
+  local doc, res = self.transport:send_json(req)
   if not doc then return nil, res end
   local folder = flatten(doc)
   if not folder then return self.transport:protocol_error(res, "the response is not a folder document") end
   return folder
+end
+
+local UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
+
+--- share:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
+--- -> file document (flattened like mkdir's) | nil, err
+function Share:upload(source, opts)
+  local st = type(source)
+  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
+  opts = util.check_type(opts, "table", 2, "upload", true) or {}
+  util.check_keys(opts, "upload", UPLOAD_OPTIONS)
+  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do util.check_field(opts, k, "string", "upload") end
+  util.check_field(opts, "chunk_size", "number", "upload")
+  local on_progress = util.check_field(opts, "on_progress", "function", "upload")
+  local part, why = util.source_part(source, nil, "upload")
+  if not part then return util.invalid(why) end
+  local plan
+  plan, why = share_upload.plan(part, opts, UUID)
+  if not plan then
+    if type(why) == "table" then return self.transport:fail(why) end
+    return util.invalid(why)
+  end
+  local res, err = share_upload.send(self.transport, plan, on_progress,
+    function(headers) return new_request(self, "uploads", headers) end)
+  if not res then return nil, err end
+  local doc = transport.decode_json(res.body)
+  local file = type(doc) == "table" and flatten(doc)
+  if not file then return self.transport:protocol_error(res, "the response is not a file document") end
+  return file
+end
+
+-- Items are { type = "file"|"folder", id = uuid }; nil, message when not.
+local function check_items(items, fname)
+  if #items == 0 then return nil, "items must list at least one { type =, id = }" end
+  for i, item in ipairs(items) do
+    if type(item) ~= "table" then error(("bad item #%d to '%s' (table expected)"):format(i, fname), 4) end
+    util.check_keys(item, fname, { "type", "id" }, 5)
+    if item.type ~= "file" and item.type ~= "folder" then
+      return nil, ("item #%d: type must be \"file\" or \"folder\""):format(i)
+    end
+    if type(item.id) ~= "string" or not item.id:match(UUID) then
+      return nil, ("item #%d: id must be a UUID"):format(i)
+    end
+  end
+  return true
+end
+
+-- 204, or a 2xx whose body says {"type":"success"}, is done; upstream
+-- answers an unknown id with 200 {"type":"error",…}: that is not found.
+local function done_or_error(self, res, err)
+  if not res then return nil, err end
+  local doc = transport.decode_json(res.body)
+  if type(doc) == "table" and doc.type == "error" then
+    return self.transport:fail(util.new_error("not_found", type(doc.message) == "string" and doc.message
+      or "the server did not find an item", { status = res.status, attempts = res.attempts }))
+  end
+  return true
+end
+
+--- share:delete(items, { force }) -> true | nil, err
+function Share:delete(items, opts)
+  util.check_type(items, "table", 1, "delete")
+  opts = util.check_type(opts, "table", 2, "delete", true) or {}
+  util.check_keys(opts, "delete", { "force" })
+  local force = util.check_field(opts, "force", "boolean", "delete") or false
+  local ok, why = check_items(items, "delete")
+  if not ok then return util.invalid(why) end
+  local list = {}
+  for i, item in ipairs(items) do list[i] = { force_delete = force, type = item.type, id = item.id } end
+  local req = new_request(self, "items", { "Content-Type: application/json" })
+  req.method, req.body = "DELETE", transport.json.encode({ items = list })
+  return done_or_error(self, self.transport:send(req))
+end
+
+--- share:move(items, { to_id }) -> true | nil, err; no to_id: the share's root
+function Share:move(items, opts)
+  util.check_type(items, "table", 1, "move")
+  opts = util.check_type(opts, "table", 2, "move", true) or {}
+  util.check_keys(opts, "move", { "to_id" })
+  local to = util.check_field(opts, "to_id", "string", "move")
+  local ok, why = check_items(items, "move")
+  if not ok then return util.invalid(why) end
+  if to and not to:match(UUID) then return util.invalid("to_id must be a UUID") end
+  local list = {}
+  for i, item in ipairs(items) do list[i] = { type = item.type, id = item.id } end
+  local req = new_request(self, "moves", { "Content-Type: application/json" })
+  -- upstream refuses an explicit null: the root is asked for by leaving it out
+  req.body = transport.json.encode({ items = list, to_id = to })
+  return done_or_error(self, self.transport:send(req))
 end
 
 function Share:close()

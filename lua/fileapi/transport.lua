@@ -120,6 +120,7 @@ local function decode_json(body)
   if ok then return util.normalize(value, cjson.null) end
   return nil
 end
+M.decode_json = decode_json
 
 -- The API's own words where it sent any: {message} and Laravel's {errors}.
 local function http_error(res)
@@ -139,7 +140,9 @@ end
 -- Idempotent methods (RFC 9110 9.2.2) may go again after anything
 -- transient; POST and PATCH only where the server cannot have acted: the
 -- request never went out, or its body did not go out whole, or 429/503.
-local function may_retry(self, err, res, method)
+-- never_resend (files.ro's chunks): not even retry_unsafe sends again what
+-- the server may have taken.
+local function may_retry(self, err, res, method, never_resend)
   local status = res and res.status
   local idempotent = request.IDEMPOTENT[method]
   local safe
@@ -152,7 +155,7 @@ local function may_retry(self, err, res, method)
   else
     err.retryable = false
   end
-  return err.retryable and (safe or self.opts.retry_unsafe)
+  return err.retryable and (safe or (self.opts.retry_unsafe and not never_resend))
 end
 
 local function wait_before(self, res, attempt)
@@ -244,7 +247,6 @@ end
 local function decide_for(d)
   return function(status, headers)
     if status < 200 or status >= 300 then return "buffer" end
-    d.this_attempt = 0
     if d.offset > 0 and status == 206 then
       local first, _, size = parse_content_range(headers["content-range"])
       if first ~= d.offset then return nil, "the server resumed at another offset than asked" end
@@ -271,11 +273,11 @@ local function decide_for(d)
   end
 end
 
+-- Only with a caller's on_progress: a Lua call per piece of a download
+-- costs (what an attempt delivered comes back in res/err.received).
 local function received_for(d)
-  return function(n)
-    d.this_attempt = n
-    if d.on_progress then return d.on_progress(d.offset + n, d.total) end
-  end
+  if not d.on_progress then return nil end
+  return function(n) return d.on_progress(d.offset + n, d.total) end
 end
 
 -- Headers for the next attempt: resume where the sink stands, or start over.
@@ -294,9 +296,7 @@ end
 
 -- After an attempt: what it added to the sink counts from now on.
 local function settle(d, res_or_err)
-  local got = d.this_attempt or 0
-  d.offset = d.offset + got
-  d.this_attempt = 0
+  d.offset = d.offset + (res_or_err and res_or_err.received or 0)
   d.resumed = (d.resumed or 0) + ((res_or_err and res_or_err.status == 206) and 1 or 0)
 end
 
@@ -324,7 +324,10 @@ local function attempts_loop(self, req, perform, sleep)
     if res then err = http_error(res) end
     local wait, asked = wait_before(self, res, attempts)
     err.retry_after = asked
-    if self.closing or not may_retry(self, err, res, creq.method) or attempts > self.opts.retries then break end
+    if self.closing or not may_retry(self, err, res, creq.method, req.never_resend)
+        or attempts > self.opts.retries then
+      break
+    end
     if req.multipart then
       local ok, rerr = rewind_body(req.multipart)
       if not ok then

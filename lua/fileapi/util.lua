@@ -179,6 +179,42 @@ function M.redact(value, secrets)
   return value
 end
 
+local SOURCE_FIELDS = { "path", "data", "reader", "rewind", "size", "filename" }
+
+-- Turns the accepted source forms (a path; { path }, { data, filename },
+-- { reader, size, filename, rewind }) into one multipart part description
+-- named "file".  Raises for wrong types; nil, message for bad values.
+function M.source_part(source, filename, fname)
+  local part = { name = "file" }
+  if type(source) == "string" then
+    part.path = source
+  else
+    M.check_keys(source, fname, SOURCE_FIELDS, 4)
+    part.path = M.check_field(source, "path", "string", fname)
+    part.data = M.check_field(source, "data", "string", fname)
+    part.reader = M.check_field(source, "reader", "function", fname)
+    part.rewind = M.check_field(source, "rewind", "function", fname)
+    part.size = M.check_field(source, "size", "number", fname)
+    filename = filename or M.check_field(source, "filename", "string", fname)
+    local given = (part.path and 1 or 0) + (part.data and 1 or 0) + (part.reader and 1 or 0)
+    if given ~= 1 then return nil, "source needs exactly one of path, data or reader" end
+    if part.reader and (part.size == nil or part.size < 0 or part.size ~= math.floor(part.size)
+        or part.size >= 2 ^ 53) then
+      return nil, "a reader source needs a whole size >= 0"
+    end
+  end
+  if part.path == "" then return nil, "path must not be empty" end
+  filename = filename or (part.path and M.basename(part.path))
+  if not filename then return nil, "a data or reader source needs a filename" end
+  -- Quotes, CR, LF and other control bytes are fine: the multipart encoder
+  -- escapes them, so any name a file system allows can be sent safely.
+  if filename == "" or #filename > M.NAME_MAX then
+    return nil, "filename must be 1 to " .. M.NAME_MAX .. " bytes"
+  end
+  part.filename = filename
+  return part
+end
+
 function M.basename(path)
   return path:match("([^/]*)/*$")
 end

@@ -67,6 +67,7 @@ function Mock:config(t) return self:admin("POST", "/_mock/config", t) end
 function Mock:faults(list) return self:admin("POST", "/_mock/faults", list) end
 function Mock:add_share(t) return self:admin("POST", "/_mock/shares", t).root_id end
 function Mock:folder(id) return self:admin("POST", "/_mock/folders", { id = id }) end
+function Mock:files() return self:admin("GET", "/_mock/files") end
 
 function Mock:last_request()
   local reqs = self:requests()

@@ -207,7 +207,7 @@ local function admin(conn, req)
     out = state.requests
     if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/stats" then
-    out = { connections = state.connections, requests = state.api_requests }
+    out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then
@@ -219,7 +219,7 @@ local function admin(conn, req)
         state.config[k] = v
       end
     end
-    if body.quota == cjson.null then state.config.quota = nil end
+    for k, v in pairs(body) do if v == cjson.null then state.config[k] = nil end end
   elseif p == "/_mock/faults" then
     for _, f in ipairs(body) do state.faults[#state.faults + 1] = f end
   elseif p == "/_mock/shares" then
@@ -227,6 +227,10 @@ local function admin(conn, req)
   elseif p == "/_mock/folders" then
     local f = state.folders[body.id]
     out = f and { id = f.id, name = f.name, parent_id = f.parent_id } or {}
+  elseif p == "/_mock/files" then
+    out = {}
+    for _, f in pairs(state.files) do out[#out + 1] = f end
+    if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/shutdown" then
     stop = true
   else
@@ -326,3 +330,4 @@ loop.run(function() return stop end, function()
   if os.time() - started > 3600 then stop = true end
 end)
 server:close()
+if state.upload_dir then os.execute("rm -rf '" .. state.upload_dir .. "'") end

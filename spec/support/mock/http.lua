@@ -6,7 +6,8 @@ local M = {}
 local REASONS = {
   [100] = "Continue", [200] = "OK", [201] = "Created", [400] = "Bad Request",
   [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found", [411] = "Length Required",
-  [413] = "Payload Too Large", [422] = "Unprocessable Content", [426] = "Upgrade Required",
+  [413] = "Payload Too Large",
+  [204] = "No Content", [206] = "Partial Content", [422] = "Unprocessable Content", [426] = "Upgrade Required",
   [429] = "Too Many Requests", [500] = "Internal Server Error", [502] = "Bad Gateway",
   [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
@@ -95,7 +96,7 @@ local function parse_disposition(value)
   return out
 end
 
-local function parse_part_head(text)
+function M.parse_part_head(text)
   local headers = {}
   for line in (text .. "\r\n"):gmatch("(.-)\r\n") do
     local name, value = line:match("^([^:]+):%s*(.-)%s*$")
@@ -119,7 +120,7 @@ function M.parse_multipart(req)
     if req.body_tail:sub(-#closing) ~= closing then return nil, "body does not end with the boundary" end
     local hend = body:find("\r\n\r\n", 1, true)
     if not hend then return nil, "part headers not found" end
-    local part = parse_part_head(body:sub(#delim + 3, hend - 1))
+    local part = M.parse_part_head(body:sub(#delim + 3, hend - 1))
     part.size = req.length - (hend + 3) - #closing
     part.data = body:sub(hend + 4, hend + 3 + 65536)
     return { part }
@@ -129,7 +130,7 @@ function M.parse_multipart(req)
   while true do
     local hend = body:find("\r\n\r\n", pos, true)
     if not hend then return nil, "part headers not found" end
-    local part = parse_part_head(body:sub(pos, hend - 1))
+    local part = M.parse_part_head(body:sub(pos, hend - 1))
     local nexti = body:find("\r\n" .. delim, hend + 4, true)
     if not nexti then return nil, "part not terminated" end
     part.data = body:sub(hend + 4, nexti - 1)
@@ -141,6 +142,66 @@ function M.parse_multipart(req)
     pos = nexti + 4 + #delim
   end
   return parts
+end
+
+-- Reads a multipart body as it arrives: small fields are collected, and the
+-- bytes of a part with a filename go to on_file(part, bytes) piece by piece
+-- (a 200 MiB chunk is never held).  Returns fields, the file part's head;
+-- or nil, message (the rest of the body is still read).
+function M.read_multipart_stream(conn, req, on_file)
+  M.continue(conn, req)
+  local boundary = (req.headers["content-type"] or ""):match("boundary=\"?([^\";]+)\"?")
+  local left = req.length
+  local buf = "\r\n" -- every delimiter is then CRLF "--" boundary
+  local function more()
+    if left <= 0 then return false end
+    local chunk = conn:read_some(math.min(262144, left))
+    if not chunk then return false end
+    left = left - #chunk
+    buf = buf .. chunk
+    return true
+  end
+  local function finish(...)
+    while left > 0 do
+      local chunk = conn:read_some(math.min(262144, left))
+      if not chunk then return nil, "closed" end
+      left = left - #chunk
+    end
+    req.body_read = left == 0
+    req.body = ""
+    return ...
+  end
+  if not boundary then return finish(nil, "no boundary") end
+  local delim = "\r\n--" .. boundary
+  local fields, file = {}, nil
+  while true do
+    while #buf < #delim + 2 do if not more() then return finish(nil, "body ended early") end end
+    if buf:sub(1, #delim) ~= delim then return finish(nil, "bad delimiter") end
+    local after = buf:sub(#delim + 1, #delim + 2)
+    if after == "--" then return finish(fields, file) end
+    if after ~= "\r\n" then return finish(nil, "bad delimiter") end
+    buf = buf:sub(#delim + 3)
+    local hend = buf:find("\r\n\r\n", 1, true)
+    while not hend do
+      if #buf > 65536 or not more() then return finish(nil, "part headers not found") end
+      hend = buf:find("\r\n\r\n", 1, true)
+    end
+    local part = M.parse_part_head(buf:sub(1, hend - 1))
+    buf = buf:sub(hend + 4)
+    local value = {}
+    while true do
+      local i = buf:find(delim, 1, true)
+      local take = i and i - 1 or math.max(0, #buf - #delim)
+      if take > 0 then
+        local piece = buf:sub(1, take)
+        buf = buf:sub(take + 1)
+        if part.filename then on_file(part, piece) else value[#value + 1] = piece end
+      end
+      if i then break end
+      if not more() then return finish(nil, "part not terminated") end
+    end
+    if part.filename then file = part else fields[part.name or ""] = table.concat(value) end
+  end
 end
 
 function M.response_head(status, headers, length, close)
