@@ -246,6 +246,23 @@ local function in_nginx_rows(mib)
   stop_client_nginx()
 end
 
+-- files.ro: the same file in 16 MiB chunks against one request
+local function share_rows(mib)
+  local path = work .. "/share-" .. mib .. ".bin"
+  make_file(path, mib)
+  local cmd = fileapi .. " share-upload " .. base .. " " .. q(path) .. " "
+  local r = duel({
+    { name = "chunked", cmd = cmd .. 16 * 1048576 },
+    { name = "single", cmd = cmd .. (mib + 1) * 1048576 },
+  })
+  os.remove(path)
+  local mb = mib * 1048576 / 1e6
+  local c_rate, s_rate = mb / median(r.chunked, "wall"), mb / median(r.single, "wall")
+  out("share upload %d MiB  16 MiB chunks %7.1f MB/s (%d requests)  one request %7.1f MB/s  ratio %.2f   peak RSS %.1f / %.1f MiB",
+    mib, c_rate, median(r.chunked, "reqs"), s_rate, c_rate / s_rate, median(r.chunked, "rss") / 1024,
+    median(r.single, "rss") / 1024)
+end
+
 local function mkdir_rows()
   local cfg = work .. "/curl.cfg"
   curl_config(cfg, CALLS)
@@ -278,6 +295,7 @@ local ok, err = pcall(function()
   end
   if not only or only == "download" then download_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024")) end
   if not only or only == "nginx" then in_nginx_rows(tonumber(os.getenv("BENCH_NGINX_MIB") or "256")) end
+  if not only or only == "share" then share_rows(256) end
   if not only or only == "mkdir" then mkdir_rows() end
 end)
 stop_sink()

@@ -23,3 +23,9 @@ if mode == "download" then
   local res = assert(client.transport:send({ url = base .. "/" .. arg3, sink = arg[4], overwrite = true }))
   assert(res.download.size > 0)
 end
+if mode == "share-upload" then
+  -- arg[4]: chunk size in bytes
+  local shares = require "fileapi.shares"
+  local share = assert(shares.new({ token = "bench-token", base_url = base }))
+  assert(share:upload(arg3, { chunk_size = tonumber(arg[4]) }))
+end

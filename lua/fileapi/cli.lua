@@ -22,6 +22,10 @@ commands:
   upload FILE... [--dir ID]             upload files to MijnKlantportaal
   mkdir NAME [--dir ID]                 create a directory on MijnKlantportaal
   share-mkdir TOKEN NAME [--parent ID]  create a folder in a files.ro share
+  share-upload TOKEN FILE... [--parent UUID] [--path a/b] [--chunk-size BYTES]
+                                        upload files into a files.ro share
+  share-rm TOKEN TYPE:ID... [--force]   delete files or folders from a share
+  share-mv TOKEN TYPE:ID... [--to UUID] move files or folders (no --to: to the root)
 
 options for every command:
   --base-url URL        API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)
@@ -33,7 +37,9 @@ options for every command:
   --quiet               no progress bar
   --help                help for a command: fileapi COMMAND --help
 
-The API key comes from MKP_API_KEY.
+The API key comes from MKP_API_KEY.  A share's TOKEN may come from
+FILESRO_TOKEN instead (so it stays out of ps): then leave it out of the
+arguments.
 
 exit status: 0 ok, 2 usage or invalid argument, 3 file I/O, 4 network, timeout or TLS,
 5 unauthorized or forbidden, 6 not found, 7 validation, 8 storage full,
@@ -54,6 +60,29 @@ usage: fileapi mkdir NAME [--dir ID] [options]
 Creates directory NAME on MijnKlantportaal, inside directory ID when given.
 Prints: ID NAME; with --json, the directory object.
 ]],
+  ["share-upload"] = [[
+usage: fileapi share-upload TOKEN FILE... [--parent UUID] [--path a/b] [--chunk-size BYTES] [options]
+
+Uploads each FILE (streamed from disk) into the files.ro share TOKEN: into
+folder UUID, or into the folders a/b (created as needed).  Files larger than
+--chunk-size (default 64000000 bytes) go in chunks, one at a time; a chunk
+the server may have received is never sent again.  Prints one line per
+file: ID NAME EXTENSION; with --json, a JSON array of results or errors.
+TOKEN may come from FILESRO_TOKEN instead.
+]],
+  ["share-rm"] = [[
+usage: fileapi share-rm TOKEN TYPE:ID... [--force] [options]
+
+Deletes items from the files.ro share TOKEN; TYPE is file or folder, ID a
+UUID.  Without --force they go to the owner's trash.  TOKEN may come from
+FILESRO_TOKEN instead.
+]],
+  ["share-mv"] = [[
+usage: fileapi share-mv TOKEN TYPE:ID... [--to UUID] [options]
+
+Moves items of the files.ro share TOKEN into folder UUID, or to the share's
+root without --to.  TOKEN may come from FILESRO_TOKEN instead.
+]],
   ["share-mkdir"] = [[
 usage: fileapi share-mkdir TOKEN NAME [--parent UUID] [options]
 
@@ -63,10 +92,12 @@ Prints: ID NAME; with --json, the folder object.
 }
 
 local VALUED = { ["--dir"] = "dir", ["--parent"] = "parent", ["--base-url"] = "base_url",
+  ["--path"] = "path", ["--chunk-size"] = "chunk_size", ["--to"] = "to",
   ["--timeout"] = "timeout", ["--connect-timeout"] = "connect_timeout",
   ["--idle-timeout"] = "idle_timeout", ["--retries"] = "retries" }
-local FLAGS = { ["--json"] = "json", ["--quiet"] = "quiet", ["--help"] = "help", ["-h"] = "help" }
-local NUMERIC = { timeout = true, connect_timeout = true, idle_timeout = true, retries = true }
+local FLAGS = { ["--json"] = "json", ["--quiet"] = "quiet", ["--help"] = "help", ["-h"] = "help",
+  ["--force"] = "force" }
+local NUMERIC = { timeout = true, connect_timeout = true, idle_timeout = true, retries = true, chunk_size = true }
 
 local function parse(args)
   local opts, positional = {}, {}
@@ -193,15 +224,102 @@ local function cmd_mkdir(opts, args, io_out, io_err)
 end
 
 local function cmd_share_mkdir(opts, args, io_out, io_err)
-  if #args ~= 2 then return nil, "share-mkdir needs TOKEN and NAME" end
+  local env_token = os.getenv("FILESRO_TOKEN")
+  if env_token == "" then env_token = nil end
+  if #args ~= (env_token and 1 or 2) then return nil, "share-mkdir needs TOKEN (or FILESRO_TOKEN) and NAME" end
   local copts = client_options(opts)
   copts.base_url = opts.base_url or os.getenv("FILESRO_BASE_URL")
   copts.parent_id = opts.parent
-  local folder, err = shares.mkdir(args[1], args[2], copts)
+  local folder, err = shares.mkdir(env_token or args[1], args[#args], copts)
   return finish(opts, io_out, io_err, "share-mkdir", folder, err)
 end
 
-local COMMANDS = { upload = cmd_upload, mkdir = cmd_mkdir, ["share-mkdir"] = cmd_share_mkdir }
+-- The share token: FILESRO_TOKEN when set (then not among the arguments),
+-- else the first argument.
+local function share_token(args)
+  local token = os.getenv("FILESRO_TOKEN")
+  if token and token ~= "" then return token, 1 end
+  return args[1], 2
+end
+
+local function open_share(opts, token)
+  local copts = client_options(opts)
+  copts.base_url = opts.base_url or os.getenv("FILESRO_BASE_URL")
+  copts.token = token
+  return shares.new(copts)
+end
+
+local function cmd_share_upload(opts, args, io_out, io_err)
+  local token, first = share_token(args)
+  if not token or #args < first then return nil, "share-upload needs TOKEN (or FILESRO_TOKEN) and at least one FILE" end
+  local share, err = open_share(opts, token)
+  if not share then return report_error(io_err, "share-upload", err) end
+  local show_bar = not opts.quiet and not opts.json and core.isatty(2)
+  local status, results = 0, {}
+  for i = first, #args do
+    local path = args[i]
+    local bar = show_bar and progress_bar(path:match("[^/]*$"), io_err)
+    local file
+    file, err = share:upload(path, { parent_id = opts.parent, path = opts.path, chunk_size = opts.chunk_size,
+      on_progress = bar or nil })
+    if bar then io_err:write("\n") end
+    if file then
+      results[#results + 1] = file
+      if not opts.json then io_out:write(("%s %s %s\n"):format(file.id, file.name, file.mimetype or "-")) end
+    else
+      results[#results + 1] = error_object(err)
+      status = report_error(io_err, path, err)
+    end
+  end
+  share:close()
+  if opts.json then io_out:write(cjson.encode(results), "\n") end
+  return status
+end
+
+local function parse_items(args, first)
+  local items = {}
+  for i = first, #args do
+    local kind, id = args[i]:match("^(%a+):(.+)$")
+    if not kind then return nil, "items are TYPE:ID, as file:UUID or folder:UUID (got " .. args[i] .. ")" end
+    items[#items + 1] = { type = kind, id = id }
+  end
+  if #items == 0 then return nil, "at least one TYPE:ID is needed" end
+  return items
+end
+
+local function share_items_command(name, call)
+  return function(opts, args, io_out, io_err)
+    local token, first = share_token(args)
+    if not token then return nil, name .. " needs TOKEN (or FILESRO_TOKEN)" end
+    local items, why = parse_items(args, first)
+    if not items then return nil, why end
+    local share, err = open_share(opts, token)
+    if not share then return report_error(io_err, name, err) end
+    local ok
+    ok, err = call(share, items, opts)
+    share:close()
+    if not ok then
+      if opts.json then io_out:write(cjson.encode(error_object(err)), "\n") end
+      return report_error(io_err, name, err)
+    end
+    if opts.json then
+      io_out:write(cjson.encode({ ok = true, items = items }), "\n")
+    else
+      io_out:write(("%s: %d item%s\n"):format(name == "share-rm" and "deleted" or "moved", #items, #items == 1 and "" or "s"))
+    end
+    return 0
+  end
+end
+
+local COMMANDS = { upload = cmd_upload, mkdir = cmd_mkdir, ["share-mkdir"] = cmd_share_mkdir,
+  ["share-upload"] = cmd_share_upload,
+  ["share-rm"] = share_items_command("share-rm", function(share, items, opts)
+    return share:delete(items, { force = opts.force or false })
+  end),
+  ["share-mv"] = share_items_command("share-mv", function(share, items, opts)
+    return share:move(items, { to_id = opts.to })
+  end),
+}
 
 function M.main(argv, io_out, io_err)
   io_out, io_err = io_out or io.stdout, io_err or io.stderr

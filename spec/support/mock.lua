@@ -73,7 +73,13 @@ end
 
 local function take_fault(req)
   for i, f in ipairs(state.faults) do
-    if not f.path or req.path:sub(1, #f.path) == f.path then
+    local matches = not f.path or req.path:sub(1, #f.path) == f.path
+    -- skip: let that many matching requests through first
+    if matches and (f.skip or 0) > 0 then
+      f.skip = f.skip - 1
+      matches = false
+    end
+    if matches then
       f.count = (f.count or 1) - 1
       if f.count <= 0 then table.remove(state.faults, i) end
       return f

@@ -188,19 +188,33 @@ function M.read_multipart_stream(conn, req, on_file)
     end
     local part = M.parse_part_head(buf:sub(1, hend - 1))
     buf = buf:sub(hend + 4)
-    local value = {}
+    local value, file_bytes = {}, 0
     while true do
       local i = buf:find(delim, 1, true)
       local take = i and i - 1 or math.max(0, #buf - #delim)
       if take > 0 then
         local piece = buf:sub(1, take)
         buf = buf:sub(take + 1)
-        if part.filename then on_file(part, piece) else value[#value + 1] = piece end
+        if part.filename then
+          file_bytes = file_bytes + #piece
+          on_file(part, piece)
+        else
+          value[#value + 1] = piece
+        end
       end
       if i then break end
       if not more() then return finish(nil, "part not terminated") end
     end
-    if part.filename then file = part else fields[part.name or ""] = table.concat(value) end
+    req.parts = req.parts or {}
+    if part.filename then
+      file = part
+      part.data, part.size = "", file_bytes
+    else
+      part.data = table.concat(value)
+      part.size = #part.data
+      fields[part.name or ""] = part.data
+    end
+    req.parts[#req.parts + 1] = part
   end
 end
 
