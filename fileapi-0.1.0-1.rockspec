@@ -45,6 +45,7 @@ build = {
       ["fileapi"] = "lua/fileapi/init.lua",
       ["fileapi.files"] = "lua/fileapi/files.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",
+      ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
       ["fileapi.transport"] = "lua/fileapi/transport.lua",
       ["fileapi.request"] = "lua/fileapi/request.lua",
       ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",

@@ -258,7 +258,8 @@ local function share_rows(mib)
   os.remove(path)
   local mb = mib * 1048576 / 1e6
   local c_rate, s_rate = mb / median(r.chunked, "wall"), mb / median(r.single, "wall")
-  out("share upload %d MiB  16 MiB chunks %7.1f MB/s (%d requests)  one request %7.1f MB/s  ratio %.2f   peak RSS %.1f / %.1f MiB",
+  out("share upload %d MiB  16 MiB chunks %7.1f MB/s (%d requests)  one request %7.1f MB/s  ratio %.2f"
+    .. "   peak RSS %.1f / %.1f MiB",
     mib, c_rate, median(r.chunked, "reqs"), s_rate, c_rate / s_rate, median(r.chunked, "rss") / 1024,
     median(r.single, "rss") / 1024)
 end

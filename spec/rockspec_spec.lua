@@ -83,4 +83,17 @@ describe("luarocks #toolchain", function()
       assert.same({ "luaopen_fileapi_core" }, names, so)
     end
   end)
+
+  it("the rockspec installs every Lua module of the checkout", function()
+    local text = io.open(helper.root .. "/fileapi-0.1.0-1.rockspec"):read("*a")
+    local p = assert(io.popen("ls " .. helper.sh_quote(helper.root .. "/lua/fileapi")))
+    for name in p:lines() do
+      local module = name:match("^(.-)%.lua$")
+      if module then
+        local key = module == "init" and '["fileapi"]' or ('["fileapi.' .. module .. '"]')
+        assert.truthy(text:find(key .. ' = "lua/fileapi/' .. name .. '"', 1, true), name .. " is missing")
+      end
+    end
+    p:close()
+  end)
 end)

@@ -286,6 +286,7 @@ describe("share items", function()
       assert.same(200, err.status)
       assert.matches("wasn't found", err.message)
       ok, err = share:move({ { type = "file", id = id } })
+      assert.is_nil(ok)
       assert.same("not_found", err.kind)
     end)
 

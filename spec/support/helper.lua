@@ -68,6 +68,10 @@ function Mock:faults(list) return self:admin("POST", "/_mock/faults", list) end
 function Mock:add_share(t) return self:admin("POST", "/_mock/shares", t).root_id end
 function Mock:folder(id) return self:admin("POST", "/_mock/folders", { id = id }) end
 function Mock:files() return self:admin("GET", "/_mock/files") end
+function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_faults", list) end
+-- A file of the Files API whose bytes are the local file at `path`.
+function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end
+function Mock:seed(t) return self:admin("POST", "/_mock/seed", t) end
 
 function Mock:last_request()
   local reqs = self:requests()
@@ -103,9 +107,10 @@ function M.start_mock(opts)
   for _ = 1, 100 do
     local f = io.open(port_file)
     if f then
-      local port, pid = f:read("*l"):match("^(%d+) (%d+)$")
+      local port, pid, storage_port = f:read("*l"):match("^(%d+) (%d+) (%d+)$")
       f:close()
-      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "" }, Mock)
+      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "",
+        storage_port = tonumber(storage_port) }, Mock)
       mock.base = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
       mock.mkp_url = mock.base .. "/v1"
       remember_pid("mock-" .. port, pid)

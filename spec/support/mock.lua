@@ -13,6 +13,7 @@ local loop = require "mock.loop"
 local http = require "mock.http"
 local mkp = require "mock.mkp"
 local filesro = require "mock.filesro"
+local storage = require "mock.storage"
 
 local opts = { port = 0 }
 do
@@ -35,7 +36,7 @@ local state = {}
 local stop = false
 
 local function reset()
-  state.requests, state.faults = {}, {}
+  state.requests, state.faults, state.storage_faults = {}, {}, {}
   state.connections, state.api_requests = 0, 0
   state.keep = 1024 * 1024
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
@@ -64,7 +65,7 @@ local function complete_record(rec, req)
     for i, p in ipairs(req.parts) do
       rec.parts[i] = { name = p.name, filename = p.filename, filename_ext = p.filename_ext,
         content_type = p.content_type, size = p.size, headers = p.headers,
-        data = #p.data <= 4096 and p.data or nil }
+        data = p.data and #p.data <= 4096 and p.data or nil }
     end
   end
 end
@@ -233,6 +234,12 @@ local function admin(conn, req)
   elseif p == "/_mock/folders" then
     local f = state.folders[body.id]
     out = f and { id = f.id, name = f.name, parent_id = f.parent_id } or {}
+  elseif p == "/_mock/storage_faults" then
+    for _, f in ipairs(body) do state.storage_faults[#state.storage_faults + 1] = f end
+  elseif p == "/_mock/mkp_file" then
+    out = mkp.add_file(state, body)
+  elseif p == "/_mock/seed" then
+    out = mkp.seed(state, body)
   elseif p == "/_mock/files" then
     out = {}
     for _, f in pairs(state.files) do out[#out + 1] = f end
@@ -282,6 +289,23 @@ if opts.tls_cert then
     certificate = opts.tls_cert, options = { "all", "no_sslv2", "no_sslv3" } }))
 end
 
+-- The storage host's connections: download links only.
+local function serve_storage(sock)
+  local conn = loop.wrap(sock)
+  next_conn = next_conn + 1
+  local conn_id = next_conn
+  while true do
+    local req = http.read_request(conn)
+    if not req then break end
+    local rec = record(conn_id, req)
+    rec.storage = true
+    local keep = storage.handle(state, conn, req)
+    complete_record(rec, req)
+    if not keep then break end
+  end
+  conn:close()
+end
+
 local function serve(sock)
   if tls_ctx then
     sock = loop.tls_accept(sock, tls_ctx)
@@ -309,24 +333,32 @@ end
 local server = assert(socket.bind("127.0.0.1", opts.port))
 server:settimeout(0)
 local _, port = server:getsockname()
+local storage_server = assert(socket.bind("127.0.0.1", 0))
+storage_server:settimeout(0)
+local _, storage_port = storage_server:getsockname()
+state.storage_base = "http://127.0.0.1:" .. storage_port
 
-loop.spawn(function()
-  while true do
-    loop.wait_readable(server)
-    local client = server:accept()
-    if client then loop.spawn(serve, client) end
-  end
-end)
+local function accept_loop(listener, handler)
+  loop.spawn(function()
+    while true do
+      loop.wait_readable(listener)
+      local client = listener:accept()
+      if client then loop.spawn(handler, client) end
+    end
+  end)
+end
+accept_loop(server, serve)
+accept_loop(storage_server, serve_storage)
 
 if opts.port_file then
   local tmp = opts.port_file .. ".tmp"
   local f = assert(io.open(tmp, "w"))
   local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
-  f:write(port, " ", pid, "\n")
+  f:write(port, " ", pid, " ", storage_port, "\n")
   f:close()
   os.rename(tmp, opts.port_file)
 else
-  print("mock listening on http://127.0.0.1:" .. port)
+  print("mock listening on http://127.0.0.1:" .. port .. " (download links on port " .. storage_port .. ")")
   io.stdout:flush()
 end
 
@@ -336,4 +368,5 @@ loop.run(function() return stop end, function()
   if os.time() - started > 3600 then stop = true end
 end)
 server:close()
+storage_server:close()
 if state.upload_dir then os.execute("rm -rf '" .. state.upload_dir .. "'") end

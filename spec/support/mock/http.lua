@@ -148,17 +148,23 @@ end
 -- bytes of a part with a filename go to on_file(part, bytes) piece by piece
 -- (a 200 MiB chunk is never held).  Returns fields, the file part's head;
 -- or nil, message (the rest of the body is still read).
-function M.read_multipart_stream(conn, req, on_file)
+function M.read_multipart_stream(conn, req, on_file, keep)
   M.continue(conn, req)
+  keep = keep or 65536
   local boundary = (req.headers["content-type"] or ""):match("boundary=\"?([^\";]+)\"?")
   local left = req.length
   local buf = "\r\n" -- every delimiter is then CRLF "--" boundary
+  local raw, raw_len = {}, 0 -- the body's first `keep` bytes, for the record
   local function more()
     if left <= 0 then return false end
     local chunk = conn:read_some(math.min(262144, left))
     if not chunk then return false end
     left = left - #chunk
     buf = buf .. chunk
+    if raw_len < keep then
+      raw[#raw + 1] = chunk:sub(1, keep - raw_len)
+      raw_len = raw_len + #raw[#raw]
+    end
     return true
   end
   local function finish(...)
@@ -168,7 +174,7 @@ function M.read_multipart_stream(conn, req, on_file)
       left = left - #chunk
     end
     req.body_read = left == 0
-    req.body = ""
+    req.body = table.concat(raw)
     return ...
   end
   if not boundary then return finish(nil, "no boundary") end
@@ -196,6 +202,8 @@ function M.read_multipart_stream(conn, req, on_file)
         local piece = buf:sub(1, take)
         buf = buf:sub(take + 1)
         if part.filename then
+          -- the first bytes are kept for the request record
+          if file_bytes <= 4096 then value[#value + 1] = piece:sub(1, 4097 - file_bytes) end
           file_bytes = file_bytes + #piece
           on_file(part, piece)
         else
@@ -208,7 +216,7 @@ function M.read_multipart_stream(conn, req, on_file)
     req.parts = req.parts or {}
     if part.filename then
       file = part
-      part.data, part.size = "", file_bytes
+      part.data, part.size = file_bytes <= 4096 and table.concat(value) or nil, file_bytes
     else
       part.data = table.concat(value)
       part.size = #part.data
