@@ -1,11 +1,12 @@
--- MijnKlantportaal Files API: upload a file or create a directory
--- (POST /files, multipart/form-data or JSON).
+-- MijnKlantportaal: upload a file or create a directory (POST /files,
+-- multipart/form-data or JSON), read an item back, download a file through
+-- its link, share items with a customer, and request files.
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.transport"
 
-local type, setmetatable, getenv = type, setmetatable, os.getenv
+local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
 local M = {}
 local Client = {}
@@ -118,6 +119,220 @@ function Client:mkdir(name, opts)
     headers = { "Content-Type: application/json" },
     body = transport.json.encode({ directory = name }),
   })
+end
+
+-- ---- reading back and downloading -------------------------------------------
+
+local function check_id(id, pattern, what)
+  if #id > 64 or not id:match(pattern) then return nil, what end
+  return true
+end
+
+local function api_request(self, method, path, doc)
+  local req = { method = method, url = self.base_url .. path,
+    headers = { private[self].auth, "Accept: application/json" } }
+  if doc then
+    req.headers[#req.headers + 1] = "Content-Type: application/json"
+    req.body = transport.json.encode(doc)
+  end
+  return req
+end
+
+--- client:get(id) -> FileOrDirectory | nil, err
+function Client:get(id)
+  util.check_type(id, "string", 1, "get")
+  local ok, why = check_id(id, "^fs[fd]_%w+$", "id must be a file or directory id such as fsf_abc12345678")
+  if not ok then return util.invalid(why) end
+  return item_or_error(self, self.transport:send_json(api_request(self, "GET", "/files/" .. id)))
+end
+
+local function check_link(link, allow_insecure)
+  if type(link) ~= "string" then return false end
+  local scheme, host = link:match("^(https?)://%[?([^/:%]]+)")
+  if not scheme or link:find("[%s%c]") then return false end
+  return scheme == "https" or allow_insecure or host == "localhost" or host == "::1"
+    or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+--- client:download_link(file_id) -> { link, expiresAt } | nil, err
+function Client:download_link(file_id)
+  util.check_type(file_id, "string", 1, "download_link")
+  local ok, why = check_id(file_id, "^fsf_%w+$",
+    "only files can be downloaded: file_id must look like fsf_abc12345678")
+  if not ok then return util.invalid(why) end
+  local doc, res = self.transport:send_json(api_request(self, "GET", "/files/" .. file_id .. "/download"))
+  if not doc then return nil, res end
+  if not check_link(doc.link, self.transport.opts.allow_insecure) then
+    return self.transport:protocol_error(res, "the response has no usable download link")
+  end
+  return doc
+end
+
+-- What the storage host answers for a link that expired.
+local EXPIRED = { [403] = true, [404] = true, [410] = true }
+
+--- client:download(file_id, dest, { overwrite, on_progress }) -> { path, size, resumed } | nil, err
+--- dest: a path, or a writer function(chunk) -> true | nil, message.
+function Client:download(file_id, dest, opts)
+  util.check_type(file_id, "string", 1, "download")
+  local dt = type(dest)
+  if dt ~= "string" and dt ~= "function" then util.check_type(dest, "string", 2, "download") end
+  opts = util.check_type(opts, "table", 3, "download", true) or {}
+  util.check_keys(opts, "download", { "overwrite", "on_progress" })
+  local overwrite = util.check_field(opts, "overwrite", "boolean", "download")
+  local on_progress = util.check_field(opts, "on_progress", "function", "download")
+  if dest == "" then return util.invalid("dest must not be empty") end
+  local renewed = false
+  while true do
+    local link, err = self:download_link(file_id)
+    if not link then return nil, err end
+    -- the link goes to another host: no Authorization, nothing of ours
+    local res
+    res, err = self.transport:send({ method = "GET", url = link.link, headers = {}, sink = dest,
+      overwrite = overwrite, on_download = on_progress })
+    if res then
+      return { path = dt == "string" and dest or nil, size = res.download.size, resumed = res.download.resumed }
+    end
+    if renewed or not EXPIRED[err.status or 0] then return nil, err end
+    renewed = true -- a fresh link, once
+  end
+end
+
+-- ---- file shares and file requests --------------------------------------------
+
+-- An iterator over every item of a Laravel simple paginator, a page fetched
+-- when the previous one is used up.  Follows page numbers: the documented
+-- next_page_url carries a stray comma.  A failed page gives false, err
+-- once, then the loop ends.
+local function pages(self, path)
+  local page, items, i, more, done = 1, {}, 0, true, false
+  return function()
+    while not done do
+      if i < #items then
+        i = i + 1
+        return items[i]
+      end
+      if not more then break end
+      local doc, res = self.transport:send_json(api_request(self, "GET", path .. "?page=" .. page))
+      if not doc then
+        done = true
+        return false, res
+      end
+      if type(doc.data) ~= "table" then
+        done = true
+        return false, select(2, self.transport:protocol_error(res, "the response is not a page of results"))
+      end
+      items, i, page = doc.data, 0, page + 1
+      more = doc.next_page_url ~= nil and #items > 0
+    end
+    done = true
+    return nil
+  end
+end
+
+local function doc_with_id(self, doc, res, prefix, what)
+  if not doc then return nil, res end
+  if type(doc.id) ~= "string" or doc.id:sub(1, #prefix) ~= prefix then
+    return self.transport:protocol_error(res, "the response is not a " .. what)
+  end
+  return doc
+end
+
+--- client:share(ids, { customer_id }) -> FileShare | nil, err
+function Client:share(ids, opts)
+  if type(ids) == "string" then ids = { ids } end
+  util.check_type(ids, "table", 1, "share")
+  opts = util.check_type(opts, "table", 2, "share", true) or {}
+  util.check_keys(opts, "share", { "customer_id" })
+  local customer = util.check_field(opts, "customer_id", "string", "share")
+  if #ids == 0 then return util.invalid("ids must list at least one file or directory id") end
+  local content = {}
+  for i, id in ipairs(ids) do
+    if type(id) ~= "string" then util.check_type(id, "string", 1, "share") end
+    local ok = check_id(id, "^fs[fd]_%w+$", "")
+    if not ok then return util.invalid(("ids[%d] must be a file or directory id such as fsf_abc12345678"):format(i)) end
+    content[i] = id
+  end
+  if customer and not check_id(customer, "^cst_%w+$", "") then
+    return util.invalid("customer_id must look like cst_abc12345678")
+  end
+  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-shares",
+    { content = content, customerId = customer }))
+  return doc_with_id(self, doc, res, "fss_", "file share")
+end
+
+--- client:file_shares() -> iterator over every FileShare
+function Client:file_shares()
+  return pages(self, "/file-shares")
+end
+
+local REQUEST_FIELDS = { "name", "requested_files", "description", "customer_id", "directory" }
+local REQUESTED_FILE_FIELDS = { "name", "description", "required", "max_file_size" }
+
+local function requested_file(f, i)
+  util.check_keys(f, "request_files", REQUESTED_FILE_FIELDS, 4)
+  local out = {
+    name = util.check_field(f, "name", "string", "request_files"),
+    description = util.check_field(f, "description", "string", "request_files"),
+    required = util.check_field(f, "required", "boolean", "request_files"),
+    maxFileSize = util.check_field(f, "max_file_size", "number", "request_files"),
+  }
+  if out.name == nil then return nil, ("requested_files[%d] needs a name"):format(i) end
+  local ok, why = util.check_name(("requested_files[%d].name"):format(i), out.name)
+  if not ok then return nil, why end
+  local size = out.maxFileSize
+  if size and (size < 0 or size ~= math.floor(size) or size >= 2 ^ 53) then
+    return nil, ("requested_files[%d].max_file_size must be a whole number >= 0"):format(i)
+  end
+  return out
+end
+
+--- client:request_files{ name, requested_files = { { name, description, required, max_file_size } },
+---   description, customer_id, directory } -> FileRequest | nil, err
+function Client:request_files(spec)
+  util.check_type(spec, "table", 1, "request_files")
+  util.check_keys(spec, "request_files", REQUEST_FIELDS)
+  local name = util.check_field(spec, "name", "string", "request_files")
+  local list = util.check_field(spec, "requested_files", "table", "request_files")
+  local body = {
+    name = name,
+    description = util.check_field(spec, "description", "string", "request_files"),
+    customerId = util.check_field(spec, "customer_id", "string", "request_files"),
+    directoryId = util.check_field(spec, "directory", "string", "request_files"),
+    requestedFiles = {},
+  }
+  if name == nil then return util.invalid("name is required") end
+  local ok, why = util.check_name("name", name)
+  if not ok then return util.invalid(why) end
+  if not list or #list < 1 or #list > 10 then return util.invalid("requested_files must list 1 to 10 files") end
+  for i, f in ipairs(list) do
+    util.check_type(f, "table", 1, "request_files")
+    local out
+    out, why = requested_file(f, i)
+    if not out then return util.invalid(why) end
+    body.requestedFiles[i] = out
+  end
+  if body.customerId and not check_id(body.customerId, "^cst_%w+$", "") then
+    return util.invalid("customer_id must look like cst_abc12345678")
+  end
+  ok, why = check_directory(body.directoryId)
+  if not ok then return util.invalid(why) end
+  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-requests", body))
+  return doc_with_id(self, doc, res, "frq_", "file request")
+end
+
+--- client:file_requests() -> iterator over every FileRequest
+function Client:file_requests()
+  return pages(self, "/file-requests")
+end
+
+--- client:file_request(id) -> FileRequest | nil, err
+function Client:file_request(id)
+  util.check_type(id, "string", 1, "file_request")
+  local ok, why = check_id(id, "^frq_%w+$", "id must be a file request id such as frq_abc12345678")
+  if not ok then return util.invalid(why) end
+  local doc, res = self.transport:send_json(api_request(self, "GET", "/file-requests/" .. id))
+  return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
 function Client:close()

@@ -154,7 +154,7 @@ local function check_items(items, fname)
   if #items == 0 then return nil, "items must list at least one { type =, id = }" end
   for i, item in ipairs(items) do
     if type(item) ~= "table" then error(("bad item #%d to '%s' (table expected)"):format(i, fname), 4) end
-    util.check_keys(item, fname, { "type", "id" }, 5)
+    util.check_keys(item, fname, { "type", "id" }, 4)
     if item.type ~= "file" and item.type ~= "folder" then
       return nil, ("item #%d: type must be \"file\" or \"folder\""):format(i)
     end
