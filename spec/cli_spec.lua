@@ -12,11 +12,11 @@ describe("fileapi command", function()
   teardown(function() mock:stop() end)
   before_each(function() mock:reset() end)
 
-  local function fileapi(args, extra_env)
+  local function fileapi(args, extra_env, cwd)
     local e = {}
     for k, v in pairs(env) do e[k] = v end
     for k, v in pairs(extra_env or {}) do e[k] = v end
-    return helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " " .. args, e)
+    return helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " " .. args, e, cwd)
   end
 
   it("prints help for every command", function()
@@ -142,5 +142,66 @@ describe("fileapi command", function()
       assert.same(0, code, out)
     end
     os.remove(path)
+  end)
+
+  it("get, download (to its name, to -o PATH, to stdout), share, shares, request-files, requests, request", function()
+    local src = helper.write_file(helper.tmpname(".txt"), 70000)
+    local code, out = fileapi("upload " .. helper.sh_quote(src))
+    assert.same(0, code, out)
+    local id, name = out:match("^(fsf_%w+) (%S+) ")
+    code, out = fileapi("get " .. id)
+    assert.same(0, code, out)
+    assert.same(("%s file %s 70000 text/plain\n"):format(id, name), out)
+    local work = helper.tmpname(".cli")
+    os.execute("mkdir -p " .. helper.sh_quote(work))
+    code, out = fileapi("download " .. id, nil, work)
+    assert.same(0, code, out)
+    assert.same(helper.sha256(src), helper.sha256(work .. "/" .. name))
+    code, out = fileapi("download " .. id, nil, work)
+    assert.same(3, code, out) -- exists: refused without --force
+    code, out = fileapi("download " .. id .. " --force -o copy.txt --json", nil, work)
+    assert.same(0, code, out)
+    assert.same(70000, cjson.decode(out).size)
+    code, out = fileapi("download " .. id .. " -o -")
+    assert.same(0, code, out)
+    assert.same(io.open(src, "rb"):read("*a"), out)
+    code, out = fileapi("download fsd_abc")
+    assert.same(2, code, out)
+    code, out = fileapi("get fsf_missing0001")
+    assert.same(6, code, out)
+
+    code, out = fileapi("share " .. id .. " --customer cst_abc12345678")
+    assert.same(0, code, out)
+    assert.matches("^https://", out)
+    code, out = fileapi("share " .. id)
+    assert.same(0, code, out)
+    code, out = fileapi("shares")
+    assert.same(0, code, out)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.same(2, #lines)
+    assert.matches("^fss_%w+ cst_abc12345678 1 https://", lines[1])
+    assert.matches("^fss_%w+ public 1 https://", lines[2])
+
+    code, out = fileapi("request-files Mortgage --file Passport --file 'Payslip:the latest' --customer cst_abc12345678")
+    assert.same(0, code, out)
+    assert.matches("^https://", out)
+    assert.same({ { name = "Passport" }, { name = "Payslip", description = "the latest" } },
+      cjson.decode(mock:last_request().body).requestedFiles)
+    code, out = fileapi("requests --json")
+    assert.same(0, code, out)
+    local req = cjson.decode(out)
+    code, out = fileapi("request " .. req.id)
+    assert.same(0, code, out)
+    assert.matches("open Mortgage\nlink: https://", out)
+    assert.matches("Payslip", out)
+    code, out = fileapi("request-files X")
+    assert.same(2, code, out)
+    for _, cmd in ipairs({ "get", "download", "share", "shares", "request-files", "requests", "request" }) do
+      code, out = fileapi(cmd .. " --help")
+      assert.same(0, code, out)
+    end
+    os.execute("rm -rf " .. helper.sh_quote(work))
+    os.remove(src)
   end)
 end)

@@ -21,6 +21,14 @@ usage: fileapi COMMAND [options] ARGS
 commands:
   upload FILE... [--dir ID]             upload files to MijnKlantportaal
   mkdir NAME [--dir ID]                 create a directory on MijnKlantportaal
+  get ID                                show a file or directory
+  download ID [-o PATH|-] [--force]     download a file (default: its name, here)
+  share ID... [--customer cst_ID]       share items; prints the link
+  shares                                list file shares
+  request-files NAME --file NAME[:DESCRIPTION]... [--customer cst_ID] [--dir ID]
+                                        ask for files; prints the link
+  requests                              list file requests
+  request ID                            show a file request
   share-mkdir TOKEN NAME [--parent ID]  create a folder in a files.ro share
   share-upload TOKEN FILE... [--parent UUID] [--path a/b] [--chunk-size BYTES]
                                         upload files into a files.ro share
@@ -60,6 +68,52 @@ usage: fileapi mkdir NAME [--dir ID] [options]
 Creates directory NAME on MijnKlantportaal, inside directory ID when given.
 Prints: ID NAME; with --json, the directory object.
 ]],
+  get = [[
+usage: fileapi get ID [options]
+
+Shows file or directory ID (fsf_... or fsd_...): ID TYPE NAME SIZE MIME;
+with --json, the object.
+]],
+  download = [[
+usage: fileapi download ID [-o PATH] [--force] [options]
+
+Downloads file ID (fsf_...) through its download link, to PATH (default: the
+file's name in the current folder; - writes to standard output).  The file
+appears under its name only when complete; an existing file is replaced
+only with --force.  A broken transfer goes on where it stopped.  On a
+terminal a progress bar shows on stderr.  Prints: PATH SIZE.
+]],
+  share = [[
+usage: fileapi share ID... [--customer cst_ID] [options]
+
+Shares files and directories with customer cst_ID, or by a public link
+without --customer.  Prints the link; with --json, the file share.
+]],
+  shares = [[
+usage: fileapi shares [options]
+
+Lists every file share, one per line: ID CUSTOMER|public ITEMS LINK; with
+--json, one JSON object per line.
+]],
+  ["request-files"] = [[
+usage: fileapi request-files NAME --file NAME[:DESCRIPTION]... [--customer cst_ID] [--dir ID] [options]
+
+Asks for files (1 to 10 --file options) from customer cst_ID, or by a public
+link without --customer; uploads go to directory ID when given.  Prints the
+link; with --json, the file request.
+]],
+  requests = [[
+usage: fileapi requests [options]
+
+Lists every file request, one per line: ID open|completed NAME; with --json,
+one JSON object per line.
+]],
+  request = [[
+usage: fileapi request ID [options]
+
+Shows file request ID (frq_...): its name, state and requested files; with
+--json, the object.
+]],
   ["share-upload"] = [[
 usage: fileapi share-upload TOKEN FILE... [--parent UUID] [--path a/b] [--chunk-size BYTES] [options]
 
@@ -93,10 +147,13 @@ Prints: ID NAME; with --json, the folder object.
 
 local VALUED = { ["--dir"] = "dir", ["--parent"] = "parent", ["--base-url"] = "base_url",
   ["--path"] = "path", ["--chunk-size"] = "chunk_size", ["--to"] = "to",
+  ["-o"] = "output", ["--output"] = "output", ["--customer"] = "customer", ["--file"] = "file",
   ["--timeout"] = "timeout", ["--connect-timeout"] = "connect_timeout",
   ["--idle-timeout"] = "idle_timeout", ["--retries"] = "retries" }
 local FLAGS = { ["--json"] = "json", ["--quiet"] = "quiet", ["--help"] = "help", ["-h"] = "help",
   ["--force"] = "force" }
+-- options that may be given more than once
+local REPEATED = { file = true }
 local NUMERIC = { timeout = true, connect_timeout = true, idle_timeout = true, retries = true, chunk_size = true }
 
 local function parse(args)
@@ -111,7 +168,12 @@ local function parse(args)
         v = tonumber(v)
         if not v then return nil, a .. " needs a number" end
       end
-      opts[VALUED[a]] = v
+      if REPEATED[VALUED[a]] then
+        opts[VALUED[a]] = opts[VALUED[a]] or {}
+        table.insert(opts[VALUED[a]], v)
+      else
+        opts[VALUED[a]] = v
+      end
       i = i + 2
     elseif FLAGS[a] then
       opts[FLAGS[a]] = true
@@ -234,6 +296,172 @@ local function cmd_share_mkdir(opts, args, io_out, io_err)
   return finish(opts, io_out, io_err, "share-mkdir", folder, err)
 end
 
+local function open_client(opts, what, io_err)
+  local client, err = files.new(client_options(opts))
+  if not client then return nil, report_error(io_err, what, err) end
+  return client
+end
+
+local function json_line(io_out, value)
+  io_out:write(cjson.encode(value), "\n")
+end
+
+local function cmd_get(opts, args, io_out, io_err)
+  if #args ~= 1 then return nil, "get needs exactly one ID" end
+  local client, status = open_client(opts, "get", io_err)
+  if not client then return status end
+  local item, err = client:get(args[1])
+  client:close()
+  if not item then
+    if opts.json then json_line(io_out, error_object(err)) end
+    return report_error(io_err, args[1], err)
+  end
+  if opts.json then
+    json_line(io_out, item)
+  else
+    io_out:write(("%s %s %s %s %s\n"):format(item.id, item.type, item.name, item.size or "-", item.mime or "-"))
+  end
+  return 0
+end
+
+-- A writer to standard output, for -o -.
+local function stdout_writer(io_out)
+  return function(chunk)
+    local ok, err = io_out:write(chunk)
+    if not ok then return nil, err end
+    return true
+  end
+end
+
+local function cmd_download(opts, args, io_out, io_err)
+  if #args ~= 1 then return nil, "download needs exactly one ID" end
+  local client, status = open_client(opts, "download", io_err)
+  if not client then return status end
+  local dest, err = opts.output
+  -- not a file id: download refuses it before anything is sent or written
+  if not dest and not args[1]:match("^fsf_") then dest = args[1] end
+  if not dest then -- the file's own name, in the current folder
+    local item
+    item, err = client:get(args[1])
+    if not item then
+      client:close()
+      return report_error(io_err, args[1], err)
+    end
+    dest = item.name:gsub("/", "_")
+  end
+  local to_stdout = dest == "-"
+  local bar = not to_stdout and not opts.quiet and not opts.json and core.isatty(2)
+    and progress_bar(dest:match("[^/]*$"), io_err)
+  local res
+  res, err = client:download(args[1], to_stdout and stdout_writer(io_out) or dest, {
+    overwrite = opts.force or false,
+    on_progress = bar and function(got, total) bar(got, total or got) end or nil,
+  })
+  client:close()
+  if bar then io_err:write("\n") end
+  if not res then
+    if opts.json and not to_stdout then json_line(io_out, error_object(err)) end
+    return report_error(io_err, args[1], err)
+  end
+  if to_stdout then return 0 end
+  if opts.json then json_line(io_out, res) else io_out:write(("%s %d\n"):format(res.path, res.size)) end
+  return 0
+end
+
+local function link_of(doc)
+  local links = type(doc.links) == "table" and doc.links or {}
+  for _, k in ipairs({ "customer", "publicShare", "publicRequest" }) do
+    if type(links[k]) == "table" and links[k].href then return links[k].href end
+  end
+  return "-"
+end
+
+local function cmd_share(opts, args, io_out, io_err)
+  if #args < 1 then return nil, "share needs at least one ID" end
+  local client, status = open_client(opts, "share", io_err)
+  if not client then return status end
+  local share, err = client:share(args, { customer_id = opts.customer })
+  client:close()
+  if not share then
+    if opts.json then json_line(io_out, error_object(err)) end
+    return report_error(io_err, "share", err)
+  end
+  if opts.json then json_line(io_out, share) else io_out:write(link_of(share), "\n") end
+  return 0
+end
+
+-- Lists every item of a paginated call, a line (or a JSON object) each.
+local function list_command(name, method, line)
+  return function(opts, args, io_out, io_err)
+    if #args ~= 0 then return nil, name .. " takes no arguments" end
+    local client, status = open_client(opts, name, io_err)
+    if not client then return status end
+    status = 0
+    for item, err in client[method](client) do
+      if item then
+        if opts.json then json_line(io_out, item) else io_out:write(line(item), "\n") end
+      else
+        if opts.json then json_line(io_out, error_object(err)) end
+        status = report_error(io_err, name, err)
+      end
+    end
+    client:close()
+    return status
+  end
+end
+
+local function share_line(s)
+  return ("%s %s %d %s"):format(s.id, s.sharedWithCustomerId or "public",
+    type(s.sharedContent) == "table" and #s.sharedContent or 0, link_of(s))
+end
+
+local function request_line(r)
+  return ("%s %s %s"):format(r.id, r.completedAt and "completed" or "open", r.name or "")
+end
+
+local function cmd_request_files(opts, args, io_out, io_err)
+  if #args ~= 1 then return nil, "request-files needs exactly one NAME" end
+  if not opts.file then return nil, "request-files needs at least one --file NAME[:DESCRIPTION]" end
+  local wanted = {}
+  for i, spec in ipairs(opts.file) do
+    local name, description = spec:match("^([^:]*):(.*)$")
+    wanted[i] = { name = name or spec, description = description ~= "" and description or nil }
+  end
+  local client, status = open_client(opts, "request-files", io_err)
+  if not client then return status end
+  local req, err = client:request_files({ name = args[1], requested_files = wanted,
+    customer_id = opts.customer, directory = opts.dir })
+  client:close()
+  if not req then
+    if opts.json then json_line(io_out, error_object(err)) end
+    return report_error(io_err, "request-files", err)
+  end
+  if opts.json then json_line(io_out, req) else io_out:write(link_of(req), "\n") end
+  return 0
+end
+
+local function cmd_request(opts, args, io_out, io_err)
+  if #args ~= 1 then return nil, "request needs exactly one ID" end
+  local client, status = open_client(opts, "request", io_err)
+  if not client then return status end
+  local req, err = client:file_request(args[1])
+  client:close()
+  if not req then
+    if opts.json then json_line(io_out, error_object(err)) end
+    return report_error(io_err, args[1], err)
+  end
+  if opts.json then
+    json_line(io_out, req)
+    return 0
+  end
+  io_out:write(request_line(req), "\n", "link: ", link_of(req), "\n")
+  for _, f in ipairs(type(req.requestedFiles) == "table" and req.requestedFiles or {}) do
+    io_out:write(("  %s %s%s %s\n"):format(f.id or "-", f.name or "", f.required and " (required)" or "",
+      f.uploadedFileId or "not uploaded"))
+  end
+  return 0
+end
+
 -- The share token: FILESRO_TOKEN when set (then not among the arguments),
 -- else the first argument.
 local function share_token(args)
@@ -312,6 +540,10 @@ local function share_items_command(name, call)
 end
 
 local COMMANDS = { upload = cmd_upload, mkdir = cmd_mkdir, ["share-mkdir"] = cmd_share_mkdir,
+  get = cmd_get, download = cmd_download, share = cmd_share, request = cmd_request,
+  shares = list_command("shares", "file_shares", share_line),
+  requests = list_command("requests", "file_requests", request_line),
+  ["request-files"] = cmd_request_files,
   ["share-upload"] = cmd_share_upload,
   ["share-rm"] = share_items_command("share-rm", function(share, items, opts)
     return share:delete(items, { force = opts.force or false })
