@@ -55,6 +55,7 @@ export LUA LUA_BIN
 
 ALL_LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 
+.PHONY: test-prism
 .PHONY: all deps check-deps build test test-specs test-all test-asan test-valgrind fuzz soak demo bench lint clean
 
 all: build
@@ -112,13 +113,13 @@ test-asan: deps check-deps $(ASAN_BUILD)/fileapi/core.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow
+	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow,prism
 
 # memcheck over the suite's process, where the core runs: any invalid access
 # or definitely-lost block fails the run.
 test-valgrind: deps check-deps build
 	@valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow
+		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow,prism
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
@@ -130,6 +131,11 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 # checkout is never written to).
 fuzz: check-deps build/fuzz/fuzz_retry_after build/fuzz/fuzz_multipart
 	@sh tools/fuzz.sh $(FUZZ_TIME) retry_after multipart
+
+# The suite's MijnKlantportaal calls through Prism (proxy mode) in front of
+# the mock, checked against the reference OpenAPI document.
+test-prism: deps build
+	@FILEAPI_PRISM=$$(sh tools/prism.sh) && export FILEAPI_PRISM && sh spec/run.sh --run=prism
 
 soak: deps build
 	@SOAK_COUNT=$(SOAK_COUNT) sh spec/run.sh --tags=soak

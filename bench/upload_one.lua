@@ -29,3 +29,8 @@ if mode == "share-upload" then
   local share = assert(shares.new({ token = "bench-token", base_url = base }))
   assert(share:upload(arg3, { chunk_size = tonumber(arg[4]) }))
 end
+if mode == "mkp-download" then
+  -- the API call: a link from /v1/files/{id}/download, then the file from it
+  local client = assert(files.new({ api_key = "bench-key", base_url = base .. "/v1" }))
+  assert(client:download(arg3, arg[4], { overwrite = true }))
+end

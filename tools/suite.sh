@@ -53,7 +53,8 @@ run_specs() {
 run_check lint make -s lint
 run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs
 # Slow specs (big bodies) run in the first stage only.
-run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow
+run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism
+run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind
 run_check fuzz make -s fuzz
