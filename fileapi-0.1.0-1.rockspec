@@ -48,6 +48,7 @@ build = {
       ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
       ["fileapi.transport"] = "lua/fileapi/transport.lua",
       ["fileapi.request"] = "lua/fileapi/request.lua",
+      ["fileapi.budget"] = "lua/fileapi/budget.lua",
       ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
       ["fileapi.util"] = "lua/fileapi/util.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",

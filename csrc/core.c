@@ -24,6 +24,7 @@ int luaopen_fileapi_core(lua_State *L)
     fa_open_multipart(L);
     fa_open_session(L);
     fa_open_sink(L);
+    fa_open_fs(L);
     fa_open_retry(L);
     lua_pushliteral(L, FA_VERSION);
     lua_setfield(L, -2, "version");

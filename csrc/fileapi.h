@@ -47,11 +47,15 @@ fa_sink *fa_sink_test(lua_State *L, int idx);
 int fa_sink_write(fa_sink *k, const char *p, size_t n); /* 0, or -1 with errno */
 void fa_open_sink(lua_State *L);
 
+/* fs.c: directory listings and the upload journal */
+void fa_open_fs(lua_State *L);
+
 /* session.c */
 void fa_open_session(lua_State *L);
 
 /* retry.c: parsing of what a server says about waiting */
 double fa_retry_after(const char *value, size_t len, double now);
+int fa_interrupted(void); /* SIGINT/SIGTERM arrived (core.catch_interrupts) */
 void fa_open_retry(lua_State *L);
 
 #endif

@@ -1,7 +1,8 @@
-/* Time and waiting: what a server says about when to come back: Retry-After is either a
+/* Time, waiting and interrupts: what a server says about when to come back: Retry-After is either a
  * number of seconds or an HTTP date (RFC 9110 section 10.2.3). */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -56,18 +57,65 @@ static int l_retry_after(lua_State *L)
     return 1;
 }
 
-/* core.sleep(seconds): the pause between attempts outside nginx. */
+/* The interrupt: a flag set by a SIGINT/SIGTERM handler that only the
+ * command-line tool installs (core.catch_interrupts), never the library by
+ * itself and never inside nginx.  Sleeps and transfers look at it. */
+static volatile sig_atomic_t interrupted = 0;
+
+int fa_interrupted(void)
+{
+    return interrupted != 0;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* core.catch_interrupts(): SIGINT and SIGTERM set the flag.  No SA_RESTART:
+ * a wait in poll(2) or nanosleep(2) returns at once to look at it. */
+static int l_catch_interrupts(lua_State *L)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    lua_pushboolean(L, sigaction(SIGINT, &sa, NULL) == 0 && sigaction(SIGTERM, &sa, NULL) == 0);
+    return 1;
+}
+
+static int l_interrupted(lua_State *L)
+{
+    lua_pushboolean(L, interrupted != 0);
+    return 1;
+}
+
+/* core.sleep(seconds) -> true, or false when interrupted: the pause
+ * between attempts outside nginx. */
 static int l_sleep(lua_State *L)
 {
     double s = luaL_checknumber(L, 1);
     struct timespec ts;
-    if (s <= 0)
-        return 0;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-    return 0;
+    if (s > 0) {
+        ts.tv_sec = (time_t)s;
+        ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+        while (!interrupted && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    lua_pushboolean(L, !interrupted);
+    return 1;
+}
+
+/* core.time(): wall-clock seconds with a fraction, comparable with the UNIX
+ * times servers send (X-RateLimit-Reset) and the same in every process. */
+static int l_time(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
 }
 
 /* core.now(): monotonic seconds, for elapsed-time arithmetic. */
@@ -94,6 +142,9 @@ void fa_open_retry(lua_State *L)
         {"retry_after", l_retry_after},
         {"sleep", l_sleep},
         {"now", l_now},
+        {"time", l_time},
+        {"catch_interrupts", l_catch_interrupts},
+        {"interrupted", l_interrupted},
         {NULL, NULL},
     };
     fa_setfuncs(L, funcs);

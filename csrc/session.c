@@ -103,6 +103,10 @@ static void fail(struct xfer *x, const char *kind, const char *msg)
  * back in libcurl, and the client closes when it has returned. */
 static int cancelled(struct xfer *x)
 {
+    if (fa_interrupted()) {
+        fail(x, "aborted", "interrupted");
+        return 1;
+    }
     if (!x->s->close_pending)
         return 0;
     fail(x, "aborted", "the client was closed by a callback during the call");
@@ -610,7 +614,8 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
     configure_method(c, r, x);
-    if (x->progress_idx != 0 || x->idle_timeout > 0) {
+    /* always: the progress callback is where an interrupt is noticed */
+    {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
         curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);

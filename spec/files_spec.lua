@@ -279,7 +279,8 @@ describe("files", function()
 
     it("maps 429 with the API's body to rate_limited", function()
       mock:config({ rate_limit = 2 })
-      local limited = assert(files.new({ api_key = KEY, base_url = mock.mkp_url, retries = 0 }))
+      -- without pacing (rate_limit = false), to see the 429 itself
+      local limited = assert(files.new({ api_key = KEY, base_url = mock.mkp_url, retries = 0, rate_limit = false }))
       assert(limited:mkdir("one"))
       assert(limited:mkdir("two"))
       local _, err = limited:mkdir("three")

@@ -44,7 +44,7 @@ function M.new(opts)
   local base, why = util.check_base_url(topts.base_url or getenv("MKP_BASE_URL") or M.DEFAULT_BASE_URL,
     topts.allow_insecure)
   if not base then return util.invalid(why) end
-  local t, err = transport.new(topts, { key })
+  local t, err = transport.new(topts, { key }, key)
   if not t then return nil, err end
   local client = setmetatable({ transport = t, base_url = base }, Client)
   private[client] = { auth = "Authorization: Bearer " .. key }
@@ -333,6 +333,11 @@ function Client:file_request(id)
   if not ok then return util.invalid(why) end
   local doc, res = self.transport:send_json(api_request(self, "GET", "/file-requests/" .. id))
   return doc_with_id(self, doc, res, "frq_", "file request")
+end
+
+--- client:rate_limit() -> { limit, remaining, reset } as the API last said, or nil
+function Client:rate_limit()
+  return self.transport:rate_limit()
 end
 
 function Client:close()

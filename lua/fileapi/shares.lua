@@ -70,7 +70,8 @@ function M.new(opts)
   local headers
   headers, why = build_headers(opts.headers, secrets)
   if not headers then return util.invalid(why) end
-  local t, err = transport.new(topts, secrets)
+  -- files.ro counts a visitor's requests by IP: one budget per host
+  local t, err = transport.new(topts, secrets, "files.ro:" .. base)
   if not t then return nil, err end
   local share = setmetatable({ transport = t }, Share)
   private[share] = { base = base .. "/api/v1/shares/" .. util.pct(token) .. "/", headers = headers }
@@ -207,6 +208,10 @@ function Share:move(items, opts)
   -- upstream refuses an explicit null: the root is asked for by leaving it out
   req.body = transport.json.encode({ items = list, to_id = to })
   return done_or_error(self, self.transport:send(req))
+end
+
+function Share:rate_limit()
+  return self.transport:rate_limit()
 end
 
 function Share:close()

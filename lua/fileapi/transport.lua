@@ -6,6 +6,7 @@ local cjson_module = require "cjson"
 local util = require "fileapi.util"
 local request = require "fileapi.request"
 local ngx_transport = require "fileapi.ngx_transport"
+local budget = require "fileapi.budget"
 
 local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
 local tonumber, tostring = tonumber, tostring
@@ -34,16 +35,41 @@ local DEFAULTS = {
   max_retry_wait = 60,
   backoff = 0.5,
   max_response = 1024 * 1024,
+  rate_window = 60,
 }
 
 local NUMBER_OPTIONS = { "timeout", "connect_timeout", "idle_timeout", "retries",
-  "max_retry_wait", "backoff", "max_response" }
-local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url", "transport" }
+  "max_retry_wait", "backoff", "max_response", "rate_window" }
+local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url", "transport", "rate_limit_dict" }
 local BOOLEAN_OPTIONS = { "allow_insecure", "retry_unsafe" }
 
-M.OPTION_NAMES = {}
+M.OPTION_NAMES = { "rate_limit", "on_wait" }
 for _, list in ipairs({ NUMBER_OPTIONS, STRING_OPTIONS, BOOLEAN_OPTIONS }) do
   for _, k in ipairs(list) do M.OPTION_NAMES[#M.OPTION_NAMES + 1] = k end
+end
+
+-- rate_limit: "auto" (default), a number of requests per rate_window
+-- seconds (60), or false; rate_limit_dict only where nginx has that dict.
+local function check_rate_options(opts, out, fname)
+  local rl = opts.rate_limit
+  if rl ~= nil and rl ~= false and type(rl) ~= "string" and type(rl) ~= "number" then
+    error(format("bad option 'rate_limit' to '%s' (\"auto\", a number or false expected, got %s)", fname, type(rl)), 4)
+  end
+  out.on_wait = util.check_field(opts, "on_wait", "function", fname)
+  if rl == nil then rl = "auto" end
+  if type(rl) == "string" and rl ~= "auto" then return nil, 'rate_limit must be "auto", a number or false' end
+  if type(rl) == "number" and (rl < 1 or rl ~= math.floor(rl) or rl == math.huge) then
+    return nil, "rate_limit must be a whole number of requests >= 1"
+  end
+  out.rate_limit = rl
+  if out.rate_window == 0 then return nil, "rate_window must be more than 0 seconds" end
+  if out.rate_limit_dict then
+    local ngx = rawget(_G, "ngx")
+    if not (ngx and ngx.shared and ngx.shared[out.rate_limit_dict]) then
+      return nil, "rate_limit_dict: no lua_shared_dict named " .. out.rate_limit_dict
+    end
+  end
+  return true
 end
 
 -- Raises for wrong types (all of them first) and unknown names (`own`
@@ -75,13 +101,16 @@ function M.check_options(opts, fname, own)
     return nil, "ca_file and proxy need the curl transport (in nginx, use lua_ssl_trusted_certificate)"
   end
   if out.max_response < 1 then return nil, "max_response must be at least 1 byte" end
+  local ok, why = check_rate_options(opts, out, fname)
+  if not ok then return nil, why end
   out.allow_insecure = out.allow_insecure or false
   out.retry_unsafe = out.retry_unsafe or false
   return out
 end
 
--- opts: checked options; secrets: strings that must never appear in errors.
-function M.new(opts, secrets)
+-- opts: checked options; secrets: strings that must never appear in errors;
+-- rate_key: what the service counts requests by (an API key, a host).
+function M.new(opts, secrets, rate_key)
   local session, err = core.session()
   if not session then return nil, err end
   if opts.proxy then
@@ -92,7 +121,13 @@ function M.new(opts, secrets)
     active = setmetatable({}, { __mode = "k" }) }, Transport)
   private[t] = { secrets = secrets, proxy = opts.proxy }
   opts.proxy = nil
+  t.budget = budget.new(opts, rate_key)
   return t
+end
+
+--- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
+function Transport:rate_limit()
+  return self.budget and self.budget:said()
 end
 
 function M.secrets(t)
@@ -315,10 +350,16 @@ local function attempts_loop(self, req, perform, sleep)
   local base_headers = creq.headers or {}
   local attempts = 0
   local res, err
+  local on_wait = self.opts.on_wait
   while true do
+    if self.budget and not self.budget:acquire(sleep, on_wait) then
+      err = util.new_error("aborted", "interrupted", { interrupted = true })
+      break
+    end
     attempts = attempts + 1
     if d then creq.headers = resume_headers(d, base_headers) end
     res, err = perform(creq)
+    if self.budget and res then self.budget:observe(res.headers, res.status) end
     if d then settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end
     if res then err = http_error(res) end
@@ -335,7 +376,11 @@ local function attempts_loop(self, req, perform, sleep)
         break
       end
     end
-    sleep(wait)
+    if on_wait then pcall(on_wait, wait) end
+    if sleep(wait) == false then -- interrupted (the command line's Ctrl-C)
+      err = util.new_error("aborted", "interrupted", { interrupted = true })
+      break
+    end
   end
   if res and res.status >= 200 and res.status < 300 then
     res.attempts = attempts

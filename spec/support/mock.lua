@@ -37,7 +37,7 @@ local stop = false
 
 local function reset()
   state.requests, state.faults, state.storage_faults = {}, {}, {}
-  state.connections, state.api_requests = 0, 0
+  state.connections, state.api_requests, state.rejected = 0, 0, 0
   state.keep = 1024 * 1024
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
   mkp.reset(state)
@@ -214,7 +214,8 @@ local function admin(conn, req)
     out = state.requests
     if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/stats" then
-    out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks }
+    out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
+      rejected = state.rejected or 0 }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then

@@ -87,6 +87,19 @@ function M.blocking()
   reply(out)
 end
 
+-- One mkdir on this worker's paced client: every worker's client for the
+-- key draws from the budget in the fileapi_rate shared dict.
+local paced
+function M.paced()
+  local args = ngx.req.get_uri_args()
+  paced = paced or assert(files.new({ timeout = 120, rate_limit_dict = "fileapi_rate",
+    rate_window = tonumber(args.window) }))
+  local item, err = paced:mkdir("paced")
+  local out = summary(item, err)
+  out.worker = ngx.worker.pid()
+  reply(out)
+end
+
 -- Worker CPU seconds (utime + stime) from /proc/self/stat.
 local function cpu_seconds()
   local f = assert(io.open("/proc/self/stat"))

@@ -51,15 +51,24 @@ local function create(state, kind, name, size, mime, parent, path)
   return 201, {}, item_json(item)
 end
 
+-- A rolling window per key, as the API's: rate_limit requests in any
+-- rate_window seconds (60 by default; specs use a few).  Returns whether
+-- this request is over, what remains, and when the oldest counted request
+-- leaves the window (a UNIX time, and seconds from now).
 local function rate_limited(state, key)
   local limit = state.config.rate_limit
   if not limit then return false end
-  local now = os.time()
-  local w = state.windows[key] or { start = now, count = 0 }
-  if now - w.start >= 60 then w.start, w.count = now, 0 end
-  w.count = w.count + 1
-  state.windows[key] = w
-  return w.count > limit, limit - w.count, w.start + 60
+  local window = state.config.rate_window or 60
+  local now = require("socket").gettime()
+  local log = state.windows[key] or {}
+  local keep = {}
+  for _, t in ipairs(log) do if t > now - window then keep[#keep + 1] = t end end
+  local over = #keep >= limit
+  if not over then keep[#keep + 1] = now end
+  state.windows[key] = keep
+  local frees = keep[1] and keep[1] + window or now
+  if over then state.rejected = (state.rejected or 0) + 1 end
+  return over, limit - #keep, frees, frees - now
 end
 
 local function upload(state, conn, req, parent)
@@ -290,15 +299,15 @@ function M.handle(state, conn, req)
     if not http.read_body(conn, req, state.keep) then return nil end
     return json_error(401, "Unauthenticated.")
   end
-  local over, remaining, reset = rate_limited(state, key)
+  local over, remaining, reset, wait = rate_limited(state, key)
   local limit_headers = state.config.rate_limit and {
-    { "X-RateLimit-Limit", tostring(state.config.rate_limit) },
-    { "X-RateLimit-Remaining", tostring(math.max(0, remaining)) },
+    { "X-RateLimit-Limit", tostring(math.floor(state.config.rate_limit)) },
+    { "X-RateLimit-Remaining", tostring(math.max(0, math.floor(remaining))) },
   } or {}
   if over then
     http.read_body(conn, req, state.keep)
-    limit_headers[#limit_headers + 1] = { "Retry-After", tostring(reset - os.time()) }
-    limit_headers[#limit_headers + 1] = { "X-RateLimit-Reset", tostring(reset) }
+    limit_headers[#limit_headers + 1] = { "Retry-After", tostring(math.ceil(wait)) }
+    limit_headers[#limit_headers + 1] = { "X-RateLimit-Reset", tostring(math.ceil(reset)) }
     return 429, limit_headers, cjson.encode({ code = 429, message = "Too many requests." })
   end
   local status, headers, body, close

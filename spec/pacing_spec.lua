@@ -1,0 +1,140 @@
+-- The rate budget: a batch waits instead of drawing 429s.  The mock allows
+-- 30 requests in any 3 s (a rolling window, as the API's 60 a minute);
+-- 300 calls then take 27 s at best.
+local helper = require "helper"
+local files = require "fileapi.files"
+local core = require "fileapi.core"
+
+local LIMIT, WINDOW, CALLS = 30, 3, 300
+local IDEAL = (CALLS / LIMIT - 1) * WINDOW
+
+describe("rate budget", function()
+  local mock
+
+  setup(function() mock = helper.start_mock() end)
+  teardown(function() mock:stop() end)
+  before_each(function()
+    mock:reset()
+    mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
+  end)
+
+  local function new_client(opts)
+    opts.api_key, opts.base_url = helper.API_KEY, mock.mkp_url
+    return assert(files.new(opts))
+  end
+
+  it("300 calls from one client: no 429, within 10% of the ideal 27 s #slow", function()
+    local c = new_client({ rate_window = WINDOW, retries = 0 })
+    local waits = 0
+    local t = core.now()
+    for i = 1, CALLS do assert(c:mkdir("d" .. i)) end
+    local elapsed = core.now() - t
+    c:close()
+    print(("      %d calls, %d per %d s: %.2f s (ideal %d s), %d rejected"):format(CALLS, LIMIT, WINDOW, elapsed,
+      IDEAL, mock:stats().rejected))
+    assert.same(0, mock:stats().rejected)
+    assert.same(CALLS, mock:stats().requests)
+    assert.is_true(elapsed >= IDEAL - 0.5 and elapsed <= IDEAL * 1.1, elapsed)
+    assert.same(0, waits)
+  end)
+
+  it("waits are told to on_wait and rate_limit() gives what the server said", function()
+    local waits = {}
+    local c = new_client({ rate_window = 1, on_wait = function(s) waits[#waits + 1] = s end })
+    mock:config({ rate_limit = 5, rate_window = 1 })
+    for i = 1, 12 do assert(c:mkdir("w" .. i)) end
+    assert.same(0, mock:stats().rejected)
+    assert.is_true(#waits >= 2)
+    for _, w in ipairs(waits) do assert.is_true(w > 0 and w <= 1.1, w) end
+    local said = c:rate_limit()
+    assert.same(5, said.limit)
+    assert.is_true(said.remaining >= 0 and said.remaining < 5)
+    c:close()
+  end)
+
+  it("a number keeps any window at N requests, below the server's limit", function()
+    mock:config({ rate_limit = 100, rate_window = 1 })
+    local c = new_client({ rate_limit = 4, rate_window = 1 })
+    local t = core.now()
+    for i = 1, 9 do assert(c:mkdir("n" .. i)) end
+    local elapsed = core.now() - t
+    c:close()
+    assert.is_true(elapsed >= 2 and elapsed < 3, elapsed) -- 4 now, 4 after 1 s, 1 after 2 s
+  end)
+
+  it("another client on the same key: the server's Remaining 0 waits for its reset", function()
+    mock:config({ rate_limit = 3, rate_window = 2 })
+    local other = new_client({ rate_limit = false })
+    for i = 1, 3 do assert(other:mkdir("o" .. i)) end
+    other:close()
+    local c = new_client({ rate_window = 2, retries = 3 })
+    local t = core.now()
+    for i = 1, 2 do assert(c:mkdir("c" .. i)) end
+    c:close()
+    -- the first call met the other's full window: 429 with Retry-After,
+    -- then the budget held the second until the window freed
+    assert.is_true(core.now() - t >= 1, core.now() - t)
+  end)
+
+  it("rate_limit = false sends at once and meets the 429", function()
+    mock:config({ rate_limit = 2, rate_window = 60 })
+    local c = new_client({ rate_limit = false, retries = 0 })
+    assert(c:mkdir("a"))
+    assert(c:mkdir("b"))
+    local _, err = c:mkdir("c")
+    c:close()
+    assert.same("rate_limited", err.kind)
+  end)
+
+  it("bad values are refused", function()
+    for _, v in ipairs({ "fast", 0, 1.5, -3 }) do
+      local c, err = files.new({ api_key = "k", rate_limit = v })
+      assert.is_nil(c)
+      assert.same("invalid_argument", err.kind)
+    end
+    assert.has_error(function() files.new({ api_key = "k", rate_limit = true }) end)
+    local c, err = files.new({ api_key = "k", rate_limit_dict = "nothing" })
+    assert.is_nil(c)
+    assert.matches("lua_shared_dict", err.message)
+  end)
+end)
+
+describe("rate budget shared by nginx workers #nginx", function()
+  local mock, nginx
+
+  setup(function()
+    mock = helper.start_mock()
+    nginx = helper.start_nginx(mock, { conf = helper.support .. "/nginx/test.conf", workers = 4,
+      handlers = { helper.support .. "/test_handlers.lua", helper.support .. "/conformance.lua" } })
+  end)
+  teardown(function()
+    if nginx then nginx:stop() end
+    mock:stop()
+  end)
+
+  it("300 calls over 4 workers sharing rate_limit_dict: no 429, within 10% of 27 s #slow", function()
+    mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
+    local out = helper.tmpname(".paced")
+    local t = core.now()
+    assert(os.execute(("seq %d | xargs -P 40 -I{} curl -s --max-time 120 %s >> %s"):format(CALLS,
+      helper.sh_quote(nginx:url("/paced?window=" .. WINDOW)), helper.sh_quote(out))))
+    local elapsed = core.now() - t
+    local workers, ok = {}, 0
+    for line in io.lines(out) do
+      for doc in line:gmatch("{.-}") do
+        local d = require("cjson").decode(doc)
+        if d.ok then ok = ok + 1 end
+        workers[d.worker] = true
+      end
+    end
+    os.remove(out)
+    local n = 0
+    for _ in pairs(workers) do n = n + 1 end
+    print(("      nginx, %d workers used: %d calls in %.2f s (ideal %d s), %d rejected"):format(n, CALLS, elapsed,
+      IDEAL, mock:stats().rejected))
+    assert.same(CALLS, ok)
+    assert.same(0, mock:stats().rejected)
+    assert.is_true(n >= 2, n)
+    assert.is_true(elapsed >= IDEAL - 0.5 and elapsed <= IDEAL * 1.1, elapsed)
+  end)
+end)
