@@ -49,6 +49,7 @@ build = {
       ["fileapi.transport"] = "lua/fileapi/transport.lua",
       ["fileapi.request"] = "lua/fileapi/request.lua",
       ["fileapi.budget"] = "lua/fileapi/budget.lua",
+      ["fileapi.tree"] = "lua/fileapi/tree.lua",
       ["fileapi.ngx_transport"] = "lua/fileapi/ngx_transport.lua",
       ["fileapi.util"] = "lua/fileapi/util.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",

@@ -23,7 +23,7 @@ describe("fileapi command", function()
     for _, cmd in ipairs({ "--help", "upload --help", "mkdir --help", "share-mkdir --help" }) do
       local code, out = fileapi(cmd)
       assert.same(0, code, out)
-      assert.matches("usage: fileapi", out)
+      assert.matches("[Uu]sage: fileapi", out)
     end
     local code, out = fileapi("")
     assert.same(2, code)
@@ -54,9 +54,15 @@ describe("fileapi command", function()
     code, out = fileapi("upload " .. helper.sh_quote(a) .. " /no/such/file --json")
     os.remove(a)
     assert.same(3, code)
-    local doc = cjson.decode(out:match("(%[.*%])"))
-    assert.same(5000, doc[1].size)
-    assert.same("io", doc[2].error.kind)
+    -- a JSON object per line as each file finishes, with its local path
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do
+      if line:sub(1, 1) == "{" then lines[#lines + 1] = cjson.decode(line) end
+    end
+    assert.same(a, lines[1].path)
+    assert.same(5000, lines[1].result.size)
+    assert.same("/no/such/file", lines[2].path)
+    assert.same("io", lines[2].error.kind)
   end)
 
   it("share-mkdir creates a folder in a share", function()

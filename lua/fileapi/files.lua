@@ -5,6 +5,7 @@ local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.transport"
+local tree = require "fileapi.tree"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
@@ -333,6 +334,33 @@ function Client:file_request(id)
   if not ok then return util.invalid(why) end
   local doc, res = self.transport:send_json(api_request(self, "GET", "/file-requests/" .. id))
   return doc_with_id(self, doc, res, "frq_", "file request")
+end
+
+local TREE_OPTIONS = { "directory", "journal", "on_item", "on_progress", "hidden", "follow_symlinks",
+  "stop_on_error" }
+
+--- client:upload_tree(local_dir, { directory, journal, on_item, on_progress, hidden,
+---   follow_symlinks, stop_on_error }) -> summary | nil, err
+--- summary: { directories, files, bytes, skipped, failed, errors = { { path, error } }, complete }
+function Client:upload_tree(local_dir, opts)
+  util.check_type(local_dir, "string", 1, "upload_tree")
+  opts = util.check_type(opts, "table", 2, "upload_tree", true) or {}
+  util.check_keys(opts, "upload_tree", TREE_OPTIONS)
+  util.check_field(opts, "directory", "string", "upload_tree")
+  util.check_field(opts, "journal", "string", "upload_tree")
+  for _, k in ipairs({ "on_item", "on_progress" }) do util.check_field(opts, k, "function", "upload_tree") end
+  for _, k in ipairs({ "hidden", "follow_symlinks", "stop_on_error" }) do
+    util.check_field(opts, k, "boolean", "upload_tree")
+  end
+  if local_dir == "" then return util.invalid("local_dir must not be empty") end
+  local ok, why = check_directory(opts.directory)
+  if not ok then return util.invalid(why) end
+  local summary, err = tree.upload(self, local_dir, opts)
+  if not summary then
+    if type(err) == "string" then return util.invalid(err) end
+    return self.transport:fail(err)
+  end
+  return summary
 end
 
 --- client:rate_limit() -> { limit, remaining, reset } as the API last said, or nil

@@ -68,6 +68,7 @@ function Mock:faults(list) return self:admin("POST", "/_mock/faults", list) end
 function Mock:add_share(t) return self:admin("POST", "/_mock/shares", t).root_id end
 function Mock:folder(id) return self:admin("POST", "/_mock/folders", { id = id }) end
 function Mock:files() return self:admin("GET", "/_mock/files") end
+function Mock:mkp_items() return self:admin("GET", "/_mock/mkp_items") end
 function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_faults", list) end
 -- A file of the Files API whose bytes are the local file at `path`.
 function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end

@@ -241,6 +241,12 @@ local function admin(conn, req)
     out = mkp.add_file(state, body)
   elseif p == "/_mock/seed" then
     out = mkp.seed(state, body)
+  elseif p == "/_mock/mkp_items" then
+    out = {}
+    for _, it in pairs(state.items) do
+      out[#out + 1] = { id = it.id, type = it.type, name = it.name, parent = it.parent, size = it.size }
+    end
+    if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/files" then
     out = {}
     for _, f in pairs(state.files) do out[#out + 1] = f end
