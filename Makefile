@@ -20,7 +20,7 @@ else
 endif
 
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
-PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted \
+PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-argparse \
 	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl
 # The benchmark's sink is nginx with its Lua module; /usr/bin/time measures.
 BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl

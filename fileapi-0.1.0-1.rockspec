@@ -22,6 +22,15 @@ files.mkdir and shares.mkdir.
 dependencies = {
   "lua >= 5.1",
   "lua-cjson",
+  "argparse",
+}
+-- `luarocks test` runs the busted suite (it starts its own mock servers).
+test_dependencies = {
+  "busted",
+  "luasocket",
+}
+test = {
+  type = "busted",
 }
 external_dependencies = {
   CURL = { library = "curl" },

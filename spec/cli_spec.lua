@@ -210,4 +210,77 @@ describe("fileapi command", function()
     os.execute("rm -rf " .. helper.sh_quote(work))
     os.remove(src)
   end)
+
+  it("behaves as people expect: stdin, --name/--mime, --opt=value, --, --version, usage, one path per error", function()
+    local src = helper.write_file(helper.tmpname(".dat"), 3000)
+    -- "-": a redirected file is read in place; a pipe is spooled, as stderr says
+    local code, out = fileapi("upload - --name=from-stdin.txt --mime=text/csv < " .. helper.sh_quote(src))
+    assert.same(0, code, out)
+    assert.matches("^fsf_%w+ from%-stdin%.txt 3000 text/csv\n$", out)
+    code, out = fileapi("upload - --name piped.bin --quiet < /dev/null", nil)
+    assert.same(0, code, out)
+    local e = {}
+    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. helper.sh_quote(v) end
+    local p = io.popen(("cat %s | env %s sh %s %s %s upload - --name piped.dat 2>&1"):format(helper.sh_quote(src),
+      table.concat(e, " "), helper.sh_quote(helper.root .. "/tools/with-paths.sh"), helper.lua,
+      helper.sh_quote(helper.root .. "/bin/fileapi")))
+    out = p:read("*a")
+    p:close()
+    assert.matches("temporary file", out)
+    assert.matches("fsf_%w+ piped%.dat 3000", out)
+    -- -- ends the options: a file named like one
+    local odd = helper.tmpname(".x")
+    local dash = odd:gsub("[^/]+$", "--odd")
+    os.rename(src, dash)
+    code, out = fileapi("upload --json -- " .. helper.sh_quote(dash))
+    assert.same(0, code, out)
+    assert.same(dash, cjson.decode(out).path)
+    os.remove(dash)
+    code, out = fileapi("--version")
+    assert.same(0, code, out)
+    assert.matches("^fileapi %d+%.%d+%.%d+ %(libcurl [%d.]+%)\n$", out)
+    -- no arguments: usage on stderr, status 2
+    local q = helper.sh_quote
+    p = io.popen(("env %s sh %s %s %s 2>/dev/null"):format(table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"),
+      helper.lua, q(helper.root .. "/bin/fileapi")))
+    assert.same("", p:read("*a"))
+    p:close()
+    -- an error names the path once
+    code, out = fileapi("upload /no/such/file")
+    assert.same(3, code)
+    local _, n = out:gsub("/no/such/file", "")
+    assert.same(1, n, out)
+    -- --json when the client cannot be created
+    code, out = fileapi("mkdir X --json", { MKP_API_KEY = "" })
+    assert.same(2, code)
+    assert.same("invalid_argument", cjson.decode(out:match("{.*}")).error.kind)
+  end)
+
+  it("says when the rate limit makes it wait", function()
+    mock:config({ rate_limit = 1, rate_window = 1 })
+    local code, out = fileapi("mkdir A")
+    assert.same(0, code, out)
+    code, out = fileapi("mkdir B --retries 3")
+    assert.same(0, code, out)
+    assert.matches("fileapi: waiting [%d.]+ s %(rate limit%)", out)
+    mock:config({ rate_limit = require("cjson").null })
+  end)
+
+  it("--header passes a protected share's cookie; FILESRO_TOKEN keeps the token out of the arguments", function()
+    local code, out = fileapi("share-mkdir Locked", { FILESRO_TOKEN = "protected-token" })
+    assert.same(5, code, out)
+    code, out = fileapi("share-mkdir Unlocked --header 'Cookie: share_session=unlock-me'",
+      { FILESRO_TOKEN = "protected-token" })
+    assert.same(0, code, out)
+    assert.is_nil(out:find("unlock-me", 1, true))
+    code, out = fileapi("share-mkdir protected-token X --header nonsense")
+    assert.same(2, code, out)
+  end)
+
+  it("cuts labels on UTF-8 boundaries", function()
+    local label = require("fileapi.cli").label
+    assert.same("Ωmega-€-überweisung ", label("Ωmega-€-überweisung", 20))
+    assert.same("€€€", label("€€€€€", 3))
+    assert.same("ab   ", label("ab", 5))
+  end)
 end)
