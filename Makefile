@@ -111,7 +111,7 @@ test-asan: deps check-deps $(ASAN_BUILD)/fileapi/core.so
 	@FILEAPI_BUILD=$(ASAN_BUILD) \
 	LD_PRELOAD=$$(clang -print-file-name=libclang_rt.asan-x86_64.so) \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0:use_tls=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow,prism
 

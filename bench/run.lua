@@ -26,20 +26,25 @@ assert(sh("mkdir -p " .. q(work .. "/nginx")))
 local port = free_port()
 local base = "http://127.0.0.1:" .. port
 
-local function start_sink()
-  local conf = assert(io.open(here .. "/sink.conf")):read("*a")
-    :gsub("@PREFIX@", work .. "/nginx"):gsub("@PORT@", tostring(port))
-  local f = assert(io.open(work .. "/nginx/nginx.conf", "w"))
+-- Writes conf (a filled-in template) under prefix, starts nginx there with
+-- the environment `env`, and waits until `probe` answers.
+local function start_nginx(prefix, conf, probe, env)
+  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
-  sh("chmod 777 " .. q(work .. "/nginx"))
-  assert(sh(("nginx -p %s -c %s -e %s 2>&1"):format(q(work .. "/nginx"), q(work .. "/nginx/nginx.conf"),
-    q(work .. "/nginx/error.log"))), "nginx did not start")
+  assert(sh(("%snginx -p %s -c %s -e %s 2>&1"):format(env or "", q(prefix), q(prefix .. "/nginx.conf"),
+    q(prefix .. "/error.log"))), "nginx did not start in " .. prefix)
   for _ = 1, 50 do
-    if http.request(base .. "/stats") then return end
+    if http.request(probe) then return end
     socket.sleep(0.1)
   end
-  error("the sink did not answer")
+  error("nginx did not answer at " .. probe)
+end
+
+local function start_sink()
+  sh("chmod 777 " .. q(work .. "/nginx"))
+  start_nginx(work .. "/nginx", assert(io.open(here .. "/sink.conf")):read("*a")
+    :gsub("@PREFIX@", work .. "/nginx"):gsub("@PORT@", tostring(port)), base .. "/stats")
 end
 
 local stop_client_nginx
@@ -195,16 +200,7 @@ local function start_client_nginx()
   local conf = assert(io.open(root .. "/spec/support/nginx/test.conf")):read("*a")
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(client_port)):gsub("@LIB@", lib)
     :gsub("@CA_FILE@", "/etc/ssl/certs/ca-certificates.crt")
-  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  assert(sh(("MKP_API_KEY=bench-key nginx -p %s -c %s -e %s 2>&1"):format(q(prefix), q(prefix .. "/nginx.conf"),
-    q(prefix .. "/error.log"))), "the client nginx did not start")
-  for _ = 1, 50 do
-    if http.request(client_base .. "/ping") then return end
-    socket.sleep(0.1)
-  end
-  error("the client nginx did not answer")
+  start_nginx(prefix, conf, client_base .. "/ping", "MKP_API_KEY=bench-key ")
 end
 
 function stop_client_nginx()

@@ -165,8 +165,7 @@ describe("transport conformance #nginx", function()
 
   setup(function()
     mock = helper.start_mock()
-    nginx = helper.start_nginx(mock, { conf = helper.support .. "/nginx/test.conf",
-      handlers = { helper.support .. "/test_handlers.lua", helper.support .. "/conformance.lua" } })
+    nginx = helper.start_test_nginx(mock)
     dir = helper.tmpname(".conformance")
     os.execute("mkdir -p " .. helper.sh_quote(dir) .. " && chmod 777 " .. helper.sh_quote(dir))
   end)

@@ -8,8 +8,7 @@ describe("core inside nginx #nginx", function()
 
   setup(function()
     mock = helper.start_mock()
-    nginx = helper.start_nginx(mock, { conf = helper.support .. "/nginx/test.conf",
-      handlers = { helper.support .. "/test_handlers.lua", helper.support .. "/conformance.lua" } })
+    nginx = helper.start_test_nginx(mock)
   end)
   teardown(function()
     if nginx then nginx:stop() end

@@ -104,8 +104,7 @@ describe("rate budget shared by nginx workers #nginx", function()
 
   setup(function()
     mock = helper.start_mock()
-    nginx = helper.start_nginx(mock, { conf = helper.support .. "/nginx/test.conf", workers = 4,
-      handlers = { helper.support .. "/test_handlers.lua", helper.support .. "/conformance.lua" } })
+    nginx = helper.start_test_nginx(mock, { workers = 4 })
   end)
   teardown(function()
     if nginx then nginx:stop() end

@@ -14,26 +14,38 @@ count_line() {
 }
 
 # A stage with no test counts of its own is one test, judged by its exit code.
+# Each stage says how long it took: the whole run must stay under 10 minutes.
+stage_start() {
+    echo "== $1"
+    started=$(date +%s)
+}
+
+stage_end() {
+    echo "   ($1: $(( $(date +%s) - started )) s)"
+}
+
 run_check() {
     name=$1
     shift
-    echo "== $name"
+    stage_start "$name"
     if "$@"; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
         failed_stages="$failed_stages $name"
     fi
+    stage_end "$name"
 }
 
 run_specs() {
     name=$1
     shift
-    echo "== $name"
+    stage_start "$name"
     log=$(mktemp)
     "$@" >"$log" 2>&1
     rc=$?
     cat "$log"
+    stage_end "$name"
     counts=$(count_line "$log")
     rm -f "$log"
     if [ -z "$counts" ]; then
@@ -57,7 +69,7 @@ run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tag
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind
-run_check fuzz make -s fuzz
+run_check fuzz make -s fuzz FUZZ_TIME=30
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"

@@ -207,6 +207,15 @@ function M.start_nginx(mock, opts)
   error("nginx did not answer")
 end
 
+-- nginx with the specs' own config (spec/support/nginx/test.conf) and
+-- handlers; opts as for start_nginx (workers, say).
+function M.start_test_nginx(mock, opts)
+  opts = opts or {}
+  opts.conf = M.support .. "/nginx/test.conf"
+  opts.handlers = { M.support .. "/test_handlers.lua", M.support .. "/conformance.lua" }
+  return M.start_nginx(mock, opts)
+end
+
 -- A POST of a JSON document to nginx; returns the decoded answer.
 function M.post_json(url, doc, timeout)
   local http = require "socket.http"
