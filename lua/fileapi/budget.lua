@@ -134,6 +134,7 @@ function Budget:observe(headers, status)
   local reset = tonumber(headers["x-ratelimit-reset"])
   local retry = headers["retry-after"] and core.retry_after(headers["retry-after"], now)
   if status == 429 and retry then self.blocked_until = max(self.blocked_until, now + min(retry, self.max_wait)) end
+  if status == 429 then self:forget_last() end
   if not (limit or remaining or reset) then return end
   local update = function()
     local log, server = self:load(now)
@@ -158,6 +159,23 @@ function Budget:observe(headers, status)
     self.last = { limit = limit, remaining = remaining, reset = reset }
   else
     update()
+  end
+end
+
+-- A request the server refused with 429 took no slot of its window (a
+-- throttle counts the requests it lets through): out of the log.
+function Budget:forget_last()
+  local drop = function()
+    local now = core.time()
+    local log, server = self:load(now)
+    table.remove(log)
+    self:save(log, server)
+  end
+  if not self.dict then return drop() end
+  local lock = self.dict_key .. ":lock"
+  if self.dict:add(lock, true, 0.5) then
+    pcall(drop)
+    self.dict:delete(lock)
   end
 end
 
