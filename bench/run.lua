@@ -230,7 +230,9 @@ local function in_nginx_rows(mib)
   sh("chmod a+r " .. q(path))
   local name = "dl-nginx.bin"
   make_file(work .. "/nginx/static/" .. name, mib)
-  local dest = work .. "/client/down.bin"
+  -- in memory where there is tmpfs, as for the download rows
+  local dest = (sh("test -d /dev/shm -a -w /dev/shm") and "/dev/shm/fileapi-bench-" .. client_port or
+    (work .. "/client/down")) .. ".bin"
   sh("chmod 777 " .. q(work .. "/client"))
   local jobs = {
     upload = function(t) return { base_url = base .. "/v1", transport = t, upload = { path = path } } end,

@@ -61,10 +61,15 @@ end
 
 function Budget:load(now)
   if not self.dict then
-    local keep, since = {}, now - self.window
-    for _, t in ipairs(self.log) do if t > since then keep[#keep + 1] = t end end
-    self.log = keep
-    return keep, self.server
+    local log, since = self.log, now - self.window
+    if #log > 0 and log[1] <= since then
+      local keep = {}
+      for i = 1, #log do
+        if log[i] > since then keep[#keep + 1] = log[i] end
+      end
+      self.log = keep
+    end
+    return self.log, self.server
   end
   local log = parse_log(self.dict:get(self.dict_key .. ":log"), now - self.window)
   local s = self.dict:get(self.dict_key .. ":server")
@@ -87,6 +92,8 @@ function Budget:save(log, server)
   end
 end
 
+local UNKNOWN_KEEP = 256
+
 -- Seconds until a request may go; 0 records one as sent now.
 local function try_take(b, now)
   local log, server = b:load(now)
@@ -101,7 +108,15 @@ local function try_take(b, now)
     wait = max(wait, min(server.reset - now, b.max_wait))
   end
   if wait > 0 then return wait end
+  -- Only the newest `limit` sends matter (UNKNOWN_KEEP before the server
+  -- has named its limit): the log never grows with the number of calls.
   log[#log + 1] = now
+  local keep = limit or UNKNOWN_KEEP
+  if #log > keep + 64 then -- trimmed in batches, not on every call
+    local newest = {}
+    for i = #log - keep + 1, #log do newest[#newest + 1] = log[i] end
+    log = newest
+  end
   b:save(log, server)
   return 0
 end

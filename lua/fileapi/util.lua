@@ -169,7 +169,9 @@ function M.redact(value, secrets)
   if type(value) == "string" then
     for i = 1, #secrets do
       local secret = secrets[i]
-      if secret ~= "" then value = replace_plain(value, secret, "[REDACTED]") end
+      -- a secret of a few characters would be found in ordinary words and
+      -- mangle every message; no real key or token is that short
+      if #secret >= 4 then value = replace_plain(value, secret, "[REDACTED]") end
     end
     return value
   end
