@@ -192,19 +192,19 @@ describe("upload_tree", function()
     end
     local remote = remote_paths(mock, nil)
     local duplicates = 0
-    for rel in pairs(made) do
-      local n = remote.file[rel] or 0
+    -- only the one item in flight at the kill can be there twice: the API
+    -- has no call to find it, and the rerun says it made it again
+    local function check(rel, n)
       if n ~= 1 then
-        -- only a file in flight at the kill can be there twice: the API has
-        -- no call to find it, and the rerun says it sent it again
         assert.same(2, n, rel)
         assert.truthy(resent[rel], rel)
         duplicates = duplicates + 1
       end
     end
+    for rel in pairs(made) do check(rel, remote.file[rel] or 0) end
+    for rel, n in pairs(remote.directory) do check(rel, n) end
     assert.is_true(duplicates <= 1)
-    for rel, n in pairs(remote.directory) do assert.same(1, n, rel) end
-    print(("      killed after %.2f s with %d journal lines; rerun: every other file exactly once, %d in flight sent again")
+    print(("      killed after %.2f s with %d journal lines; rerun: every other item exactly once, %d in flight made again")
       :format(delay, before, duplicates))
     os.remove(journal)
     os.remove(pidfile)

@@ -3,9 +3,9 @@
 -- byte order of the names so that two runs walk alike.  With a journal
 -- (JSON lines, each fsync'd), a rerun skips what is done: a "started" line
 -- goes down before a file's upload and a "done" line with its id after.
--- The API has no call to list a directory, so a file whose upload was under
--- way when the run was killed cannot be looked for: it is sent again and
--- reported with maybe_duplicate = true.
+-- The API has no call to list a directory, so an item whose creation was
+-- under way when the run was killed cannot be looked for: it is made again
+-- and reported with maybe_duplicate = true.
 local core = require "fileapi.core"
 local cjson = require("cjson").new()
 
@@ -75,6 +75,12 @@ local function mirror_directory(ctx, full, rel, parent, st)
     ctx.summary.skipped = ctx.summary.skipped + 1
     notify(ctx, { path = rel, type = "directory", id = id, skipped = true })
   else
+    local again = ctx.started[rel]
+    local sok, serr = write_journal(ctx, { path = rel, type = "directory", state = "started" })
+    if not sok then
+      ctx.seen[st.inode] = nil
+      return nil, serr
+    end
     local dir, merr = ctx.client:mkdir(rel:match("[^/]+$"), { directory = parent })
     if not dir then
       ctx.seen[st.inode] = nil
@@ -87,7 +93,7 @@ local function mirror_directory(ctx, full, rel, parent, st)
       return nil, jerr
     end
     ctx.summary.directories = ctx.summary.directories + 1
-    notify(ctx, { path = rel, type = "directory", id = id })
+    notify(ctx, { path = rel, type = "directory", id = id, maybe_duplicate = again or nil })
   end
   local go, err = walk(ctx, full, rel, id)
   ctx.seen[st.inode] = nil -- only the folders above count as a loop
