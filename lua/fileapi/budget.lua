@@ -94,6 +94,18 @@ end
 
 local UNKNOWN_KEEP = 256
 
+-- Runs fn on the log and server facts when nobody else holds them; never
+-- waits for the shared dict's lock (a missed update is corrected by the
+-- next response).
+function Budget:if_unlocked(fn)
+  if not self.dict then return fn() end
+  local lock = self.dict_key .. ":lock"
+  if self.dict:add(lock, true, 0.5) then
+    pcall(fn)
+    self.dict:delete(lock)
+  end
+end
+
 -- Seconds until a request may go; 0 records one as sent now.
 local function try_take(b, now)
   local log, server = b:load(now)
@@ -162,36 +174,19 @@ function Budget:observe(headers, status)
     local cap = server.limit and (self.cap and min(self.cap, server.limit) or server.limit)
     if remaining and remaining <= 0 and cap and #log >= cap then server.remaining = nil end
     self:save(log, server)
-    self.last = { limit = limit, remaining = remaining, reset = reset }
   end
-  if self.dict then
-    -- never waits for the lock: a missed update is corrected by the next
-    local lock = self.dict_key .. ":lock"
-    if self.dict:add(lock, true, 0.5) then
-      pcall(update)
-      self.dict:delete(lock)
-    end
-    self.last = { limit = limit, remaining = remaining, reset = reset }
-  else
-    update()
-  end
+  self:if_unlocked(update)
+  self.last = { limit = limit, remaining = remaining, reset = reset }
 end
 
 -- A request the server refused with 429 took no slot of its window (a
 -- throttle counts the requests it lets through): out of the log.
 function Budget:forget_last()
-  local drop = function()
-    local now = core.time()
-    local log, server = self:load(now)
+  self:if_unlocked(function()
+    local log, server = self:load(core.time())
     table.remove(log)
     self:save(log, server)
-  end
-  if not self.dict then return drop() end
-  local lock = self.dict_key .. ":lock"
-  if self.dict:add(lock, true, 0.5) then
-    pcall(drop)
-    self.dict:delete(lock)
-  end
+  end)
 end
 
 -- { limit, remaining, reset } as the server last said, or nil.

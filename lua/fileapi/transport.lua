@@ -119,7 +119,8 @@ function M.new(opts, secrets, rate_key)
   end
   local t = setmetatable({ session = session, opts = opts, calls = 0,
     active = setmetatable({}, { __mode = "k" }) }, Transport)
-  private[t] = { secrets = secrets, proxy = opts.proxy }
+  private[t] = { secrets = secrets, proxy = opts.proxy,
+    curl = function(creq) return session:perform(creq) end }
   opts.proxy = nil
   t.budget = budget.new(opts, rate_key)
   return t
@@ -128,10 +129,6 @@ end
 --- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Transport:rate_limit()
   return self.budget and self.budget:said()
-end
-
-function M.secrets(t)
-  return private[t].secrets
 end
 
 local function request_for(self, req)
@@ -218,7 +215,7 @@ local function choose(self, url)
   local o = self.opts
   local usable = ngx_transport.available()
   local sleep = usable and ngx_transport.sleep or core.sleep
-  local curl = function(creq) return self.session:perform(creq) end
+  local curl = private[self].curl
   if o.transport == "curl" then return curl, sleep end
   local verifiable = ngx_transport.can_verify(url)
   if o.transport == "ngx" then
@@ -288,20 +285,20 @@ local function decide_for(d)
       d.total = size
       return "sink", 0
     end
-    local length = tonumber(headers["content-length"])
+    local length, tag = tonumber(headers["content-length"]), validator(headers)
     if d.offset > 0 then -- the server sent the whole file again
       if d.file then
         local ok, err = d.file:truncate()
         if not ok then return nil, err.message end
         d.offset = 0
-      elseif validator(headers) == nil or validator(headers) ~= d.validator then
+      elseif tag == nil or tag ~= d.validator then
         return nil, "the file changed on the server during the download, and the writer already has part of it"
       else
         d.total = length
         return "sink", d.offset
       end
     end
-    d.validator = validator(headers)
+    d.validator = tag
     d.resumable = (headers["accept-ranges"] or ""):lower():find("bytes", 1, true) ~= nil and d.validator ~= nil
     d.total = length
     return "sink", 0
@@ -337,6 +334,10 @@ end
 
 -- ---- sending ---------------------------------------------------------------
 
+local function interrupted()
+  return util.new_error("aborted", "interrupted", { interrupted = true })
+end
+
 local function attempts_loop(self, req, perform, sleep)
   local creq = request_for(self, req)
   local d, derr
@@ -353,7 +354,7 @@ local function attempts_loop(self, req, perform, sleep)
   local on_wait = self.opts.on_wait
   while true do
     if self.budget and not self.budget:acquire(sleep, on_wait) then
-      err = util.new_error("aborted", "interrupted", { interrupted = true })
+      err = interrupted()
       break
     end
     attempts = attempts + 1
@@ -377,8 +378,8 @@ local function attempts_loop(self, req, perform, sleep)
       end
     end
     if on_wait then pcall(on_wait, wait) end
-    if sleep(wait) == false then -- interrupted (the command line's Ctrl-C)
-      err = util.new_error("aborted", "interrupted", { interrupted = true })
+    if sleep(wait) == false then -- the command line's Ctrl-C
+      err = interrupted()
       break
     end
   end
