@@ -135,7 +135,7 @@ fuzz: check-deps build/fuzz/fuzz_retry_after build/fuzz/fuzz_multipart
 # The suite's MijnKlantportaal calls through Prism (proxy mode) in front of
 # the mock, checked against the reference OpenAPI document.
 test-prism: deps build
-	@FILEAPI_PRISM=$$(sh tools/prism.sh) && export FILEAPI_PRISM && sh spec/run.sh --run=prism
+	@FILEAPI_PRISM=$$(sh tools/prism.sh) && export FILEAPI_PRISM && sh spec/run.sh --run=prism spec/prism_spec.lua
 
 soak: deps build
 	@SOAK_COUNT=$(SOAK_COUNT) sh spec/run.sh --tags=soak

@@ -7,7 +7,11 @@ local helper = require "helper"
 local files = require "fileapi.files"
 local socket = require "socket"
 
-local SPEC = helper.root .. "/../shared/reference/mijnklantportaal-files.openapi.yaml"
+-- The reference OpenAPI document travels with the checkout, so the stage
+-- runs from any clone; where the project's shared reference sits beside the
+-- checkout, the copy must still equal it (checked below).
+local SPEC = helper.support .. "/reference/mijnklantportaal-files.openapi.yaml"
+local SHARED = helper.root .. "/../shared/reference/mijnklantportaal-files.openapi.yaml"
 
 -- Undocumented statuses the API does answer with: the reference lists no 404
 -- for POST /files with an unknown ?directory=, nor 401 anywhere.
@@ -21,7 +25,13 @@ describe("MijnKlantportaal through Prism #prism", function()
 
   setup(function()
     local prism = assert(os.getenv("FILEAPI_PRISM"), "FILEAPI_PRISM names Prism's command: run make test-prism")
-    local spec = io.open(SPEC) and SPEC or (helper.root .. "/shared/reference/mijnklantportaal-files.openapi.yaml")
+    local spec = SPEC
+    local shared = io.open(SHARED, "rb")
+    if shared then
+      assert(shared:read("*a") == io.open(SPEC, "rb"):read("*a"),
+        "spec/support/reference is out of date: copy the shared reference OpenAPI document again")
+      shared:close()
+    end
     mock = helper.start_mock()
     local port = helper.closed_port()
     log = helper.tmpname(".prism.log")
