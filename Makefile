@@ -21,7 +21,7 @@ endif
 
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
 PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-argparse \
-	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl
+	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl strace
 # The benchmark's sink is nginx with its Lua module; /usr/bin/time measures.
 BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl
 # Sanitizers, valgrind and libFuzzer for the memory-safety stages of `make test`.
@@ -32,7 +32,7 @@ CORE := $(BUILD)/fileapi/core.so
 SRCS := $(wildcard csrc/*.c)
 HDRS := $(wildcard csrc/*.h)
 
-WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-function
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-function -Wformat=2
 CFLAGS ?= -O2 -g
 FA_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN) \
 	$(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null)
@@ -113,13 +113,13 @@ test-asan: deps check-deps $(ASAN_BUILD)/fileapi/core.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0:use_tls=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow,prism
+	sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow,prism,oom
 
 # memcheck over the suite's process, where the core runs: any invalid access
 # or definitely-lost block fails the run.
 test-valgrind: deps check-deps build
 	@valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow,prism
+		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow,prism,oom
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
@@ -149,3 +149,15 @@ bench: deps build
 
 clean:
 	rm -rf build
+
+# The out-of-memory sweep (spec/c/harness.c): the core's sources and a Lua
+# 5.4 state whose allocator fails on demand, under ASan/UBSan.
+build/harness/harness: spec/c/harness.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 $(SAN_FLAGS) \
+		$(shell pkg-config --cflags lua5.4 libcurl) -o $@ $< $(SRCS) \
+		$(shell pkg-config --libs lua5.4 libcurl) -lm -lpthread
+
+test-oom: deps check-deps build build/harness/harness
+	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh spec/run.sh --run=oom spec/oom_spec.lua

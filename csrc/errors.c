@@ -1,5 +1,6 @@
 /* The error object: a plain table with kind/message/status/... fields and a
  * metatable whose __tostring gives one readable line. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,44 @@ void fa_error_push(lua_State *L, const char *kind, const char *message)
     lua_pushstring(L, message);
     lua_setfield(L, -2, "message");
     fa_setmetatable(L, FA_ERROR_MT);
+}
+
+static const struct {
+    int code;
+    const char *name;
+} errno_names[] = {
+    {EPERM, "EPERM"}, {ENOENT, "ENOENT"}, {EIO, "EIO"}, {EBADF, "EBADF"}, {ENOMEM, "ENOMEM"},
+    {EACCES, "EACCES"}, {EBUSY, "EBUSY"}, {EEXIST, "EEXIST"}, {EXDEV, "EXDEV"}, {ENOTDIR, "ENOTDIR"},
+    {EISDIR, "EISDIR"}, {EINVAL, "EINVAL"}, {ENFILE, "ENFILE"}, {EMFILE, "EMFILE"}, {ETXTBSY, "ETXTBSY"},
+    {EFBIG, "EFBIG"}, {ENOSPC, "ENOSPC"}, {ESPIPE, "ESPIPE"}, {EROFS, "EROFS"}, {EMLINK, "EMLINK"},
+    {ENAMETOOLONG, "ENAMETOOLONG"}, {ENOTEMPTY, "ENOTEMPTY"}, {ELOOP, "ELOOP"}, {EDQUOT, "EDQUOT"},
+    {EOVERFLOW, "EOVERFLOW"}, {EAGAIN, "EAGAIN"}, {EINTR, "EINTR"},
+};
+
+/* The number and, for the common ones, the symbolic name: ENOSPC and EACCES
+ * call for different things, and numbers differ between systems. */
+void fa_error_set_errno(lua_State *L, int e)
+{
+    size_t i;
+    fa_pushwhole(L, e);
+    lua_setfield(L, -2, "errno");
+    for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++) {
+        if (errno_names[i].code == e) {
+            lua_pushstring(L, errno_names[i].name);
+            lua_setfield(L, -2, "errno_name");
+            break;
+        }
+    }
+}
+
+int fa_push_errno(lua_State *L, const char *what, int e)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", what, strerror(e));
+    fa_error_push(L, "io", lua_tostring(L, -1));
+    lua_remove(L, -2);
+    fa_error_set_errno(L, e);
+    return 2;
 }
 
 const char *fa_kind_for_status(long status)
@@ -53,9 +92,12 @@ const char *fa_kind_for_curl(CURLcode code)
     case CURLE_USE_SSL_FAILED:
         return "tls";
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_BAD_FUNCTION_ARGUMENT:
         return "invalid_argument";
+    /* URLs are http(s) by then (session.c): this is an answer that is not
+     * HTTP at all ("Received HTTP/0.9 when not allowed") */
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return "protocol";
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_PARTIAL_FILE:
     case CURLE_BAD_CONTENT_ENCODING:

@@ -19,6 +19,10 @@ __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
 
 /* errors.c */
 void fa_error_push(lua_State *L, const char *kind, const char *message);
+/* err.errno and err.errno_name on the error object at the top */
+void fa_error_set_errno(lua_State *L, int e);
+/* nil, err for an io failure with errno e: "<what>: <strerror>" */
+int fa_push_errno(lua_State *L, const char *what, int e);
 const char *fa_kind_for_status(long status);
 const char *fa_kind_for_curl(CURLcode code);
 /* tostring of the value at idx into out, protected: for what a callback raised */
@@ -37,8 +41,11 @@ curl_off_t fa_multipart_payload_length(const fa_multipart *mp);
 curl_off_t fa_multipart_payload_at(const fa_multipart *mp, curl_off_t wire);
 /* Back to the first byte; 0 on success, -1 when a part cannot rewind. */
 int fa_multipart_rewind(fa_multipart *mp, lua_State *L);
-/* Kind and message of the last failure, for the error object. */
+/* Kind and message of the last failure, for the error object; its errno
+ * (0 when none), and what a callback raised (pushed: returns 1). */
 const char *fa_multipart_error(const fa_multipart *mp, const char **message);
+int fa_multipart_errno(const fa_multipart *mp);
+int fa_multipart_push_cause(fa_multipart *mp, lua_State *L);
 void fa_open_multipart(lua_State *L);
 
 /* sink.c: a download's destination file, renamed into place when done */
@@ -48,6 +55,7 @@ int fa_sink_write(fa_sink *k, const char *p, size_t n); /* 0, or -1 with errno *
 void fa_open_sink(lua_State *L);
 
 /* fs.c: directory listings and the upload journal */
+void fa_inode_id(char *out, size_t size, unsigned long long dev, unsigned long long ino);
 void fa_open_fs(lua_State *L);
 
 /* session.c */

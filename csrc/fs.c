@@ -1,8 +1,12 @@
 /* The file system beyond one file: a directory's entries (for a tree
  * upload) and an append-only journal whose lines reach the disk before the
  * call returns, so a rerun after a crash knows what was done. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mkostemp */
+#endif
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,25 +25,50 @@ static const char *type_of(mode_t m)
     return "other";
 }
 
+/* Device and inode, whole (inode numbers pass 2^32 on XFS inode64, btrfs
+ * and overlayfs), as a string: a followed link must not loop. */
+void fa_inode_id(char *out, size_t size, unsigned long long dev, unsigned long long ino)
+{
+    snprintf(out, size, "%llu:%llu", dev, ino);
+}
+
 static void push_stat(lua_State *L, const struct stat *st)
 {
     lua_pushstring(L, type_of(st->st_mode));
     lua_setfield(L, -2, "type");
     fa_pushwhole(L, st->st_size);
     lua_setfield(L, -2, "size");
-    /* device and inode, as a string: a followed link must not loop */
-    lua_pushfstring(L, "%d:%d", (int)st->st_dev, (int)st->st_ino);
+    {
+        char id[48];
+        fa_inode_id(id, sizeof id, (unsigned long long)st->st_dev, (unsigned long long)st->st_ino);
+        lua_pushstring(L, id);
+    }
     lua_setfield(L, -2, "inode");
 }
 
 static int push_errno(lua_State *L, const char *path)
 {
-    int e = errno;
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, strerror(e));
-    fa_error_push(L, "io", lua_tostring(L, -1));
-    lua_remove(L, -2);
-    return 2;
+    return fa_push_errno(L, path, errno);
+}
+
+/* An open directory as userdata, so that a raise mid-listing (memory)
+ * still closes it, from __gc -- as liolib does with FILE*. */
+#define FA_DIR_MT "fileapi.dir"
+
+static int dir_close(lua_State *L)
+{
+    DIR **d = (DIR **)luaL_checkudata(L, 1, FA_DIR_MT);
+    if (*d != NULL) {
+        closedir(*d);
+        *d = NULL;
+    }
+    return 0;
+}
+
+static int dir_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "fileapi.dir");
+    return 1;
 }
 
 /* core.stat(path [, follow]) -> { type, size, inode } | nil, err */
@@ -59,9 +88,13 @@ static int l_stat(lua_State *L)
 static int l_list_dir(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    DIR *d = opendir(path);
+    DIR **box = fa_newuserdata(L, sizeof *box);
+    DIR *d;
     struct dirent *e;
     int n = 0;
+    *box = NULL;
+    fa_setmetatable(L, FA_DIR_MT);
+    d = *box = opendir(path);
     if (d == NULL)
         return push_errno(L, path);
     lua_newtable(L);
@@ -78,6 +111,7 @@ static int l_list_dir(lua_State *L)
         lua_rawseti(L, -2, ++n);
     }
     closedir(d);
+    *box = NULL;
     return 1;
 }
 
@@ -111,13 +145,35 @@ static int l_append_line(lua_State *L)
     return 1;
 }
 
+/* core.temp_file(dir, prefix) -> path | nil, err: a new, empty file only
+ * its owner may read (mode 0600), under a name nobody can guess. */
+static int l_temp_file(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *prefix = luaL_checkstring(L, 2);
+    char *path;
+    int fd;
+    lua_pushfstring(L, "%s/%s-XXXXXX", dir, prefix);
+    path = fa_newuserdata(L, fa_rawlen(L, -1) + 1);
+    memcpy(path, lua_tostring(L, -2), fa_rawlen(L, -2) + 1);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0)
+        return push_errno(L, dir);
+    close(fd);
+    lua_pushstring(L, path);
+    return 1;
+}
+
 void fa_open_fs(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"stat", l_stat},
         {"list_dir", l_list_dir},
         {"append_line", l_append_line},
+        {"temp_file", l_temp_file},
         {NULL, NULL},
     };
+    static const luaL_Reg no_methods[] = {{NULL, NULL}};
+    fa_newclass(L, FA_DIR_MT, no_methods, dir_close, dir_tostring);
     fa_setfuncs(L, funcs);
 }

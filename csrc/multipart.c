@@ -2,6 +2,7 @@
  * from disk in the reader's chunk size, so memory stays constant whatever the
  * file's size, and the total length is known before the first byte goes out. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,14 @@ struct fa_multipart {
     size_t pending_len, pending_off;
     const char *err_kind;
     char err_msg[256];
+    int err_errno;     /* the system's reason for an io failure, or 0 */
+    int cause_ref;     /* what a reader or rewinder raised */
     int closed;
+    /* A reader may close its own body: the close waits until the read (or
+     * rewind) that called it is over, and every step after a callback
+     * looks at close_pending first. */
+    int reading;
+    int close_pending;
     /* Pull mode (body:pull): readers are called by the Lua caller, which may
      * yield (nginx cosockets), and handed back with body:feed. */
     int pull_mode;
@@ -54,10 +62,41 @@ struct fa_multipart {
 
 #define FA_NEED_READER (-2)
 
-static void set_error(fa_multipart *mp, const char *kind, const char *fmt, const char *arg)
+static void set_error(fa_multipart *mp, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(fa_multipart *mp, const char *kind, const char *fmt, ...)
 {
+    va_list ap;
     mp->err_kind = kind;
-    snprintf(mp->err_msg, sizeof mp->err_msg, fmt, arg);
+    mp->err_errno = 0;
+    va_start(ap, fmt);
+    vsnprintf(mp->err_msg, sizeof mp->err_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* An io failure with the system's reason (err.errno). */
+static void set_errno(fa_multipart *mp, int e, const char *what, const char *path)
+{
+    if (path != NULL)
+        set_error(mp, "io", "%s: %s: %s", path, what, strerror(e));
+    else
+        set_error(mp, "io", "%s: %s", what, strerror(e));
+    mp->err_errno = e;
+}
+
+int fa_multipart_errno(const fa_multipart *mp)
+{
+    return mp->err_errno;
+}
+
+/* Pushes what the last failed callback raised and returns 1, or 0. */
+int fa_multipart_push_cause(fa_multipart *mp, lua_State *L)
+{
+    if (mp->cause_ref == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, mp->cause_ref);
+    return 1;
 }
 
 const char *fa_multipart_error(const fa_multipart *mp, const char **message)
@@ -119,7 +158,13 @@ static void multipart_close(fa_multipart *mp, lua_State *L)
     int i;
     if (mp->closed)
         return;
+    if (mp->reading) {
+        mp->close_pending = 1;
+        return;
+    }
     mp->closed = 1;
+    mp->close_pending = 0;
+    unref(L, &mp->cause_ref);
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         free(p->head);
@@ -133,6 +178,9 @@ static void multipart_close(fa_multipart *mp, lua_State *L)
     mp->nparts = 0;
     free(mp->tail);
     mp->tail = NULL;
+    mp->tail_len = 0;
+    mp->cur = mp->in_content = 0;
+    mp->off = 0;
     drop_pending(mp, L);
     unref(L, &mp->fed_ref);
     free(mp->scratch);
@@ -312,6 +360,8 @@ static int l_file_size(lua_State *L)
             close(p.fd);
         lua_pushnil(L);
         fa_error_push(L, kind, msg);
+        if (probe.err_errno != 0)
+            fa_error_set_errno(L, probe.err_errno);
         return 2;
     }
     close(p.fd);
@@ -339,34 +389,58 @@ static int l_random_token(lua_State *L)
     return 1;
 }
 
-static void random_boundary(char *out, size_t size)
+/* A boundary no content can guess: 128 random bits.  Without randomness
+ * there is no boundary worth the name, so the body is refused. */
+static int random_boundary(char *out, size_t size)
 {
     unsigned char raw[16];
-    size_t i, got = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t r = read(fd, raw, sizeof raw);
-        got = r > 0 ? (size_t)r : 0;
-        close(fd);
-    }
-    for (i = got; i < sizeof raw; i++) /* no urandom: still unique enough per process */
-        raw[i] = (unsigned char)((size_t)out * 31u + i * 131u + (size_t)rand());
+    size_t i;
+    if (!random_bytes(raw, sizeof raw))
+        return -1;
     snprintf(out, size, "fileapi-");
     for (i = 0; i < sizeof raw; i++)
         snprintf(out + 8 + 2 * i, size - 8 - 2 * i, "%02x", raw[i]);
+    return 0;
 }
 
 /* A part may be a slice of its file or string: `offset` and `length`
  * (chunked uploads send one file as several requests, each read straight
  * from disk).  Raises on values that are not whole numbers >= 0. */
+#define FA_MAX_WHOLE 9007199254740992.0 /* 2^53: exact in every Lua's numbers */
+
+/* A byte count from Lua: a whole number from 0 to 2^53, checked before it
+ * is converted (a double past curl_off_t's range has no defined cast). */
+static int whole_count(double v, curl_off_t *out)
+{
+    if (!(v >= 0 && v <= FA_MAX_WHOLE) || v != (double)(long long)v)
+        return 0;
+    *out = (curl_off_t)v;
+    return 1;
+}
+
+/* A part may be a slice of its file or string: `offset` and `length`
+ * (chunked uploads send one file as several requests, each read straight
+ * from disk).  Raises on values that are not whole numbers >= 0; length -1
+ * means "to the end". */
 static void read_slice(lua_State *L, int t, int index, curl_off_t *offset, curl_off_t *length)
 {
     double o = fa_optnumfield(L, t, "offset", 0);
     double n = fa_optnumfield(L, t, "length", -1);
-    if (o < 0 || o != (double)(curl_off_t)o || (n != -1 && (n < 0 || n != (double)(curl_off_t)n)))
-        luaL_error(L, "multipart part %d: 'offset' and 'length' must be whole numbers >= 0", index + 1);
-    *offset = (curl_off_t)o;
-    *length = (curl_off_t)n;
+    *offset = 0;
+    *length = -1;
+    if (!whole_count(o, offset) || (n != -1 && !whole_count(n, length)))
+        luaL_error(L, "multipart part %d: 'offset' and 'length' must be whole numbers from 0 to 2^53", index + 1);
+    if (n == -1)
+        *length = -1;
+}
+
+/* Whether offset (+ length, when given) lies within size; compared without
+ * adding, so no sum can overflow. */
+static int slice_fits(curl_off_t offset, curl_off_t length, curl_off_t size)
+{
+    if (offset > size)
+        return 0;
+    return length < 0 || length <= size - offset;
 }
 
 /* Opens a file part.  Returns 0, or -1 with the error set on mp. */
@@ -379,12 +453,16 @@ static int open_file_part(fa_multipart *mp, struct part *p, const char *path, cu
      * type check below refuses it; regular files ignore the flag. */
     p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (p->fd < 0) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "%%s: %s", strerror(errno));
-        set_error(mp, "io", msg, path);
+        int e = errno;
+        set_error(mp, "io", "%s: %s", path, strerror(e));
+        mp->err_errno = e;
         return -1;
     }
-    if (fstat(p->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(p->fd, &st) != 0) {
+        set_errno(mp, errno, "cannot inspect the file", path);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
         set_error(mp, "invalid_argument", "%s: not a regular file", path);
         return -1;
     }
@@ -393,12 +471,12 @@ static int open_file_part(fa_multipart *mp, struct part *p, const char *path, cu
         set_error(mp, "io", "%s: cannot use the file", path);
         return -1;
     }
-    if (offset + (length < 0 ? 0 : length) > (curl_off_t)st.st_size) {
+    if (!slice_fits(offset, length, (curl_off_t)st.st_size)) {
         set_error(mp, "io", "%s: the file is shorter than the part to send", path);
         return -1;
     }
     if (offset > 0 && lseek(p->fd, (off_t)offset, SEEK_SET) != (off_t)offset) {
-        set_error(mp, "io", "%s: cannot seek in the file", path);
+        set_errno(mp, errno, "cannot seek in the file", path);
         return -1;
     }
     p->start = offset;
@@ -423,7 +501,7 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
     if (lua_type(L, -2) == LUA_TSTRING) {
         p->kind = PART_DATA;
         p->data = lua_tolstring(L, -2, &len);
-        if (offset + (length < 0 ? 0 : length) > (curl_off_t)len)
+        if (!slice_fits(offset, length, (curl_off_t)len))
             luaL_error(L, "multipart part %d: the slice is outside the data", i + 1);
         p->data += offset;
         p->size = length < 0 ? (curl_off_t)len - offset : length;
@@ -431,10 +509,9 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
         p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else if (lua_type(L, -1) == LUA_TFUNCTION) {
         double size = fa_optnumfield(L, t, "size", -1);
-        if (size < 0 || size != (double)(curl_off_t)size)
-            luaL_error(L, "multipart part %d: a reader needs a whole 'size' >= 0", i + 1);
         p->kind = PART_READER;
-        p->size = (curl_off_t)size;
+        if (!whole_count(size, &p->size))
+            luaL_error(L, "multipart part %d: a reader needs a whole 'size' from 0 to 2^53", i + 1);
         lua_pushvalue(L, -1);
         p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
         lua_getfield(L, t, "rewind");
@@ -452,6 +529,9 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
     lua_pop(L, 2);
     push_head(L, mp, i);
     p->head = dup_top_string(L, &p->head_len);
+    /* every part is at most 2^53 bytes; the sum must stay far from the top */
+    if (mp->length > (curl_off_t)FA_MAX_WHOLE * 16 - p->size - (curl_off_t)p->head_len)
+        luaL_error(L, "multipart: the body is too large");
     mp->length += (curl_off_t)p->head_len + p->size;
     return 0;
 }
@@ -473,7 +553,7 @@ static int l_multipart(lua_State *L)
 
     mp = fa_newuserdata(L, sizeof *mp);
     memset(mp, 0, sizeof *mp);
-    mp->pending_ref = mp->fed_ref = LUA_NOREF;
+    mp->pending_ref = mp->fed_ref = mp->cause_ref = LUA_NOREF;
     mp->closed = 1; /* nothing to free until parts exist */
     fa_setmetatable(L, FA_MULTIPART_MT);
     mp->parts = calloc((size_t)n, sizeof *mp->parts);
@@ -485,10 +565,14 @@ static int l_multipart(lua_State *L)
         mp->parts[i].ref = mp->parts[i].rewind_ref = LUA_NOREF;
     }
     mp->nparts = n;
-    if (boundary != NULL)
+    if (boundary != NULL) {
         memcpy(mp->boundary, boundary, blen + 1);
-    else
-        random_boundary(mp->boundary, sizeof mp->boundary);
+    } else if (random_boundary(mp->boundary, sizeof mp->boundary) != 0) {
+        multipart_close(mp, L);
+        lua_pushnil(L);
+        fa_error_push(L, "io", "no random bytes for a multipart boundary (/dev/urandom)");
+        return 2;
+    }
     snprintf(mp->content_type, sizeof mp->content_type, "multipart/form-data; boundary=%s",
              mp->boundary);
 
@@ -499,6 +583,8 @@ static int l_multipart(lua_State *L)
         if (fill_part(L, mp, i) != 0) {
             const char *msg, *kind = fa_multipart_error(mp, &msg);
             fa_error_push(L, kind, msg);
+            if (mp->err_errno != 0)
+                fa_error_set_errno(L, mp->err_errno);
             multipart_close(mp, L);
             lua_pushnil(L);
             lua_insert(L, -2);
@@ -531,9 +617,14 @@ static int call_ref(fa_multipart *mp, lua_State *L, int ref, const char *what)
     if (lua_pcall(L, 0, 1, 0) != 0) {
         char msg[200];
         fa_describe(L, -1, msg, sizeof msg);
+        unref(L, &mp->cause_ref);
+        mp->cause_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* err.cause: the value itself */
+        set_error(mp, "callback", "%s raised: %s", what, msg);
+        return -1;
+    }
+    if (mp->close_pending) {
         lua_pop(L, 1);
-        mp->err_kind = "callback";
-        snprintf(mp->err_msg, sizeof mp->err_msg, "%s raised: %s", what, msg);
+        set_error(mp, "invalid_argument", "%s closed its own multipart body", what);
         return -1;
     }
     return 0;
@@ -596,10 +687,12 @@ static long read_reader(fa_multipart *mp, lua_State *L, struct part *p, char *bu
             }
             continue;
         }
+        /* anchored first: luaL_ref may raise, and pending must never point
+         * at a string nothing holds */
+        mp->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         mp->pending = chunk;
         mp->pending_len = len;
         mp->pending_off = 0;
-        mp->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     {
         size_t left = mp->pending_len - mp->pending_off;
@@ -642,7 +735,7 @@ static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *b
             r = read(p->fd, buf, want);
         } while (r < 0 && errno == EINTR);
         if (r < 0) {
-            set_error(mp, "io", "reading the file failed: %s", strerror(errno));
+            set_errno(mp, errno, "reading the file failed", NULL);
             return -1;
         }
         if (r == 0) {
@@ -653,13 +746,48 @@ static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *b
     }
 }
 
-long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
+/* A read or rewind starts here: not on a closed body, and not from inside
+ * another (a reader reading its own body). */
+static int enter(fa_multipart *mp)
 {
-    size_t got = 0;
-    if (mp->closed) {
+    if (mp->closed || mp->close_pending) {
         set_error(mp, "invalid_argument", "%s", "multipart body is closed");
         return -1;
     }
+    if (mp->reading) {
+        set_error(mp, "invalid_argument", "%s", "the multipart body is in use by a read in progress");
+        return -1;
+    }
+    mp->reading = 1;
+    return 0;
+}
+
+/* ...and ends here, closing the body if a callback asked for it meanwhile. */
+static long leave(fa_multipart *mp, lua_State *L, long rc)
+{
+    mp->reading = 0;
+    if (mp->close_pending) {
+        multipart_close(mp, L);
+        if (rc >= 0 || rc == FA_NEED_READER) {
+            set_error(mp, "invalid_argument", "%s", "the multipart body was closed by its own callback");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static long read_bytes(fa_multipart *mp, lua_State *L, char *buf, size_t n);
+
+long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
+{
+    if (enter(mp) != 0)
+        return -1;
+    return leave(mp, L, read_bytes(mp, L, buf, n));
+}
+
+static long read_bytes(fa_multipart *mp, lua_State *L, char *buf, size_t n)
+{
+    size_t got = 0;
     while (got < n && mp->cur <= mp->nparts) {
         struct part *p;
         if (mp->cur == mp->nparts) {
@@ -706,8 +834,12 @@ long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n)
 static int check_rewindable(fa_multipart *mp)
 {
     int i;
-    if (mp->closed) {
+    if (mp->closed || mp->close_pending) {
         set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+        return -1;
+    }
+    if (mp->reading) {
+        set_error(mp, "invalid_argument", "%s", "the multipart body is in use by a read in progress");
         return -1;
     }
     for (i = 0; i < mp->nparts; i++) {
@@ -727,7 +859,7 @@ static int restart(fa_multipart *mp, lua_State *L)
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_FILE && lseek(p->fd, (off_t)p->start, SEEK_SET) != (off_t)p->start) {
-            set_error(mp, "io", "cannot rewind the file: %s", strerror(errno));
+            set_errno(mp, errno, "cannot rewind the file", NULL);
             return -1;
         }
         p->touched = 0;
@@ -746,13 +878,22 @@ static int at_start(const fa_multipart *mp)
     return mp->cur == 0 && !mp->in_content && mp->off == 0;
 }
 
+static int rewind_parts(fa_multipart *mp, lua_State *L);
+
 int fa_multipart_rewind(fa_multipart *mp, lua_State *L)
 {
-    int i;
     if (check_rewindable(mp) != 0)
         return -1;
     if (at_start(mp))
         return 0;
+    if (enter(mp) != 0)
+        return -1;
+    return (int)leave(mp, L, rewind_parts(mp, L));
+}
+
+static int rewind_parts(fa_multipart *mp, lua_State *L)
+{
+    int i;
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_READER && p->touched) {
@@ -781,6 +922,10 @@ static int push_failure(lua_State *L, fa_multipart *mp)
     const char *msg, *kind = fa_multipart_error(mp, &msg);
     lua_pushnil(L);
     fa_error_push(L, kind, msg);
+    if (mp->err_errno != 0)
+        fa_error_set_errno(L, mp->err_errno);
+    if (strcmp(kind, "callback") == 0 && fa_multipart_push_cause(mp, L))
+        lua_setfield(L, -2, "cause");
     return 2;
 }
 
@@ -793,8 +938,9 @@ static int read_method(lua_State *L, int pull)
     size_t n = (size_t)luaL_optinteger(L, 2, 65536);
     long r;
     luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
-    if (mp->closed) {
-        set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+    if (mp->closed || mp->reading) { /* a reader reading its own body: scratch is in use */
+        set_error(mp, "invalid_argument", "%s",
+                  mp->closed ? "multipart body is closed" : "the multipart body is in use by a read in progress");
         return push_failure(L, mp);
     }
     if (mp->scratch_len < n) {
@@ -837,6 +983,8 @@ static int mp_feed(lua_State *L)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
     lua_settop(L, 2);
+    if (mp->reading)
+        return luaL_error(L, "body:feed during a read of the same body");
     unref(L, &mp->fed_ref);
     mp->fed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     mp->has_fed = 1;
@@ -890,7 +1038,9 @@ static int mp_payload_length(lua_State *L)
 static int mp_payload_at(lua_State *L)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
-    fa_pushwhole(L, fa_multipart_payload_at(mp, (curl_off_t)luaL_checknumber(L, 2)));
+    curl_off_t wire;
+    luaL_argcheck(L, whole_count(luaL_checknumber(L, 2), &wire), 2, "a whole number of bytes expected");
+    fa_pushwhole(L, fa_multipart_payload_at(mp, wire));
     return 1;
 }
 
@@ -916,9 +1066,11 @@ static int mp_close(lua_State *L)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
     multipart_close(mp, L);
-    free(mp->scratch); /* a read after close may have made one again */
-    mp->scratch = NULL;
-    mp->scratch_len = 0;
+    if (!mp->reading) { /* else body:read is filling it: freed on that close */
+        free(mp->scratch); /* a read after close may have made one again */
+        mp->scratch = NULL;
+        mp->scratch_len = 0;
+    }
     return 0;
 }
 

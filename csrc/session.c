@@ -1,19 +1,31 @@
 /* A session: one libcurl easy handle per client, so connections (and TLS
  * sessions) are kept alive and reused from call to call.  perform() runs one
- * request described by a Lua table.  Callbacks into Lua run under lua_pcall;
- * a failure is kept in the transfer state, the transfer aborted, and the error
- * returned after curl_easy_perform has returned, never raised through it. */
+ * request described by a Lua table.
+ *
+ * Nothing may unwind through libcurl's frames, and in Lua anything that
+ * allocates may raise (a memory error at least).  So every callback does its
+ * Lua work -- pushes, the call, reading the results into C -- inside one
+ * protected call of a trampoline that was pushed before the transfer began
+ * (pushing a C function allocates on Lua 5.1 and LuaJIT).  A failure is kept
+ * in the transfer state (what a callback raised stays on the stack, as
+ * err.cause), the transfer aborted, and after curl_easy_perform has returned
+ * the facts are read into C, the handle reset and the busy guard cleared
+ * before any result is pushed: a memory error raised then leaves a client
+ * that still works. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "fileapi.h"
 
 #define FA_MAX_HEADERS (128 * 1024)
 #define FA_DEFAULT_MAX_RESPONSE (1024 * 1024)
 #define FA_KEEP_BUFFER (256 * 1024)
+/* 2^53: the largest whole number every Lua's numbers hold exactly */
+#define FA_MAX_WHOLE 9007199254740992.0
 
 typedef struct {
     char *data;
@@ -42,6 +54,8 @@ struct xfer {
     curl_off_t payload_total; /* the caller's bytes among them */
     curl_off_t last_sent;     /* payload bytes last reported */
     size_t max_body;
+    int tramp_idx;            /* the trampoline, pushed before the transfer */
+    int cause_idx;            /* a stack slot for what a callback raised */
     int progress_idx;         /* on_progress(sent, total): the upload */
     int received_idx;         /* on_received(n): body bytes given to the sink */
     int writer_idx;           /* sink: a writer function... */
@@ -58,11 +72,30 @@ struct xfer {
     curl_off_t header_bytes; /* dlnow leaves response headers out */
     const char *fail_kind; /* set by a callback that stopped the transfer */
     char fail_msg[512];
+    int fail_errno;        /* the system's reason for an io failure, or 0 */
+    const char *raised_by; /* the callback whose raise is at cause_idx */
     int oom;
+};
+
+/* What one callback asks of Lua; run_lua hands it to the trampoline. */
+enum lua_job { JOB_DECIDE, JOB_WRITE, JOB_RECEIVED, JOB_PROGRESS, JOB_READ, JOB_REWIND };
+
+struct lcall {
+    enum lua_job job;
+    struct xfer *x;
+    const char *ptr;  /* JOB_WRITE: the bytes */
+    char *buf;        /* JOB_READ: where they go */
+    size_t n;
+    long got;         /* JOB_READ: bytes read, or -1 */
+    int body_cause;   /* a reader or rewinder raised: the body keeps it */
+    curl_off_t sent;  /* JOB_PROGRESS */
+    int stop;         /* the callback said stop, or failed */
 };
 
 static int buf_append(fa_buf *b, const char *p, size_t n)
 {
+    if (n > (size_t)-1 / 2 - b->len)
+        return -1;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         char *d;
@@ -99,6 +132,16 @@ static void fail(struct xfer *x, const char *kind, const char *msg)
     snprintf(x->fail_msg, sizeof x->fail_msg, "%s", msg);
 }
 
+static void fail_errno(struct xfer *x, const char *what, int e)
+{
+    char msg[200];
+    if (x->fail_kind != NULL)
+        return;
+    snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
+    fail(x, "io", msg);
+    x->fail_errno = e;
+}
+
 /* close() from a callback: the running call ends as soon as control is
  * back in libcurl, and the client closes when it has returned. */
 static int cancelled(struct xfer *x)
@@ -113,54 +156,178 @@ static int cancelled(struct xfer *x)
     return 1;
 }
 
-/* Calls the function at idx with the values pushed above it (nargs), under
- * lua_pcall; on a raise records kind "callback" and returns -1. */
-static int call_protected(struct xfer *x, int nargs, int nresults, const char *what)
+static void push_headers(lua_State *L, const fa_buf *head);
+
+/* A number a callback gave as a byte count: whole, >= 0, exact. */
+static int to_count(lua_State *L, int idx, curl_off_t *out)
 {
-    lua_State *L = x->L;
-    if (lua_pcall(L, nargs, nresults, 0) != 0) {
-        char msg[400], text[480];
-        fa_describe(L, -1, msg, sizeof msg);
-        lua_pop(L, 1);
-        snprintf(text, sizeof text, "%s raised: %s", what, msg);
-        fail(x, "callback", text);
-        return -1;
+    lua_Number v;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    v = lua_tonumber(L, idx);
+    if (!(v >= 0 && v <= FA_MAX_WHOLE) || v != floor(v))
+        return 0;
+    *out = (curl_off_t)v;
+    return 1;
+}
+
+/* Calls the function at fn_idx with nargs values pushed above it and
+ * marks which callback it was, so that its raise can be named; raises
+ * propagate to run_lua's protected call. */
+static void call_user(lua_State *L, struct xfer *x, int nargs, int nresults, const char *what)
+{
+    x->raised_by = what;
+    lua_call(L, nargs, nresults);
+    x->raised_by = NULL;
+}
+
+/* The trampoline runs in a frame of its own: the callback's function comes
+ * as its second argument, at this index. */
+#define FA_JOB_FN 2
+
+/* decide(status, headers) -> "sink"|"buffer"|nil, skip|why */
+static void job_decide(lua_State *L, struct lcall *c)
+{
+    struct xfer *x = c->x;
+    const char *mode;
+    lua_pushvalue(L, FA_JOB_FN);
+    fa_pushwhole(L, x->status);
+    push_headers(L, &x->s->head);
+    call_user(L, x, 2, 2, "decide");
+    mode = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (mode == NULL) {
+        const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        fail(x, "protocol", why ? why : "the response cannot be used");
+        c->stop = 1;
+        return;
+    }
+    x->sinking = strcmp(mode, "sink") == 0;
+    x->skip = 0;
+    if (!lua_isnil(L, -1) && !to_count(L, -1, &x->skip)) {
+        fail(x, "protocol", "decide gave a skip that is not a whole number of bytes");
+        c->stop = 1;
+    }
+}
+
+/* writer(chunk) -> true | nil, message */
+static void job_write(lua_State *L, struct lcall *c)
+{
+    struct xfer *x = c->x;
+    lua_pushvalue(L, FA_JOB_FN);
+    lua_pushlstring(L, c->ptr, c->n);
+    call_user(L, x, 1, 2, "the writer");
+    if (!lua_toboolean(L, -2)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the writer failed: %s",
+                 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)");
+        fail(x, "io", msg);
+        c->stop = 1;
+    }
+}
+
+/* on_received(n) or on_progress(sent, total); false stops */
+static void job_progress(lua_State *L, struct lcall *c)
+{
+    struct xfer *x = c->x;
+    lua_pushvalue(L, FA_JOB_FN);
+    if (c->job == JOB_RECEIVED) {
+        fa_pushwhole(L, x->sunk);
+        call_user(L, x, 1, 1, "on_progress");
+    } else {
+        fa_pushwhole(L, c->sent);
+        fa_pushwhole(L, x->payload_total);
+        call_user(L, x, 2, 1, "on_progress");
+    }
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        fail(x, "aborted", "the progress callback returned false");
+        c->stop = 1;
+    }
+}
+
+/* The multipart body's readers and rewinders run under their own pcall
+ * inside the multipart code; what it allocates besides is covered here. */
+static void job_body(lua_State *L, struct lcall *c)
+{
+    struct xfer *x = c->x;
+    if (c->job == JOB_READ) {
+        c->got = fa_multipart_read(x->mp, L, c->buf, c->n);
+        c->stop = c->got < 0;
+    } else {
+        c->stop = fa_multipart_rewind(x->mp, L) != 0;
+    }
+    if (c->stop && !cancelled(x)) { /* a reader that closed the client, then failed: aborted */
+        const char *msg, *kind = fa_multipart_error(x->mp, &msg);
+        fail(x, kind, msg);
+        x->fail_errno = fa_multipart_errno(x->mp);
+        c->body_cause = strcmp(kind, "callback") == 0;
+    }
+}
+
+static int trampoline(lua_State *L)
+{
+    struct lcall *c = (struct lcall *)lua_touserdata(L, 1);
+    switch (c->job) {
+    case JOB_DECIDE: job_decide(L, c); break;
+    case JOB_WRITE: job_write(L, c); break;
+    case JOB_RECEIVED:
+    case JOB_PROGRESS: job_progress(L, c); break;
+    case JOB_READ:
+    case JOB_REWIND: job_body(L, c); break;
     }
     return 0;
 }
 
-static void push_headers(lua_State *L, const fa_buf *head);
+/* Runs a job under lua_pcall; the stack is as it was afterwards.  Returns
+ * 0, or -1 when the job failed or said stop (the failure recorded). */
+static int job_function(const struct xfer *x, enum lua_job job)
+{
+    switch (job) {
+    case JOB_DECIDE: return x->decide_idx;
+    case JOB_WRITE: return x->writer_idx;
+    case JOB_RECEIVED: return x->received_idx;
+    case JOB_PROGRESS: return x->progress_idx;
+    default: return 0;
+    }
+}
 
-/* End of the final response's header block: the Lua side decides where its
- * body goes (the sink for a 2xx it wants, memory for an error body) and how
- * much of it the sink already holds from an earlier attempt. */
-static int decide(struct xfer *x)
+static int run_lua(struct xfer *x, struct lcall *c)
 {
     lua_State *L = x->L;
-    const char *mode;
-    lua_pushvalue(L, x->decide_idx);
-    fa_pushwhole(L, x->status);
-    push_headers(L, &x->s->head);
-    if (call_protected(x, 2, 2, "decide") != 0)
-        return -1;
-    mode = lua_tostring(L, -2);
-    if (mode == NULL) {
-        const char *why = lua_tostring(L, -1);
-        fail(x, "protocol", why ? why : "the response cannot be used");
-        lua_pop(L, 2);
-        return -1;
+    int top = lua_gettop(L), rc, fn = job_function(x, c->job);
+    c->x = x;
+    c->stop = 0;
+    /* copies of slots reserved by luaL_checkstack: nothing allocates */
+    lua_pushvalue(L, x->tramp_idx);
+    lua_pushlightuserdata(L, c);
+    if (fn != 0)
+        lua_pushvalue(L, fn);
+    else
+        lua_pushnil(L);
+    rc = lua_pcall(L, 2, 0, 0);
+    if (rc == LUA_ERRMEM) {
+        x->oom = 1;
+        c->stop = 1;
+    } else if (rc != 0) {
+        /* what the callback raised, kept as it is for err.cause */
+        lua_replace(L, x->cause_idx);
+        fail(x, "callback", "");
+        if (x->raised_by == NULL)
+            x->raised_by = "a callback";
+        c->stop = 1;
     }
-    x->sinking = strcmp(mode, "sink") == 0;
-    x->skip = lua_type(L, -1) == LUA_TNUMBER ? (curl_off_t)lua_tonumber(L, -1) : 0;
-    lua_pop(L, 2);
-    return 0;
+    lua_settop(L, top);
+    if (c->body_cause && fa_multipart_push_cause(x->mp, L)) {
+        lua_replace(L, x->cause_idx);
+        x->raised_by = "";
+    }
+    return c->stop ? -1 : 0;
 }
 
 /* ---- libcurl callbacks -------------------------------------------------- */
 
 static int buffer_body(struct xfer *x, const char *ptr, size_t n)
 {
-    if (x->s->body.len + n > x->max_body) {
+    if (n > x->max_body || x->s->body.len > x->max_body - n) {
         char msg[96];
         snprintf(msg, sizeof msg, "the response body is larger than %zu bytes", x->max_body);
         fail(x, "protocol", msg);
@@ -175,42 +342,25 @@ static int buffer_body(struct xfer *x, const char *ptr, size_t n)
 
 static int write_sink(struct xfer *x, const char *ptr, size_t n)
 {
-    lua_State *L = x->L;
+    struct lcall c;
+    memset(&c, 0, sizeof c);
     if (x->sink != NULL) {
         if (fa_sink_write(x->sink, ptr, n) != 0) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "writing the file failed: %s", strerror(errno));
-            fail(x, "io", msg);
+            fail_errno(x, "writing the file failed", errno);
             return -1;
         }
     } else {
-        lua_pushvalue(L, x->writer_idx);
-        lua_pushlstring(L, ptr, n);
-        if (call_protected(x, 1, 2, "the writer") != 0)
+        c.job = JOB_WRITE;
+        c.ptr = ptr;
+        c.n = n;
+        if (run_lua(x, &c) != 0)
             return -1;
-        if (!lua_toboolean(L, -2)) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "the writer failed: %s",
-                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)");
-            lua_pop(L, 2);
-            fail(x, "io", msg);
-            return -1;
-        }
-        lua_pop(L, 2);
     }
     x->sunk += (curl_off_t)n;
     if (x->received_idx != 0) {
-        int stop;
-        lua_pushvalue(L, x->received_idx);
-        fa_pushwhole(L, x->sunk);
-        if (call_protected(x, 1, 1, "on_progress") != 0)
+        c.job = JOB_RECEIVED;
+        if (run_lua(x, &c) != 0)
             return -1;
-        stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        if (stop) {
-            fail(x, "aborted", "the progress callback returned false");
-            return -1;
-        }
     }
     return cancelled(x) ? -1 : 0;
 }
@@ -266,14 +416,17 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     if (x->head_done)
         return n;
     if ((n == 2 && ptr[0] == '\r') || (n == 1 && ptr[0] == '\n')) {
+        struct lcall c;
         if (x->status < 200)
             return n; /* an interim response ended; the final one follows */
         x->head_done = 1;
-        if (x->decide_idx != 0 && decide(x) != 0)
-            return 0;
-        return n;
+        if (x->decide_idx == 0)
+            return n;
+        memset(&c, 0, sizeof c);
+        c.job = JOB_DECIDE;
+        return run_lua(x, &c) == 0 ? n : 0;
     }
-    if (x->s->head.len + n > FA_MAX_HEADERS) {
+    if (n > FA_MAX_HEADERS || x->s->head.len > FA_MAX_HEADERS - n) {
         fail(x, "protocol", "the response headers are too large");
         return 0;
     }
@@ -297,17 +450,14 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
         memcpy(buf, x->body + x->body_off, n);
         x->body_off += (curl_off_t)n;
     } else {
-        long r = fa_multipart_read(x->mp, x->L, buf, n);
-        if (r < 0) {
-            const char *msg, *kind = fa_multipart_error(x->mp, &msg);
-            if (cancelled(x)) /* a reader closed the client, then failed */
-                return CURL_READFUNC_ABORT;
-            fail(x, kind, msg);
+        struct lcall c;
+        memset(&c, 0, sizeof c);
+        c.job = JOB_READ;
+        c.buf = buf;
+        c.n = n;
+        if (run_lua(x, &c) != 0 || cancelled(x)) /* a reader may have closed the client */
             return CURL_READFUNC_ABORT;
-        }
-        if (cancelled(x)) /* a reader closed the client */
-            return CURL_READFUNC_ABORT;
-        n = (size_t)r;
+        n = (size_t)c.got;
     }
     x->handed += (curl_off_t)n;
     return n;
@@ -327,10 +477,12 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
                            "not sending it again, since the server may have acted on it");
         return CURL_SEEKFUNC_CANTSEEK;
     }
-    if (x->mp != NULL && fa_multipart_rewind(x->mp, x->L) != 0) {
-        const char *msg, *kind = fa_multipart_error(x->mp, &msg);
-        fail(x, kind, msg);
-        return CURL_SEEKFUNC_FAIL;
+    if (x->mp != NULL) {
+        struct lcall c;
+        memset(&c, 0, sizeof c);
+        c.job = JOB_REWIND;
+        if (run_lua(x, &c) != 0 || cancelled(x))
+            return CURL_SEEKFUNC_FAIL;
     }
     x->body_off = 0;
     x->handed = 0;
@@ -340,21 +492,13 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 /* Calls on_progress(sent, total) in the caller's bytes; nonzero stops. */
 static int report_progress(struct xfer *x, curl_off_t sent)
 {
-    lua_State *L = x->L;
-    int stop;
+    struct lcall c;
     x->last_sent = sent;
-    lua_pushvalue(L, x->progress_idx);
-    fa_pushwhole(L, sent);
-    fa_pushwhole(L, x->payload_total);
-    if (call_protected(x, 2, 1, "on_progress") != 0)
-        return 1;
-    stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (stop)
-        fail(x, "aborted", "the progress callback returned false");
-    return stop || cancelled(x);
+    memset(&c, 0, sizeof c);
+    c.job = JOB_PROGRESS;
+    c.sent = sent;
+    return run_lua(x, &c) != 0 || cancelled(x);
 }
-
 static double monotonic(void)
 {
     struct timespec ts;
@@ -410,6 +554,7 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return report_progress(x, sent);
 }
 
+/* ---- the request table -------------------------------------------------- */
 /* ---- the request table -------------------------------------------------- */
 
 /* The Lua side (fileapi.request) checks the whole table first, for both
@@ -482,8 +627,12 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     r->connect_timeout = fa_optnumfield(L, t, "connect_timeout", 0);
     r->idle_timeout = fa_optnumfield(L, t, "idle_timeout", 0);
     r->max_response = fa_optnumfield(L, t, "max_response", FA_DEFAULT_MAX_RESPONSE);
-    if (r->max_response < 1 || r->max_response > 1e12)
+    if (!(r->max_response >= 1 && r->max_response <= 1e12))
         luaL_error(L, "request: 'max_response' out of range");
+    /* milliseconds must fit a long: NaN and huge values are refused here */
+    if (!(r->timeout >= 0 && r->timeout <= 1e9) || !(r->connect_timeout >= 0 && r->connect_timeout <= 1e9) ||
+        !(r->idle_timeout >= 0 && r->idle_timeout <= 1e9))
+        luaL_error(L, "request: a timeout is out of range (0 to 1e9 seconds)");
     lua_getfield(L, t, "expect_continue");
     r->expect_continue = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -524,6 +673,8 @@ static void read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     read_sink(L, t, x);
 }
 
+/* Strings of the headers table stay alive on the stack while the list is
+ * built; nothing is pushed, so nothing can raise with the list half made. */
 static struct curl_slist *build_headers(lua_State *L, int idx, int expect, int *oom)
 {
     struct curl_slist *list = NULL, *next;
@@ -533,14 +684,13 @@ static struct curl_slist *build_headers(lua_State *L, int idx, int expect, int *
         if (i <= n) {
             lua_rawgeti(L, idx, i);
             h = lua_tostring(L, -1);
+            lua_pop(L, 1); /* the table keeps the string alive */
         } else {
             /* Both transports ask for 100 Continue on large bodies only, so a
              * refusal arrives before a gigabyte was sent for nothing. */
-            lua_pushstring(L, expect ? "Expect: 100-continue" : "Expect:");
-            h = lua_tostring(L, -1);
+            h = expect ? "Expect: 100-continue" : "Expect:";
         }
         next = curl_slist_append(list, h);
-        lua_pop(L, 1);
         if (next == NULL) {
             curl_slist_free_all(list);
             *oom = 1;
@@ -624,6 +774,26 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
 
 /* ---- results ------------------------------------------------------------ */
 
+/* What a finished transfer left, read into C before the handle is reset. */
+struct outcome {
+    CURLcode code;
+    long status;
+    long request_size, connects;
+    curl_off_t uploaded;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void gather(CURL *c, CURLcode code, const char *errbuf, struct outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    o->code = code;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &o->status);
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &o->request_size);
+    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &o->connects);
+    curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &o->uploaded);
+    snprintf(o->errbuf, sizeof o->errbuf, "%s", errbuf);
+}
+
 static void push_headers(lua_State *L, const fa_buf *head)
 {
     const char *p, *end;
@@ -665,44 +835,61 @@ static void push_headers(lua_State *L, const fa_buf *head)
     }
 }
 
-static void set_transfer_facts(lua_State *L, CURL *c, const struct xfer *x)
+static void set_transfer_facts(lua_State *L, const struct outcome *o, const struct xfer *x)
 {
-    long request_size = 0, connects = 0;
-    curl_off_t uploaded = 0;
-    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_size);
-    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+    int sent = o->request_size > 0 || o->uploaded > 0;
     /* Whether any byte of the request reached the wire decides whether the
      * server can have acted on it; whether all of the body did, whether a
      * POST may go again after a rewind. */
-    lua_pushboolean(L, request_size > 0 || uploaded > 0);
+    lua_pushboolean(L, sent);
     lua_setfield(L, -2, "request_sent");
     /* handed, not uploaded: libcurl counts again from 0 when it resends on
      * a fresh connection, and what it was handed may have gone out. */
-    lua_pushboolean(L, (request_size > 0 || uploaded > 0) && x->handed >= x->total);
+    lua_pushboolean(L, sent && x->handed >= x->total);
     lua_setfield(L, -2, "body_sent");
-    fa_pushwhole(L, uploaded);
+    fa_pushwhole(L, o->uploaded);
     lua_setfield(L, -2, "uploaded");
     fa_pushwhole(L, x->sunk);
     lua_setfield(L, -2, "received");
-    fa_pushwhole(L, connects);
+    fa_pushwhole(L, o->connects);
     lua_setfield(L, -2, "new_connections");
 }
 
-static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer *x,
-                        const char *errbuf)
+/* "<callback> raised: <what it raised>", from the value kept at cause_idx */
+static void push_callback_error(lua_State *L, const struct xfer *x)
+{
+    char text[400];
+    if (x->fail_msg[0] != '\0') {
+        fa_error_push(L, "callback", x->fail_msg);
+    } else {
+        fa_describe(L, x->cause_idx, text, sizeof text);
+        lua_pushfstring(L, "%s raised: %s", x->raised_by ? x->raised_by : "a callback", text);
+        fa_error_push(L, "callback", lua_tostring(L, -1));
+        lua_remove(L, -2);
+    }
+    if (!lua_isnil(L, x->cause_idx)) {
+        lua_pushvalue(L, x->cause_idx);
+        lua_setfield(L, -2, "cause");
+    }
+}
+
+static int push_failure(lua_State *L, const struct outcome *o, const struct xfer *x)
 {
     lua_pushnil(L);
-    if (x->fail_kind != NULL)
+    if (x->fail_kind != NULL && strcmp(x->fail_kind, "callback") == 0)
+        push_callback_error(L, x);
+    else if (x->fail_kind != NULL)
         fa_error_push(L, x->fail_kind, x->fail_msg);
     else if (x->oom)
         fa_error_push(L, "io", "not enough memory");
     else
-        fa_error_push(L, fa_kind_for_curl(code), errbuf[0] ? errbuf : curl_easy_strerror(code));
-    fa_pushwhole(L, code);
+        fa_error_push(L, fa_kind_for_curl(o->code), o->errbuf[0] ? o->errbuf : curl_easy_strerror(o->code));
+    if (x->fail_errno != 0)
+        fa_error_set_errno(L, x->fail_errno);
+    fa_pushwhole(L, o->code);
     lua_setfield(L, -2, "curl_code");
-    if (x->head_done && (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR ||
-                             code == CURLE_OPERATION_TIMEDOUT || x->sunk > 0)) {
+    if (x->head_done && (o->code == CURLE_PARTIAL_FILE || o->code == CURLE_RECV_ERROR ||
+                         o->code == CURLE_OPERATION_TIMEDOUT || x->sunk > 0)) {
         lua_pushboolean(L, 1); /* the response began, then broke off */
         lua_setfield(L, -2, "partial");
     }
@@ -710,16 +897,14 @@ static int push_failure(lua_State *L, CURL *c, CURLcode code, const struct xfer 
         fa_pushwhole(L, x->status);
         lua_setfield(L, -2, "status");
     }
-    set_transfer_facts(L, c, x);
+    set_transfer_facts(L, o, x);
     return 2;
 }
 
-static int push_response(lua_State *L, CURL *c, const struct xfer *x)
+static int push_response(lua_State *L, const struct outcome *o, const struct xfer *x)
 {
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_createtable(L, 0, 9);
-    fa_pushwhole(L, status);
+    fa_pushwhole(L, o->status);
     lua_setfield(L, -2, "status");
     push_headers(L, &x->s->head);
     lua_setfield(L, -2, "headers");
@@ -727,7 +912,7 @@ static int push_response(lua_State *L, CURL *c, const struct xfer *x)
     lua_setfield(L, -2, "body");
     lua_pushboolean(L, x->sinking);
     lua_setfield(L, -2, "sunk");
-    set_transfer_facts(L, c, x);
+    set_transfer_facts(L, o, x);
     return 1;
 }
 
@@ -750,19 +935,64 @@ static int push_error(lua_State *L, const char *kind, const char *msg)
 
 static void session_release(fa_session *s);
 
+/* A failure before the transfer began: the error alone, no transfer facts. */
+static int push_early_failure(lua_State *L, const struct xfer *x)
+{
+    if (x->oom)
+        return luaL_error(L, "not enough memory");
+    lua_pushnil(L);
+    if (x->fail_kind != NULL && strcmp(x->fail_kind, "callback") == 0)
+        push_callback_error(L, x);
+    else
+        fa_error_push(L, x->fail_kind ? x->fail_kind : "io", x->fail_msg);
+    if (x->fail_errno != 0)
+        fa_error_set_errno(L, x->fail_errno);
+    return 2;
+}
+
+static int is_http_url(const char *url)
+{
+    return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
+
+/* Runs the transfer; only C happens after it, up to the return. */
+static CURLcode transfer(fa_session *s, const struct request *r, struct xfer *x, struct curl_slist *hdrs,
+                         struct outcome *o)
+{
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode code;
+    errbuf[0] = '\0';
+    curl_easy_reset(s->curl); /* keeps the connection cache */
+    configure(s->curl, r, x, hdrs, errbuf);
+    code = curl_easy_perform(s->curl);
+    if (code == CURLE_OK && x->progress_idx != 0 && x->last_sent < x->payload_total) {
+        curl_off_t uploaded = 0;
+        curl_easy_getinfo(s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+        if (uploaded >= x->total)
+            report_progress(x, x->payload_total); /* the transfer is over: no abort left */
+    }
+    if (code == CURLE_OK && (x->s->close_pending || (x->fail_kind != NULL && strcmp(x->fail_kind, "aborted") == 0))) {
+        cancelled(x);
+        code = CURLE_ABORTED_BY_CALLBACK; /* closed, or stopped by that last report */
+    }
+    gather(s->curl, code, errbuf, o);
+    /* Nothing libcurl keeps may point into this frame once it returns. */
+    curl_easy_reset(s->curl);
+    return code;
+}
+
 /* session:perform(request) -> response | nil, err */
 static int s_perform(lua_State *L)
 {
     fa_session *s = check_open(L);
     struct request r;
     struct xfer x;
+    struct outcome o;
     struct curl_slist *hdrs;
-    char errbuf[CURL_ERROR_SIZE];
-    CURLcode code;
     int nret;
 
     luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checkstack(L, 24, "fileapi: perform");
+    luaL_checkstack(L, 40, "fileapi: perform");
     if (s->busy || s->close_pending) /* called from one of the running call's callbacks */
         return push_error(L, "invalid_argument",
                           "the client is busy: a call from inside one of its own callbacks");
@@ -771,42 +1001,51 @@ static int s_perform(lua_State *L)
     x.L = L;
     x.last_sent = -1;
     read_request(L, 2, &r, &x);
+    if (!is_http_url(r.url)) /* as the cosocket transport answers */
+        return push_error(L, "invalid_argument", "not an http(s) URL");
     x.max_body = (size_t)r.max_response;
     x.idle_timeout = r.idle_timeout;
-    if (x.mp != NULL && fa_multipart_rewind(x.mp, L) != 0) {
-        const char *msg, *kind = fa_multipart_error(x.mp, &msg);
-        return push_error(L, kind, msg);
+    lua_pushcfunction(L, trampoline);
+    x.tramp_idx = lua_gettop(L);
+    lua_pushnil(L);
+    x.cause_idx = lua_gettop(L);
+    /* busy from here: a rewind function may call close() or the client */
+    s->busy = 1;
+    if (x.mp != NULL) { /* to the first byte, under the same protection as a callback */
+        struct lcall c;
+        memset(&c, 0, sizeof c);
+        c.job = JOB_REWIND;
+        if (run_lua(&x, &c) != 0) {
+            s->busy = 0;
+            if (s->close_pending)
+                session_release(s);
+            return push_early_failure(L, &x);
+        }
     }
     hdrs = build_headers(L, r.headers_idx, r.expect_continue, &x.oom);
-    if (x.oom)
-        return luaL_error(L, "not enough memory");
-
-    errbuf[0] = '\0';
-    s->body.len = s->head.len = 0;
-    s->busy = 1;
-    curl_easy_reset(s->curl); /* keeps the connection cache */
-    configure(s->curl, &r, &x, hdrs, errbuf);
-    code = curl_easy_perform(s->curl);
-    if (code == CURLE_OK && x.progress_idx != 0 && x.last_sent < x.payload_total) {
-        curl_off_t uploaded = 0;
-        curl_easy_getinfo(s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
-        if (uploaded >= x.total)
-            report_progress(&x, x.payload_total); /* the transfer is over: no abort left */
+    if (x.oom || s->close_pending) {
+        curl_slist_free_all(hdrs);
+        s->busy = 0;
+        if (s->close_pending)
+            session_release(s);
+        return x.oom ? luaL_error(L, "not enough memory")
+                     : push_error(L, "aborted", "the client was closed by a callback during the call");
     }
-    if (code == CURLE_OK && x.fail_kind != NULL && strcmp(x.fail_kind, "aborted") == 0)
-        code = CURLE_ABORTED_BY_CALLBACK; /* closed by that last report */
-    if (code != CURLE_OK)
-        nret = push_failure(L, s->curl, code, &x, errbuf);
-    else
-        nret = push_response(L, s->curl, &x);
-    /* Nothing libcurl keeps may point into this frame once it returns. */
-    curl_easy_reset(s->curl);
+    s->body.len = s->head.len = 0;
+    transfer(s, &r, &x, hdrs, &o);
     curl_slist_free_all(hdrs);
+    s->busy = 0;
+    if (s->close_pending) { /* an error needs neither buffer: free them first */
+        session_release(s);
+        return push_failure(L, &o, &x);
+    }
+    /* from here on a raise (memory) leaves a client that works */
+    if (o.code != CURLE_OK)
+        nret = push_failure(L, &o, &x);
+    else
+        nret = push_response(L, &o, &x);
     buf_trim(&s->body);
     buf_trim(&s->head);
-    s->busy = 0;
-    if (s->close_pending)
-        session_release(s);
     return nret;
 }
 
@@ -826,7 +1065,6 @@ static void session_release(fa_session *s)
     memset(&s->body, 0, sizeof s->body);
     memset(&s->head, 0, sizeof s->head);
 }
-
 static int s_close(lua_State *L)
 {
     session_release((fa_session *)luaL_checkudata(L, 1, FA_SESSION_MT));

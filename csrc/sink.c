@@ -1,7 +1,12 @@
 /* A download's destination file: written under a temporary name in the same
  * folder and renamed into place only when complete, so the final name never
- * holds a partial file.  The libcurl transport writes to its descriptor from
- * the write callback; the cosocket transport through sink:write. */
+ * holds a partial file -- not even after a power loss: the file reaches the
+ * disk (fsync) before the rename, and the folder's new entry after it.  The
+ * libcurl transport writes to its descriptor from the write callback; the
+ * cosocket transport through sink:write. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mkostemp: O_CLOEXEC from the creation on */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -105,11 +110,33 @@ static void sink_discard(fa_sink *k)
 static int push_errno(lua_State *L, const char *what, const char *path)
 {
     int e = errno;
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s: %s", what, path, strerror(e));
-    fa_error_push(L, "io", lua_tostring(L, -1));
-    lua_remove(L, -2);
+    lua_pushfstring(L, "%s: %s", what, path);
+    fa_push_errno(L, lua_tostring(L, -1), e);
+    lua_remove(L, -3);
     return 2;
+}
+
+/* The folder holding path, so that its new entry can be made durable. */
+static int sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    int fd, rc;
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t n = slash == path ? 1 : (size_t)(slash - path);
+        if (n >= sizeof dir)
+            return -1;
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
 }
 
 static char *dup_string(const char *s, size_t extra)
@@ -162,13 +189,12 @@ static int l_file_sink(lua_State *L)
         size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
         snprintf(k->tmp + dir_len, strlen(path) - dir_len + 32, ".%s.part-XXXXXX", path + dir_len);
     }
-    k->fd = mkstemp(k->tmp);
+    k->fd = mkostemp(k->tmp, O_CLOEXEC);
     if (k->fd < 0) {
         free(k->tmp);
         k->tmp = NULL;
         return push_errno(L, "cannot create a file beside", path);
     }
-    (void)fcntl(k->fd, F_SETFD, FD_CLOEXEC);
     /* mkstemp makes 0600; the finished file gets what open(2) would give */
     mask = umask(022);
     umask(mask);
@@ -176,17 +202,14 @@ static int l_file_sink(lua_State *L)
     return 1;
 }
 
-/* sink:write(s) -> true | nil, message */
+/* sink:write(s) -> true | nil, err */
 static int k_write(lua_State *L)
 {
     fa_sink *k = check_sink(L);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    if (fa_sink_write(k, s, n) != 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "writing the file failed: %s", strerror(errno));
-        return 2;
-    }
+    if (fa_sink_write(k, s, n) != 0)
+        return fa_push_errno(L, "writing the file failed", errno);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -218,6 +241,8 @@ static int k_commit(lua_State *L)
     if (k->fd < 0 || k->tmp == NULL)
         return luaL_error(L, "the sink is closed");
     rc = flush(k);
+    if (rc == 0)
+        rc = fsync(k->fd);
     if (close(k->fd) != 0 || rc != 0) {
         k->fd = -1;
         rc = errno;
@@ -237,19 +262,19 @@ static int k_commit(lua_State *L)
     }
     if (rc != 0) {
         int e = errno;
-        lua_pushnil(L);
-        if (e == EEXIST)
-            fa_error_push(L, "io", "the destination appeared during the download; not replaced");
-        else {
-            lua_pushfstring(L, "cannot rename the file into place: %s", strerror(e));
-            fa_error_push(L, "io", lua_tostring(L, -1));
-            lua_remove(L, -2);
-        }
         sink_discard(k);
+        if (e != EEXIST)
+            return fa_push_errno(L, "cannot rename the file into place", e);
+        lua_pushnil(L);
+        fa_error_push(L, "io", "the destination appeared during the download; not replaced");
+        fa_error_set_errno(L, e);
         return 2;
     }
     if (!k->overwrite)
         unlink(k->tmp);
+    /* The new name's entry: some file systems cannot sync a folder (EINVAL);
+     * the file itself is whole on disk either way. */
+    (void)sync_parent(k->final);
     free(k->tmp);
     k->tmp = NULL;
     sink_discard(k);

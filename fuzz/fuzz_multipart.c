@@ -3,7 +3,12 @@
  * and content.  Properties: the body has exactly the announced length; it
  * parses back into one part whose headers are exactly Content-Disposition and
  * (when given) Content-Type, with no header injected; the quoted parameters
- * percent-decode to the given name and filename; the content is unchanged. */
+ * percent-decode to the given name and filename; the content is unchanged.
+ * An input that starts with 0xFF carries 16 more bytes first: the offset and
+ * length of a slice of the content, as two signed 64-bit numbers (so huge,
+ * negative and overflowing pairs come up); the part must then be refused
+ * exactly when the slice is not inside the content, and be that slice
+ * otherwise. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +73,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *body, *delim_end, *head_end, *line;
     size_t body_len, length;
     char boundary[80];
+    int64_t slice_off = 0, slice_len = 0;
+    int sliced = 0, fits;
+    const char *content;
+    size_t content_len;
 
+    if (size > 17 && data[0] == 0xFF) {
+        memcpy(&slice_off, data + 1, 8);
+        memcpy(&slice_len, data + 9, 8);
+        sliced = 1;
+        data += 17;
+        size -= 17;
+    }
     if (L == NULL) {
         L = luaL_newstate();
         luaL_openlibs(L);
@@ -105,8 +121,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     lua_pushlstring(L, fields[3], lens[3]);
     lua_setfield(L, -2, "data");
+    content = fields[3];
+    content_len = lens[3];
+    fits = 1;
+    if (sliced) {
+        lua_pushnumber(L, (lua_Number)slice_off);
+        lua_setfield(L, -2, "offset");
+        lua_pushnumber(L, (lua_Number)slice_len);
+        lua_setfield(L, -2, "length");
+        fits = slice_off >= 0 && slice_len >= 0 && (uint64_t)slice_off <= lens[3] &&
+               (uint64_t)slice_len <= lens[3] - (uint64_t)slice_off;
+        if (fits) {
+            content = fields[3] + slice_off;
+            content_len = (size_t)slice_len;
+        }
+    }
     lua_rawseti(L, -2, 1);
     lua_pushliteral(L, "fuzzBOUNDARY");
+    if (!fits) { /* refused by a raise, never read */
+        check(lua_pcall(L, 2, 1, 0) != 0);
+        lua_settop(L, top);
+        return 0;
+    }
     check(lua_pcall(L, 2, 1, 0) == 0);
     check(!lua_isnil(L, -1));
     lua_getfield(L, -1, "length");
@@ -162,9 +198,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else
             check(line_len == 38 && memcmp(line + 14, "application/octet-stream", 24) == 0);
     }
-    check((size_t)(body + body_len - (head_end + 4)) == lens[3] + strlen("\r\n--fuzzBOUNDARY--\r\n"));
-    check(memcmp(head_end + 4, fields[3], lens[3]) == 0);
-    check(memcmp(head_end + 4 + lens[3], "\r\n--fuzzBOUNDARY--\r\n", 20) == 0);
+    check((size_t)(body + body_len - (head_end + 4)) == content_len + strlen("\r\n--fuzzBOUNDARY--\r\n"));
+    check(memcmp(head_end + 4, content, content_len) == 0);
+    check(memcmp(head_end + 4 + content_len, "\r\n--fuzzBOUNDARY--\r\n", 20) == 0);
     lua_settop(L, top);
     /* Free this run's garbage now: libFuzzer counts a run with more mallocs
      * than frees as a possible leak and scans for it, which is slow. */

@@ -211,6 +211,33 @@ describe("fileapi command", function()
     os.remove(src)
   end)
 
+  -- A 1 MiB tmpfs as $TMPDIR, in a mount namespace of its own: the spool of
+  -- a 3 MiB pipe cannot fit.
+  it("a piped upload whose spool fills the disk: exit 3, nothing sent, no spool left #toolchain", function()
+    if not os.execute("unshare -m true 2>/dev/null") then
+      print("      (not run: this machine does not allow unshare -m, which the tiny tmpfs needs)")
+      return
+    end
+    local src = helper.write_file(helper.tmpname(".dat"), 3 * 1024 * 1024)
+    local dir = helper.tmpname(".tmpfs")
+    assert(os.execute("mkdir -p " .. helper.sh_quote(dir)))
+    local e = {}
+    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. helper.sh_quote(v) end
+    local script = ("mount -t tmpfs -o size=1m tmpfs %s && { cat %s | env %s TMPDIR=%s sh %s %s %s upload - --name big.bin"
+      .. " 2>&1; echo \"exit $?\"; echo \"left $(ls -A %s | wc -l)\"; }"):format(helper.sh_quote(dir),
+      helper.sh_quote(src), table.concat(e, " "), helper.sh_quote(dir), helper.sh_quote(helper.root .. "/tools/with-paths.sh"),
+      helper.lua, helper.sh_quote(helper.root .. "/bin/fileapi"), helper.sh_quote(dir))
+    local p = io.popen("unshare -m sh -c " .. helper.sh_quote(script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(src)
+    os.execute("rmdir " .. helper.sh_quote(dir))
+    assert.matches("\nexit 3\n", out)
+    assert.matches("left 0\n", out)
+    assert.matches("fileapi: %-: io: cannot write the spool in .*No space left on device", out)
+    assert.same(0, #mock:requests())
+  end)
+
   it("behaves as people expect: stdin, --name/--mime, --opt=value, --, --version, usage, one path per error", function()
     local src = helper.write_file(helper.tmpname(".dat"), 3000)
     -- "-": a redirected file is read in place; a pipe is spooled, as stderr says

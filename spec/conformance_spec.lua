@@ -61,6 +61,22 @@ local CASES = {
       assert.same(200, out.then_status)
       assert.same("next", out.then_body)
     end },
+  -- RFC 9112 9.3: an HTTP/1.0 answer keeps its connection only when it says keep-alive
+  { "HTTP/1.0 without keep-alive: the next request takes a fresh connection",
+    { raw("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+      raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", true) }, { then_url = true },
+    function(out, _, reqs)
+      assert.same("ok", out.body)
+      assert.same("next", out.then_body)
+      assert.are_not.equal(reqs[1].conn, reqs[2].conn)
+    end },
+  { "HTTP/1.0 with Connection: keep-alive: the connection is reused",
+    { raw("HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok", true),
+      raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", true) }, { then_url = true },
+    function(out, _, reqs)
+      assert.same("next", out.then_body)
+      assert.same(reqs[1].conn, reqs[2].conn)
+    end },
   { "a 64 KiB header", { raw("HTTP/1.1 200 OK\r\nX-Big: " .. ("a"):rep(65536) .. "\r\nContent-Length: 2\r\n\r\nok", true) }, {},
     function(out) assert.same(65536, #out.headers["x-big"]) end },
   { "headers past 128 KiB", { raw("HTTP/1.1 200 OK\r\nX-A: " .. ("a"):rep(70000) .. "\r\nX-B: "

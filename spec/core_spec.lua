@@ -282,5 +282,49 @@ describe("core", function()
       assert.same("callback", err.kind)
       assert.matches("cannot be shown", err.message)
     end)
+
+    it("what a callback raised is err.cause, as it was raised", function()
+      mock:faults({ { type = "file", size = 300000, path = "/conf", count = 5 } })
+      local out = require("causes").run({ base_url = mock.mkp_url, download_url = mock.base .. "/conf/d",
+        transport = "curl", missing_dir = "/no/such/dir" })
+      for _, name in ipairs({ "on_progress", "reader", "writer", "on_download" }) do
+        assert.same("callback", out[name].kind, name)
+        assert.is_true(out[name].cause_is_raised, name)
+        assert.matches("raised: boom 42", out[name].message, name)
+      end
+      assert.same("io", out.sink_path.kind)
+      assert.same("ENOENT", out.sink_path.errno_name)
+      assert.is_true(out.sink_path.has_errno)
+    end)
+
+    it("a raised string is kept as the cause, with secrets scrubbed", function()
+      local _, err = client:upload(big, { on_progress = function() error("key " .. helper.API_KEY .. "!", 0) end })
+      assert.same("callback", err.kind)
+      assert.same("key [REDACTED]!", err.cause)
+    end)
+  end)
+
+  describe("the session under a callback that closes it", function()
+    it("a rewind that closes the session before the transfer starts: aborted, closed, no crash", function()
+      local s = assert(core.session())
+      local n = 0
+      local body = assert(core.multipart({ { name = "file", filename = "f", size = 3,
+        reader = function()
+          n = n + 1
+          return n == 1 and "abc" or nil
+        end,
+        rewind = function()
+          s:close()
+          n = 0
+          return true
+        end } }))
+      assert(body:read(1000)) -- touched: the next send must rewind it
+      local res, err = s:perform({ method = "POST", url = mock.mkp_url .. "/files", multipart = body,
+        headers = { "Authorization: Bearer " .. helper.API_KEY, "Content-Type: " .. body:content_type() } })
+      assert.is_nil(res)
+      assert.same("aborted", err.kind)
+      assert.is_false(s:is_open())
+      assert.same(0, #mock:requests())
+    end)
   end)
 end)

@@ -136,6 +136,79 @@ describe("multipart", function()
     assert.same("invalid_argument", cerr.kind)
   end)
 
+  it("refuses slices whose bounds overflow, before anything is read", function()
+    local path = helper.write_file(helper.tmpname(".bin"), 1000)
+    for _, v in ipairs({ 2 ^ 62, 2 ^ 63, 2 ^ 64, 1e300, -1, 0.5, 0 / 0 }) do
+      for _, source in ipairs({ { data = "0123456789" }, { path = path } }) do
+        local part = { name = "f", filename = "f", offset = v, length = v }
+        for k, x in pairs(source) do part[k] = x end
+        local ok, err = pcall(core.multipart, { part })
+        assert.is_false(ok, tostring(v))
+        assert.matches("whole numbers from 0 to 2%^53", err)
+      end
+    end
+    -- in range, but together past the end: refused too (offset + length is not added)
+    local ok, err = pcall(core.multipart, { { name = "f", data = "0123456789", offset = 2 ^ 53, length = 2 ^ 53 } })
+    assert.is_false(ok)
+    assert.matches("outside the data", err)
+    local body, ferr = core.multipart({ { name = "f", filename = "f", path = path, offset = 2 ^ 52, length = 2 ^ 52 } })
+    assert.is_nil(body)
+    assert.matches("shorter than the part", ferr.message)
+    assert.has_error(function() core.multipart({ { name = "r", reader = function() end, size = 2 ^ 63 } }) end)
+    local fine = assert(core.multipart({ { name = "f", data = "0123456789", offset = 3, length = 4 } }, "B"))
+    assert.matches("\r\n\r\n3456\r\n%-%-B%-%-\r\n$", read_all(fine, 7))
+    assert.has_error(function() fine:payload_at(2 ^ 63) end)
+    os.remove(path)
+  end)
+
+  it("a reader that closes its own body ends the read with an error, never a crash", function()
+    for _, mode in ipairs({ "read", "pull" }) do
+      local body
+      body = assert(core.multipart({ { name = "r", filename = "r", size = 6, reader = function()
+        body:close()
+        return "abc"
+      end } }))
+      local out, err
+      if mode == "read" then out, err = body:read(1000) else out, err = pull_all(body, nil, 1000) end
+      assert.is_nil(out, mode)
+      assert.same("invalid_argument", err.kind, mode)
+      local again, cerr = body:read()
+      assert.is_nil(again)
+      assert.matches("closed", cerr.message)
+    end
+  end)
+
+  it("a reader that reads its own body is refused", function()
+    local body, nested
+    body = assert(core.multipart({ { name = "r", filename = "r", size = 3, reader = function()
+      if nested then return nil end
+      nested = { body:read(2) }
+      return "abc"
+    end } }))
+    local first = assert(body:read(1000))
+    assert.matches("abc", first)
+    assert.is_nil(nested[1])
+    assert.matches("in use", nested[2].message)
+  end)
+
+  it("a reader or rewind that raises: err.cause is the raised value itself", function()
+    local raised = setmetatable({ code = 42 }, { __tostring = function() return "boom 42" end })
+    local body = assert(core.multipart({ { name = "r", filename = "r", size = 3, reader = function() error(raised) end } }))
+    local _, err = body:read()
+    assert.same("callback", err.kind)
+    assert.matches("reader raised: boom 42", err.message)
+    assert.equal(raised, err.cause)
+  end)
+
+  it("an unreadable file carries errno", function()
+    local _, err = core.multipart({ { name = "f", filename = "f", path = "/no/such/file" } })
+    assert.same("ENOENT", err.errno_name)
+    assert.is_number(err.errno)
+    local size, serr = core.file_size("/no/such/file")
+    assert.is_nil(size)
+    assert.same("ENOENT", serr.errno_name)
+  end)
+
   it("parses Retry-After as seconds or an HTTP date", function()
     assert.same(120, core.retry_after("120"))
     assert.same(7, core.retry_after("  7 "))

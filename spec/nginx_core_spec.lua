@@ -2,6 +2,7 @@
 -- concurrent light threads on one client, 100 Continue, the blocking
 -- warning, and a randomized server against the cosocket response parser.
 local helper = require "helper"
+local conformance = require "conformance"
 
 describe("core inside nginx #nginx", function()
   local mock, nginx
@@ -46,6 +47,23 @@ describe("core inside nginx #nginx", function()
     end)
   end
 
+  it("what a callback raised is err.cause on both transports, with the same messages", function()
+    local dir = helper.tmpname(".nodir")
+    local results = {}
+    for _, t in ipairs({ "curl", "ngx" }) do
+      mock:reset()
+      mock:faults({ { type = "file", size = 300000, path = "/conf", count = 5 } })
+      results[t] = call("/causes", { base_url = mock.mkp_url, download_url = mock.base .. "/conf/d", transport = t,
+        missing_dir = dir })
+    end
+    for _, name in ipairs({ "on_progress", "reader", "writer", "on_download" }) do
+      assert.same("callback", results.ngx[name].kind, name)
+      assert.is_true(results.ngx[name].cause_is_raised, name)
+    end
+    assert.same("ENOENT", results.ngx.sink_path.errno_name)
+    assert.same(results.curl, results.ngx)
+  end)
+
   it("10 light threads share one client: 10 calls held 1 s each take about 1 s", function()
     local faults = {}
     for i = 1, 10 do faults[i] = { type = "delay", seconds = 1, path = "/v1/files" } end
@@ -76,9 +94,11 @@ describe("core inside nginx #nginx", function()
     assert.same(1, count)
   end)
 
-  -- Random responses, bounded in number and time: every outcome is a result
-  -- or an error of a known kind, never a raised error or a hang.
-  it("a randomized server never makes the cosocket parser raise or hang", function()
+  -- Random responses, bounded in number and time, on both transports: every
+  -- outcome is a result or an error of a known kind, never a raised error or
+  -- a hang -- also when the rate limit headers make no sense (a second call
+  -- on the same client then goes through the budget they fed).
+  it("a randomized server never makes either transport raise or hang", function()
     local seed = tonumber(os.getenv("FILEAPI_SEED")) or os.time()
     math.randomseed(seed)
     local r = math.random
@@ -102,13 +122,29 @@ describe("core inside nginx #nginx", function()
       if kind == 5 then return { "Transfer-Encoding: gzip" }, body end
       return {}, body
     end
+    local now = os.time()
+    local counts = { "0", "-5", "2.5", "abc", "", "1", "30", "1e9", "999999999999", "0x10", " 7 " }
+    local resets = { "0", "-5", "2.5", "abc", "", tostring(now - 100000), tostring(now + 1), tostring(now + 5000),
+      "999999999999", "1e308", "nan", "inf", ("%.3f"):format(now + 0.5) }
+    local afters = { "0", "-1", "1.5", "abc", "", "1", "99999999", "Wed, 21 Oct 2015 07:28:00 GMT",
+      "Fri, 01 Jan 2100 00:00:00 GMT", os.date("!%a, %d %b %Y %H:%M:%S GMT", now + 1) }
+    local function rate_headers()
+      local h = {}
+      if r(2) == 1 then h[#h + 1] = "X-RateLimit-Limit: " .. pick(counts) end
+      if r(2) == 1 then h[#h + 1] = "X-RateLimit-Remaining: " .. pick(counts) end
+      if r(2) == 1 then h[#h + 1] = "X-RateLimit-Reset: " .. pick(resets) end
+      if r(3) == 1 then h[#h + 1] = "Retry-After: " .. pick(afters) end
+      return h
+    end
     local kinds = { network = true, timeout = true, protocol = true, http = true, server = true, not_found = true,
       unauthorized = true, forbidden = true, validation = true, storage_full = true, rate_limited = true }
-    for case = 1, 60 do
+    for case = 1, 30 do
       local status = pick({ "HTTP/1.1 200 OK", "HTTP/1.1 201 Created", "HTTP/1.1 204 No Content",
         "HTTP/1.1 304 Not Modified", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", "HTTP/1.1 103 Hints",
-        "HTTP/1.1 404 Not Found", "HTTP/1.0 500 Oops", "HTTP/1.1 2000 OK", "HTTP/9 200", "garbage", bytes(10), "" })
+        "HTTP/1.1 404 Not Found", "HTTP/1.0 500 Oops", "HTTP/1.1 2000 OK", "HTTP/9 200", "garbage", bytes(10), "",
+        "HTTP/1.1 429 Too Many Requests", "HTTP/1.1 503 Busy", "HTTP/1.0 200 OK" })
       local headers, body = body_and_headers()
+      for _, h in ipairs(rate_headers()) do table.insert(headers, r(#headers + 1), h) end
       if r(4) == 1 then headers[#headers + 1] = pick({ "Connection: close", "X-Bad", ": empty", ("H: " .. ("v"):rep(5000)) }) end
       local text = status .. "\r\n" .. table.concat(headers, "\r\n") .. (#headers > 0 and "\r\n" or "") .. "\r\n" .. body
       local steps, pos = {}, 1
@@ -118,14 +154,26 @@ describe("core inside nginx #nginx", function()
         if r(5) == 1 then steps[#steps + 1] = { pause = r(0, 20) / 1000 } end
         pos = pos + n
       end
-      mock:reset()
-      mock:faults({ { type = "steps", path = "/conf", steps = steps, keep = r(5) == 1 } })
-      local out, err = helper.post_json(nginx:url("/conformance"),
-        { url = mock.base .. "/conf/r", transport = "ngx", timeout = 1, method = pick({ "GET", "POST", "HEAD" }) }, 10)
-      local where = ("case %d (FILEAPI_SEED=%d): %q"):format(case, seed, text:sub(1, 200))
-      assert(out, where .. ": " .. tostring(err) .. "\n" .. nginx:log_tail())
-      assert.is_true(out.ok or kinds[out.kind] == true, where .. ": " .. tostring(out.kind))
-      assert.is_true(out.seconds < 1.5, where .. ": " .. out.seconds)
+      local keep, method = r(5) == 1, pick({ "GET", "POST", "HEAD" })
+      for _, transport in ipairs({ "curl", "ngx" }) do
+        mock:reset()
+        mock:faults({ { type = "steps", path = "/conf", steps = steps, keep = keep } })
+        local spec = { url = mock.base .. "/conf/r", then_url = mock.base .. "/conf/next", transport = transport,
+          timeout = 1, method = method, max_retry_wait = 1, rate_window = 1 }
+        local out, err
+        if transport == "curl" then
+          out = conformance.run(spec)
+        else
+          out, err = helper.post_json(nginx:url("/conformance"), spec, 15)
+        end
+        local where = ("case %d on %s (FILEAPI_SEED=%d): %q"):format(case, transport, seed, text:sub(1, 200))
+        assert(out, where .. ": " .. tostring(err) .. "\n" .. nginx:log_tail())
+        assert.is_true(out.ok or kinds[out.kind] == true, where .. ": " .. tostring(out.kind))
+        assert.is_true(out.then_status ~= nil, where .. ": the second call gave nothing")
+        -- one attempt each (retries 0); a budget wait is at most window + max_retry_wait
+        assert.is_true(out.seconds < 1.5 and out.total_seconds < 5, where .. ": " .. out.seconds .. " s, "
+          .. out.total_seconds .. " s with the second call")
+      end
     end
   end)
 end)

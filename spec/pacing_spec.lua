@@ -86,6 +86,90 @@ describe("rate budget", function()
     assert.same("rate_limited", err.kind)
   end)
 
+  it("a server that names its reset on every answer decides the wait: 40 calls at 10 per 2 s #slow", function()
+    mock:config({ rate_limit = 10, rate_window = 2, rate_reset_always = true })
+    local c = new_client({ retries = 0 }) -- the client's own window stays 60 s
+    local t = core.now()
+    for i = 1, 40 do assert(c:mkdir("s" .. i)) end
+    local elapsed = core.now() - t
+    c:close()
+    local ideal = (40 / 10 - 1) * 2
+    print(("      40 calls, 10 per 2 s, Reset on every answer: %.2f s (ideal %d s), %d rejected"):format(elapsed,
+      ideal, mock:stats().rejected))
+    assert.same(0, mock:stats().rejected)
+    assert.is_true(elapsed >= ideal - 0.2 and elapsed <= ideal * 1.2, elapsed)
+  end)
+
+  describe("rate limit headers that make no sense", function()
+    local ITEM = '{"id":"fsd_rl0000000001","type":"directory","name":"x","createdAt":"2026-01-01T00:00:00+00:00"}'
+    local function answers(n, headers)
+      mock:faults({ { type = "status", status = 201, path = "/v1/files", count = n, headers = headers, body = ITEM } })
+    end
+
+    for _, limit in ipairs({ "0", "-5", "2.5", "abc", "1e9", "" }) do
+      it("X-RateLimit-Limit: '" .. limit .. "' is ignored, said once, and every later call works", function()
+        answers(6, { ["X-RateLimit-Limit"] = limit, ["X-RateLimit-Remaining"] = "0" })
+        local c = new_client({ retries = 0 })
+        local t = core.now()
+        for i = 1, 8 do assert(c:mkdir("l" .. i)) end
+        assert.is_true(core.now() - t < 2, core.now() - t)
+        if limit ~= "" then assert.same({ "X-RateLimit-Limit: " .. limit }, c:rate_limit().ignored) end
+        c:close()
+      end)
+    end
+
+    for _, remaining in ipairs({ "-1", "0.5", "many" }) do
+      it("X-RateLimit-Remaining: '" .. remaining .. "' is ignored", function()
+        answers(4, { ["X-RateLimit-Limit"] = "5", ["X-RateLimit-Remaining"] = remaining,
+          ["X-RateLimit-Reset"] = tostring(os.time() + 3000) })
+        local c = new_client({ retries = 0 })
+        for i = 1, 5 do assert(c:mkdir("r" .. i)) end
+        assert.same({ "X-RateLimit-Remaining: " .. remaining }, c:rate_limit().ignored)
+        c:close()
+      end)
+    end
+
+    it("Remaining 0 with a reset centuries away: rate_limited at once, nothing sent", function()
+      answers(1, { ["X-RateLimit-Limit"] = "10", ["X-RateLimit-Remaining"] = "0",
+        ["X-RateLimit-Reset"] = "999999999999" })
+      local c = new_client({ retries = 2 })
+      assert(c:mkdir("first"))
+      local t = core.now()
+      local dir, err = c:mkdir("second")
+      assert.is_nil(dir)
+      assert.is_true(core.now() - t < 0.5, core.now() - t)
+      assert.same("rate_limited", err.kind)
+      assert.is_true(err.retryable)
+      assert.is_true(err.retry_after > 1e9, err.retry_after)
+      assert.same(1, mock:stats().requests)
+      c:close()
+    end)
+
+    it("Remaining 0 with a reset long past: no wait", function()
+      answers(1, { ["X-RateLimit-Limit"] = "10", ["X-RateLimit-Remaining"] = "0", ["X-RateLimit-Reset"] = "5" })
+      local c = new_client({})
+      assert(c:mkdir("first"))
+      local t = core.now()
+      assert(c:mkdir("second"))
+      assert.is_true(core.now() - t < 0.5, core.now() - t)
+      c:close()
+    end)
+
+    it("a huge Retry-After blocks the client no longer than max_retry_wait", function()
+      mock:faults({ { type = "status", status = 429, path = "/v1/files", headers = { ["Retry-After"] = "99999999" },
+        body = '{"code":429,"message":"Too many requests."}' } })
+      local c = new_client({ retries = 0, max_retry_wait = 0.3 })
+      local _, err = c:mkdir("first")
+      assert.same("rate_limited", err.kind)
+      assert.same(1e8 - 1, err.retry_after)
+      local t = core.now()
+      assert(c:mkdir("second"))
+      local waited = core.now() - t
+      assert.is_true(waited >= 0.2 and waited < 0.8, waited)
+      c:close()
+    end)
+  end)
+
   it("bad values are refused", function()
     for _, v in ipairs({ "fast", 0, 1.5, -3 }) do
       local c, err = files.new({ api_key = "k", rate_limit = v })

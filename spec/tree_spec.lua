@@ -135,6 +135,31 @@ describe("upload_tree", function()
     assert.same(120 + 2 + 38, summary.files)
   end)
 
+  it("a followed link back up the tree is skipped, told to on_item and counted", function()
+    local top = helper.tmpname(".loop")
+    assert(os.execute(("mkdir -p %s/a/b && echo x > %s/a/b/f.txt && ln -s .. %s/a/b/up"):format(
+      helper.sh_quote(top), helper.sh_quote(top), helper.sh_quote(top))))
+    local c = client()
+    local loops = {}
+    local summary = assert(c:upload_tree(top, { follow_symlinks = true, on_item = function(ev)
+      if ev.loop then loops[#loops + 1] = ev end
+    end }))
+    c:close()
+    os.execute("rm -rf " .. helper.sh_quote(top))
+    assert.same(1, summary.loops)
+    assert.same(1, #loops)
+    assert.same("a/b/up", loops[1].path)
+    assert.is_true(loops[1].skipped)
+    assert.same(1, summary.files)
+  end)
+
+  it("device and inode numbers are whole, as stat(1) gives them", function()
+    local p = assert(io.popen("stat -L -c '%d:%i' " .. helper.sh_quote(root)))
+    local want = p:read("*l")
+    p:close()
+    assert.same(want, require("fileapi.core").stat(root, true).inode)
+  end)
+
   it("a failed file is reported and the rest goes on, unless stop_on_error", function()
     mock:faults({ { type = "status", status = 422, skip = 4, path = "/v1/files",
       body = '{"message":"The file is not allowed."}' } })

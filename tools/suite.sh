@@ -67,10 +67,11 @@ run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs
 # Slow specs (big bodies, pacing) run in the first stage only, and so do the
 # nginx specs: nginx always loads the LuaJIT build, so the first stage has
 # already run them on LuaJIT.
-run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx
+run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx,oom
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind
+run_specs "allocation failures during transfers (ASan)" make -s test-oom
 run_check fuzz make -s fuzz FUZZ_TIME=30
 
 echo

@@ -1,24 +1,45 @@
 -- Pacing within a service's rate limit, so that a batch waits instead of
--- drawing 429s.  The budget keeps a log of its own send times over a rolling
--- window and reads what every response says (X-RateLimit-Limit, -Remaining,
--- -Reset, Retry-After).  The next request waits when the log holds `limit`
--- sends within the window (the limit being the server's, or the caller's
--- number if lower), or when the server said none remain and the log cannot
--- explain it (another client on the same key) until the server's reset.
+-- drawing 429s.  Two sources decide when the next request may go:
+-- * the server's word, where it gives one: an answer with
+--   X-RateLimit-Remaining and -Reset says how many may go and when the
+--   next slot frees, whatever the client's own window (Remaining counts
+--   down with each send until the next answer; requests still on their way
+--   are taken as not yet counted by the server); Retry-After blocks every
+--   request until it has passed;
+-- * where the server is silent (MijnKlantportaal names no reset until the
+--   limit is hit), a log of this client's own sends over a rolling window:
+--   the next request waits while it holds `limit` sends (the server's
+--   limit, or the caller's number if lower).  The caller's number always
+--   applies.
+-- Header values that make no sense (Limit 0, -5 or 2.5, Remaining -1) are
+-- ignored and noted once.  No wait is longer than the client can justify: a
+-- reset farther away than the rate window is answered with rate_limited at
+-- once instead of a sleep.
 -- Inside nginx, with rate_limit_dict, the log lives in a lua_shared_dict
 -- under a hash of the key, so every worker draws from the same window.
 local core = require "fileapi.core"
 
 local tonumber, tostring, concat, max, min, format = tonumber, tostring, table.concat, math.max, math.min, string.format
+local floor, type, pcall = math.floor, type, pcall
 
 local M = {}
 local Budget = {}
 Budget.__index = Budget
 
+-- Header values beyond these are not a limit anyone sends.
+local MAX_COUNT = 1000000
 -- A send is counted on the server's clock a little after it leaves, more so
 -- when many go at once: a slot is taken as free only this much later.
 local function margin(window)
   return max(0.1, window * 0.01)
+end
+-- A wait for the server's Reset: the server named the moment itself.
+local RESET_MARGIN = 0.05
+
+local function whole_count(text)
+  local v = tonumber(text)
+  if v and v == floor(v) and v >= 0 and v <= MAX_COUNT then return v end
+  return nil
 end
 
 local function parse_log(text, since)
@@ -30,8 +51,9 @@ local function parse_log(text, since)
   return log
 end
 
--- opts: rate_limit ("auto" | N | false), rate_window, rate_limit_dict;
--- key: the credential the service counts by (hashed for the shared dict).
+-- opts: rate_limit ("auto" | N | false), rate_window, max_retry_wait,
+-- rate_limit_dict; key: the credential the service counts by (hashed for
+-- the shared dict).
 function M.new(opts, key)
   if opts.rate_limit == false then return nil end
   local b = setmetatable({ cap = tonumber(opts.rate_limit), window = opts.rate_window or 60,
@@ -59,6 +81,17 @@ local function with_lock(b, sleep, fn)
   return fn() -- a lock held past its expiry: go on without it
 end
 
+local function encode_server(server)
+  return format("%s %s %s", tostring(server.limit or ""), tostring(server.remaining or ""),
+    tostring(server.reset or ""))
+end
+
+local function decode_server(s)
+  if not s then return nil end
+  local limit, remaining, reset = s:match("^(%-?[%d.e+]*) (%-?[%d.e+]*) (%-?[%d.e+]*)$")
+  return { limit = tonumber(limit), remaining = tonumber(remaining), reset = tonumber(reset) }
+end
+
 function Budget:load(now)
   if not self.dict then
     local log, since = self.log, now - self.window
@@ -72,10 +105,7 @@ function Budget:load(now)
     return self.log, self.server
   end
   local log = parse_log(self.dict:get(self.dict_key .. ":log"), now - self.window)
-  local s = self.dict:get(self.dict_key .. ":server")
-  local limit, remaining, reset = (s or ""):match("^(%-?[%d.]*) (%-?[%d.]*) (%-?[%d.]*)$")
-  local server = s and { limit = tonumber(limit), remaining = tonumber(remaining), reset = tonumber(reset) } or nil
-  return log, server
+  return log, decode_server(self.dict:get(self.dict_key .. ":server"))
 end
 
 function Budget:save(log, server)
@@ -86,10 +116,7 @@ function Budget:save(log, server)
   local parts = {}
   for i, t in ipairs(log) do parts[i] = format("%.3f", t) end
   self.dict:set(self.dict_key .. ":log", concat(parts, " "), self.window + 1)
-  if server then
-    self.dict:set(self.dict_key .. ":server", format("%s %s %s", tostring(server.limit or ""),
-      tostring(server.remaining or ""), tostring(server.reset or "")), 3600)
-  end
+  if server then self.dict:set(self.dict_key .. ":server", encode_server(server), 3600) end
 end
 
 local UNKNOWN_KEEP = 256
@@ -106,20 +133,37 @@ function Budget:if_unlocked(fn)
   end
 end
 
--- Seconds until a request may go; 0 records one as sent now.
+-- When the log of own sends lets the next one go (0: now).
+local function log_wait(b, log, limit, now)
+  if not limit or #log < limit then return 0 end
+  return log[#log - limit + 1] + b.window + margin(b.window) - now
+end
+
+-- What the server's word says of the next request: a wait (0: go), or nil
+-- where it said nothing that decides.
+local function server_wait(server, now)
+  if not (server and server.remaining and server.reset) then return nil end
+  if server.remaining > 0 then return 0 end
+  return server.reset + RESET_MARGIN - now
+end
+
+-- Seconds until a request may go, and whether that wait is past what the
+-- client can justify; 0 records one as sent now.
 local function try_take(b, now)
   local log, server = b:load(now)
   local limit = b.cap
   if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
   local wait = b.blocked_until - now
-  if limit and #log >= limit then
-    wait = max(wait, log[#log - limit + 1] + b.window + margin(b.window) - now)
+  local said = server_wait(server, now)
+  if said then
+    -- a reset farther than a whole window away is nothing a rate window
+    -- explains: say so instead of sleeping on it
+    if said > b.window + margin(b.window) then return said, true end
+    wait = max(wait, said, log_wait(b, log, b.cap, now))
+  else
+    wait = max(wait, log_wait(b, log, limit, now))
   end
-  if server and server.remaining and server.remaining <= 0 and server.reset and server.reset > now then
-    -- none left, and not by our own sends (see observe)
-    wait = max(wait, min(server.reset - now, b.max_wait))
-  end
-  if wait > 0 then return wait end
+  if wait > 0 then return wait, wait > b.window + b.max_wait end
   -- Only the newest `limit` sends matter (UNKNOWN_KEEP before the server
   -- has named its limit): the log never grows with the number of calls.
   log[#log + 1] = now
@@ -129,54 +173,111 @@ local function try_take(b, now)
     for i = #log - keep + 1, #log do newest[#newest + 1] = log[i] end
     log = newest
   end
+  -- this send takes one of what the server said remains, until it says again
+  if server and server.remaining and server.remaining > 0 then server.remaining = server.remaining - 1 end
   b:save(log, server)
   return 0
 end
 
 -- Waits (through sleep, which yields in nginx) until the budget allows one
 -- more request, then records it.  on_wait(seconds) is told of each wait.
--- Returns false when a sleep was interrupted.
+-- Returns true; or false when a sleep was interrupted; or false, seconds
+-- when the wait would be longer than the client can justify (the caller
+-- answers rate_limited without sending).
 function Budget:acquire(sleep, on_wait)
+  local waited = 0
   while true do
     local now = core.time()
-    local wait
+    local wait, too_long
     if self.dict then
-      wait = with_lock(self, sleep, function() return try_take(self, now) end)
+      wait, too_long = with_lock(self, sleep, function() return try_take(self, now) end)
     else
-      wait = try_take(self, now)
+      wait, too_long = try_take(self, now)
     end
-    if wait <= 0 then return true end
+    if wait <= 0 then
+      self:in_flight(1)
+      return true
+    end
+    -- however the facts move, one call never waits past window + max_wait
+    if too_long or waited + wait > self.window + self.max_wait then return false, wait end
     if on_wait then pcall(on_wait, wait) end
     if sleep(wait) == false then return false end
+    waited = waited + wait
   end
 end
 
+-- Requests sent and not yet answered, by this process (per worker in
+-- nginx: a shared count would outlive a worker that died mid-request).
+function Budget:in_flight(delta)
+  self.flying = max(0, (self.flying or 0) + delta)
+  return self.flying
+end
+
+-- An attempt is over (answered or not).
+function Budget:done()
+  self:in_flight(-1)
+end
+
+-- A header value that is ignored, noted once per budget: in nginx's log, or
+-- on stderr with FILEAPI_DEBUG set; rate_limit().ignored lists them.
+function Budget:ignore(name, value)
+  self.ignored = self.ignored or {}
+  local note = name .. ": " .. tostring(value):sub(1, 40):gsub("[%c]", "?")
+  for _, seen in ipairs(self.ignored) do
+    if seen == note then return end
+  end
+  if #self.ignored >= 8 then return end
+  self.ignored[#self.ignored + 1] = note
+  local text = "fileapi: ignoring a rate limit header that makes no sense: " .. note
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log then
+    ngx.log(ngx.NOTICE, text)
+  elseif os.getenv("FILEAPI_DEBUG") then
+    io.stderr:write(text, "\n")
+  end
+end
+
+-- The three X-RateLimit values, each nil unless it makes sense: whole
+-- counts from 0 (Limit from 1) to a million; Reset a finite time.
+local function parse_headers(self, headers)
+  local raw_limit, raw_remaining, raw_reset =
+    headers["x-ratelimit-limit"], headers["x-ratelimit-remaining"], headers["x-ratelimit-reset"]
+  local limit, remaining, reset = whole_count(raw_limit), whole_count(raw_remaining), tonumber(raw_reset)
+  if raw_limit and not (limit and limit >= 1) then
+    limit = nil
+    self:ignore("X-RateLimit-Limit", raw_limit)
+  end
+  if raw_remaining and not remaining then self:ignore("X-RateLimit-Remaining", raw_remaining) end
+  if raw_reset and not (reset and reset == reset and reset > -1e12 and reset < 1e12) then
+    reset = nil
+    self:ignore("X-RateLimit-Reset", raw_reset)
+  end
+  return limit, remaining, reset
+end
+
 -- What a response said.  Reset is a UNIX time; Retry-After (seconds or a
--- date) blocks every request until it has passed.
+-- date) blocks every request until it has passed, capped by max_retry_wait.
 function Budget:observe(headers, status)
   if not headers then return end
   local now = core.time()
-  local limit = tonumber(headers["x-ratelimit-limit"])
-  local remaining = tonumber(headers["x-ratelimit-remaining"])
-  local reset = tonumber(headers["x-ratelimit-reset"])
+  local limit, remaining, reset = parse_headers(self, headers)
   local retry = headers["retry-after"] and core.retry_after(headers["retry-after"], now)
   if status == 429 and retry then self.blocked_until = max(self.blocked_until, now + min(retry, self.max_wait)) end
   if status == 429 then self:forget_last() end
   if not (limit or remaining or reset) then return end
-  local update = function()
+  self:if_unlocked(function()
     local log, server = self:load(now)
     server = server or {}
     server.limit = limit or server.limit
-    server.remaining = remaining
+    local left = remaining
+    if left and server.limit then left = min(left, server.limit) end
+    -- the others on their way may not be counted in this answer yet
+    if left then left = max(0, left - max(0, (self.flying or 1) - 1)) end
+    server.remaining = left
     server.reset = reset
-    -- none left because of our own log's sends: the log paces those,
-    -- precisely; the reset time only matters for someone else's
-    local cap = server.limit and (self.cap and min(self.cap, server.limit) or server.limit)
-    if remaining and remaining <= 0 and cap and #log >= cap then server.remaining = nil end
     self:save(log, server)
-  end
-  self:if_unlocked(update)
-  self.last = { limit = limit, remaining = remaining, reset = reset }
+  end)
+  self.last = { limit = limit, remaining = remaining, reset = reset, ignored = self.ignored }
 end
 
 -- A request the server refused with 429 took no slot of its window (a
@@ -189,9 +290,10 @@ function Budget:forget_last()
   end)
 end
 
--- { limit, remaining, reset } as the server last said, or nil.
+-- { limit, remaining, reset, ignored } as the server last said, or nil.
 function Budget:said()
-  return self.last
+  if self.last then self.last.ignored = self.ignored end
+  return self.last or (self.ignored and { ignored = self.ignored })
 end
 
 return M

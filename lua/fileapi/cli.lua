@@ -174,25 +174,68 @@ end
 -- "-" as a file: standard input.  A redirected file is read in place; a
 -- pipe's length is unknown and the API wants it up front, so it is spooled
 -- to a temporary file first, as stderr says.
+-- A pipe has no size, and the upload needs one up front: standard input is
+-- spooled to a private file under $TMPDIR first.  Every write and the close
+-- are checked, so a full disk fails the command (exit 3) instead of
+-- uploading a truncated file; the spool is removed either way.
+local function spool_stdin(out)
+  local dir = os.getenv("TMPDIR")
+  if not dir or dir == "" then dir = "/tmp" end
+  local path, terr = core.temp_file(dir, "fileapi-stdin")
+  if not path then return nil, terr end
+  local function failed(what, msg)
+    os.remove(path)
+    return nil, core.error({ kind = "io", message = ("%s the spool in %s: %s"):format(what, dir, tostring(msg)),
+      retryable = false, attempts = 0 })
+  end
+  local f, oerr = io.open(path, "wb")
+  if not f then return failed("cannot open", oerr) end
+  out.err:write("fileapi: reading standard input into a temporary file first (the upload needs its size)\n")
+  while true do
+    local block = io.stdin:read(1048576)
+    if not block then break end
+    local ok, werr = f:write(block)
+    if not ok then
+      f:close()
+      return failed("cannot write", werr)
+    end
+  end
+  local flushed, ferr = f:flush()
+  local closed, cerr = f:close()
+  if not (flushed and closed) then return failed("cannot write", ferr or cerr) end
+  return path
+end
+
 local function stdin_source(opts, out)
   local st = core.stat("/dev/stdin", true)
   local name = opts.name or "stdin"
   if st and st.type == "file" then return { path = "/dev/stdin" }, name end
-  out.err:write("fileapi: reading standard input into a temporary file first (the upload needs its size)\n")
-  local tmp = os.tmpname()
-  local f = assert(io.open(tmp, "wb"))
-  while true do
-    local block = io.stdin:read(1048576)
-    if not block then break end
-    f:write(block)
-  end
-  f:close()
-  return { path = tmp }, name, tmp
+  local spool, err = spool_stdin(out)
+  if not spool then return nil, err end
+  return { path = spool }, name, spool
 end
 
 -- ---- commands ---------------------------------------------------------------------
 
 local C = {}
+
+local function upload_one(client, opts, out, path)
+  local source, name, spool = path, opts.name, nil
+  if path == "-" then
+    source, name, spool = stdin_source(opts, out)
+    if not source then return out:fail(path, name) end
+  end
+  local bar = show_bar(opts) and progress_bar(name or path:match("[^/]*$"), out.err)
+  local item, err = client:upload(source, { directory = opts.dir, filename = name, mime = opts.mime,
+    on_progress = bar or nil })
+  if spool then os.remove(spool) end
+  if bar and item then bar(item.size or 0, item.size or 0, true) elseif bar then out.err:write("\n") end
+  if item then
+    out:result(path, item, ("%s %s %d %s"):format(item.id, item.name, item.size or 0, item.mime or "-"))
+  else
+    out:fail(path, err)
+  end
+end
 
 local function upload_tree(client, opts, out)
   local bar = show_bar(opts)
@@ -204,7 +247,9 @@ local function upload_tree(client, opts, out)
         out:fail(ev.path, ev.error)
       elseif out.opts.json then
         out:json({ path = ev.path, result = { id = ev.id, type = ev.type, size = ev.size, skipped = ev.skipped,
-          maybe_duplicate = ev.maybe_duplicate } })
+          maybe_duplicate = ev.maybe_duplicate, loop = ev.loop } })
+      elseif ev.loop then
+        out:line("skipped - " .. ev.path .. " (a link back up the tree)")
       else
         out:line(("%s %s %s%s"):format(ev.skipped and "skipped" or (ev.type == "directory" and "mkdir" or "upload"),
           ev.id, ev.path, ev.maybe_duplicate and " (sent again: the last run stopped during it)" or ""))
@@ -217,6 +262,7 @@ local function upload_tree(client, opts, out)
   if not summary then return out:fail(opts.files[1], err) end
   local line = ("directories %d, files %d, bytes %d, skipped %d, failed %d"):format(summary.directories,
     summary.files, summary.bytes, summary.skipped, summary.failed)
+  if summary.loops > 0 then line = line .. (", loops skipped %d"):format(summary.loops) end
   if opts.json then out:json({ summary = summary }) else out.err:write("fileapi: ", line, "\n") end
   return out.status
 end
@@ -232,18 +278,7 @@ function C.upload(opts, out)
   end
   for _, path in ipairs(opts.files) do
     if core.interrupted() then break end
-    local source, name, spool = path, opts.name, nil
-    if path == "-" then source, name, spool = stdin_source(opts, out) end
-    local bar = show_bar(opts) and progress_bar(name or path:match("[^/]*$"), out.err)
-    local item, err = client:upload(source, { directory = opts.dir, filename = name, mime = opts.mime,
-      on_progress = bar or nil })
-    if spool then os.remove(spool) end
-    if bar and item then bar(item.size or 0, item.size or 0, true) elseif bar then out.err:write("\n") end
-    if item then
-      out:result(path, item, ("%s %s %d %s"):format(item.id, item.name, item.size or 0, item.mime or "-"))
-    else
-      out:fail(path, err)
-    end
+    upload_one(client, opts, out, path)
   end
   client:close()
   return out.status

@@ -341,7 +341,8 @@ local TREE_OPTIONS = { "directory", "journal", "on_item", "on_progress", "hidden
 
 --- client:upload_tree(local_dir, { directory, journal, on_item, on_progress, hidden,
 ---   follow_symlinks, stop_on_error }) -> summary | nil, err
---- summary: { directories, files, bytes, skipped, failed, errors = { { path, error } }, complete }
+--- summary: { directories, files, bytes, skipped, failed, loops, errors = { { path, error } }, complete }
+--- (loops: folders reached again through a followed link, each also told to on_item with loop = true)
 function Client:upload_tree(local_dir, opts)
   util.check_type(local_dir, "string", 1, "upload_tree")
   opts = util.check_type(opts, "table", 2, "upload_tree", true) or {}

@@ -51,6 +51,8 @@ end
 
 local function fail(kind, message, facts)
   local err = core.error({ kind = kind, message = message })
+  -- what a callback raised, as raised; an io failure's system reason
+  err.cause, err.errno, err.errno_name = facts.cause, facts.errno, facts.errno_name
   err.request_sent = facts.sent
   err.body_sent = facts.body_sent
   err.uploaded = facts.uploaded
@@ -136,6 +138,19 @@ local function request_head(creq, host_header, path, length)
   return concat(lines, "\r\n") .. "\r\n\r\n"
 end
 
+-- A callback's raise: kept whole in facts (err.cause), named in the
+-- message as the C core names it, in at most as many bytes.
+local function describe(value)
+  local ok, text = pcall(tostring, value)
+  if not ok or type(text) ~= "string" then text = "(a " .. type(value) .. " that cannot be shown)" end
+  return text:sub(1, 399)
+end
+
+local function raised(facts, what, value)
+  facts.cause = value
+  return "callback", what .. " raised: " .. describe(value)
+end
+
 local function stopped(creq)
   if creq.cancelled and creq.cancelled() then
     return "aborted", "the client was closed by a callback during the call"
@@ -149,7 +164,7 @@ local function report_upload(creq, facts, body, total)
   if sent <= facts.reported then return end
   facts.reported = sent
   local ok, verdict = pcall(progress, sent, total)
-  if not ok then return "callback", "on_progress raised: " .. tostring(verdict) end
+  if not ok then return raised(facts, "on_progress", verdict) end
   if verdict == false then return "aborted", "the progress callback returned false" end
   return stopped(creq)
 end
@@ -190,12 +205,15 @@ local function send_body(sock, creq, facts, budget)
       if kind then return kind, message end
       -- a reader runs here, in this light thread: it may yield
       local ok, value = pcall(reader)
-      if not ok then return "callback", "reader raised: " .. tostring(value) end
+      if not ok then return raised(facts, "reader", value) end
       kind, message = stopped(creq)
       if kind then return kind, message end
       body:feed(value)
     elseif piece == nil then
-      if reader then return reader.kind, reader.message end
+      if reader then
+        facts.errno, facts.errno_name, facts.cause = reader.errno, reader.errno_name, reader.cause
+        return reader.kind, reader.message
+      end
       local kind, message = flush()
       if kind then return kind, message end
       if facts.reported < total then return report_upload(creq, facts, body, total) end
@@ -212,11 +230,13 @@ local function send_body(sock, creq, facts, budget)
 end
 
 -- The status line and header block; interim (1xx) answers are the caller's.
+-- Returns status, headers, version ("1.0", "1.1").
 local function read_head(sock, carry)
   local line, err, partial = sock:receive("*l")
   if not line then return nil, err, (carry or "") .. (partial or "") end
   line = (carry or "") .. line
-  local status = tonumber(line:match("^HTTP/%d%.?%d? (%d%d%d)"))
+  local version, code = line:match("^HTTP/(%d%.?%d?) (%d%d%d)")
+  local status = tonumber(code)
   if not status then return nil, "bad status line" end
   local headers, size = {}, #line
   while true do
@@ -231,17 +251,17 @@ local function read_head(sock, carry)
       headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
     end
   end
-  return status, headers
+  return status, headers, version
 end
 
 -- Where the body goes: memory (an error body, or no sink) or the sink.
-local function body_target(creq, status, headers)
+local function body_target(creq, facts, status, headers)
   if not creq.sink then return { buffer = {}, got = 0 } end
   local ok, mode, skip = pcall(creq.decide, status, headers)
-  if not ok then return nil, "callback", "decide raised: " .. tostring(mode) end
+  if not ok then return nil, raised(facts, "decide", mode) end
   if not mode then return nil, "protocol", tostring(skip or "the response cannot be used") end
   if mode ~= "sink" then return { buffer = {}, got = 0 } end
-  return { sink = creq.sink, skip = tonumber(skip) or 0, sunk = 0 }
+  return { sink = creq.sink, skip = tonumber(skip) or 0, sunk = 0, facts = facts }
 end
 
 local function deliver(creq, target, data, max)
@@ -262,19 +282,31 @@ local function deliver(creq, target, data, max)
   local sink = target.sink
   if type(sink) == "function" then
     local ok, written, why = pcall(sink, data)
-    if not ok then return "callback", "the writer raised: " .. tostring(written) end
+    if not ok then return raised(target.facts, "the writer", written) end
     if not written then return "io", "the writer failed: " .. tostring(why or "(no message)") end
   else
     local written, why = sink:write(data)
-    if not written then return "io", why end
+    if not written then
+      target.facts.errno, target.facts.errno_name = why.errno, why.errno_name
+      return "io", why.message
+    end
   end
   target.sunk = target.sunk + #data
   if creq.on_received then
     local ok, verdict = pcall(creq.on_received, target.sunk)
-    if not ok then return "callback", "on_progress raised: " .. tostring(verdict) end
+    if not ok then return raised(target.facts, "on_progress", verdict) end
     if verdict == false then return "aborted", "the progress callback returned false" end
   end
   return stopped(creq)
+end
+
+-- RFC 9112 9.3: an HTTP/1.1 connection stays open unless either side said
+-- close; an HTTP/1.0 one only when the server said keep-alive.
+local function persistent(version, connection)
+  local tokens = (connection or ""):lower()
+  if tokens:find("close", 1, true) then return false end
+  if version == "1.1" then return true end
+  return version == "1.0" and tokens:find("keep-alive", 1, true) ~= nil
 end
 
 -- Reads up to `left` bytes (nil: to the end of the connection) in pieces.
@@ -357,7 +389,7 @@ local function final_head(sock, facts, budget, carry)
       return nil, kind, message, partial
     end
     if status >= 200 or status == 101 then
-      facts.status = status
+      facts.status, facts.version = status, partial
       return status, headers
     end
   end
@@ -366,7 +398,7 @@ end
 local function read_response(sock, creq, facts, budget, status, headers)
   local method = creq.method or "GET"
   local max = floor(creq.max_response or 1048576)
-  local target, tkind, tmessage = body_target(creq, status, headers)
+  local target, tkind, tmessage = body_target(creq, facts, status, headers)
   if not target then return nil, tkind, tmessage end
   local kind, message = read_body(sock, creq, method, status, headers, target, max)
   facts.received = target.sunk or 0
@@ -377,7 +409,7 @@ local function read_response(sock, creq, facts, budget, status, headers)
   end
   if kind then return nil, kind, message end
   local closed = message
-  local keep = not closed and (headers.connection or ""):lower():find("close", 1, true) == nil
+  local keep = not closed and persistent(facts.version, headers.connection)
   local res = { status = status, headers = headers, body = target.buffer and concat(target.buffer) or "",
     sunk = target.sink ~= nil }
   return res, keep
@@ -392,7 +424,7 @@ local function await_continue(sock, facts, budget)
   if status == 100 then return "send" end
   if status then
     if status < 200 and status ~= 101 then return "send" end
-    facts.status = status
+    facts.status, facts.version = status, partial
     return status, headers
   end
   if headers == "timeout" then return "send", nil, partial end

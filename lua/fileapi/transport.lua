@@ -202,7 +202,13 @@ end
 local function finish(self, err, attempts)
   err.attempts = attempts
   if err.retryable == nil then err.retryable = false end
-  return nil, util.redact(err, private[self].secrets)
+  -- what a callback raised is the caller's own value: a table of theirs is
+  -- handed back untouched, a string scrubbed like every message
+  local cause = err.cause
+  err.cause = nil
+  util.redact(err, private[self].secrets)
+  err.cause = type(cause) == "string" and util.redact(cause, private[self].secrets) or cause
+  return nil, err
 end
 
 local warned_blocking = false
@@ -243,7 +249,11 @@ local function rewind_body(body)
   if not fns then return nil, err end
   for _, fn in ipairs(fns) do
     local ok, verdict = pcall(fn)
-    if not ok then return nil, util.new_error("callback", "rewind raised: " .. tostring(verdict)) end
+    if not ok then
+      local shown, text = pcall(tostring, verdict)
+      return nil, util.new_error("callback", "rewind raised: " .. (shown and text or "(a value that cannot be shown)"),
+        { cause = verdict })
+    end
     if not verdict then return nil, util.new_error("io", "the reader's rewind failed") end
   end
   return body:restart()
@@ -353,14 +363,22 @@ local function attempts_loop(self, req, perform, sleep)
   local res, err
   local on_wait = self.opts.on_wait
   while true do
-    if self.budget and not self.budget:acquire(sleep, on_wait) then
-      err = interrupted()
+    local go, too_long = true, nil
+    if self.budget then go, too_long = self.budget:acquire(sleep, on_wait) end
+    if not go then
+      err = too_long and util.new_error("rate_limited", format(
+        "the rate limit allows the next request in %.0f s, longer than this client waits"
+        .. " (rate_window, max_retry_wait)", too_long), { retryable = true, retry_after = too_long })
+        or interrupted()
       break
     end
     attempts = attempts + 1
     if d then creq.headers = resume_headers(d, base_headers) end
     res, err = perform(creq)
-    if self.budget and res then self.budget:observe(res.headers, res.status) end
+    if self.budget then
+      if res then self.budget:observe(res.headers, res.status) end
+      self.budget:done()
+    end
     if d then settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end
     if res then err = http_error(res) end
@@ -374,6 +392,7 @@ local function attempts_loop(self, req, perform, sleep)
       local ok, rerr = rewind_body(req.multipart)
       if not ok then
         err.rewind_error = rerr.message
+        err.cause = err.cause or rerr.cause
         break
       end
     end

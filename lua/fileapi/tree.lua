@@ -66,7 +66,11 @@ end
 local walk
 
 local function mirror_directory(ctx, full, rel, parent, st)
-  if ctx.seen[st.inode] then return true end -- a link back up the tree: a loop
+  if ctx.seen[st.inode] then -- a link back up the tree: a loop, skipped but said
+    ctx.summary.loops = ctx.summary.loops + 1
+    notify(ctx, { path = rel, type = "directory", skipped = true, loop = true })
+    return true
+  end
   ctx.seen[st.inode] = true
   local done = ctx.done[rel]
   local id
@@ -153,7 +157,7 @@ function M.upload(client, root, opts)
     client = client, journal = opts.journal, on_item = opts.on_item, on_progress = opts.on_progress,
     hidden = opts.hidden, follow_symlinks = opts.follow_symlinks, stop_on_error = opts.stop_on_error,
     seen = { [st.inode] = true },
-    summary = { directories = 0, files = 0, bytes = 0, skipped = 0, failed = 0, errors = {} },
+    summary = { directories = 0, files = 0, bytes = 0, skipped = 0, failed = 0, loops = 0, errors = {} },
   }
   ctx.done, ctx.started = {}, {}
   if opts.journal then ctx.done, ctx.started = read_journal(opts.journal) end

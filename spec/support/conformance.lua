@@ -39,7 +39,7 @@ end
 function M.run(spec)
   local opts = assert(transport.check_options({
     transport = spec.transport, timeout = spec.timeout or 5, max_response = spec.max_response,
-    retries = spec.retries or 0, backoff = 0.01,
+    retries = spec.retries or 0, backoff = 0.01, max_retry_wait = spec.max_retry_wait, rate_window = spec.rate_window,
   }, "new"))
   local t = assert(transport.new(opts, {}))
   local out = {}
@@ -68,6 +68,7 @@ function M.run(spec)
     out.then_status = again and again.status or (aerr and aerr.kind)
     out.then_body = again and again.body
   end
+  out.total_seconds = now() - started
   t:close()
   return out
 end

@@ -212,7 +212,7 @@ end
 function M.start_test_nginx(mock, opts)
   opts = opts or {}
   opts.conf = M.support .. "/nginx/test.conf"
-  opts.handlers = { M.support .. "/test_handlers.lua", M.support .. "/conformance.lua" }
+  opts.handlers = { M.support .. "/test_handlers.lua", M.support .. "/conformance.lua", M.support .. "/causes.lua" }
   return M.start_nginx(mock, opts)
 end
 

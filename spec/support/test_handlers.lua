@@ -3,6 +3,7 @@
 local cjson = require "cjson"
 local files = require "fileapi.files"
 local conformance = require "conformance"
+local causes = require "causes"
 
 local M = {}
 
@@ -30,6 +31,10 @@ end
 
 function M.conformance()
   reply(conformance.run(input()))
+end
+
+function M.causes()
+  reply(causes.run(input()))
 end
 
 -- A call from a callback of a running call on the same client, and close()

@@ -304,6 +304,11 @@ function M.handle(state, conn, req)
     { "X-RateLimit-Limit", tostring(math.floor(state.config.rate_limit)) },
     { "X-RateLimit-Remaining", tostring(math.max(0, math.floor(remaining))) },
   } or {}
+  -- rate_reset_always: a server that says on every answer when its next
+  -- slot frees (the API itself names a reset only with a 429)
+  if state.config.rate_limit and state.config.rate_reset_always and not over then
+    limit_headers[#limit_headers + 1] = { "X-RateLimit-Reset", ("%.3f"):format(reset) }
+  end
   if over then
     http.read_body(conn, req, state.keep)
     limit_headers[#limit_headers + 1] = { "Retry-After", tostring(math.ceil(wait)) }
