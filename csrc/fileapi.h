@@ -9,6 +9,10 @@
 
 #define FA_VERSION "0.1.0"
 
+/* 2^53: the largest whole number every Lua's numbers hold exactly; byte
+ * counts and offsets from Lua are checked against it before any cast. */
+#define FA_MAX_WHOLE 9007199254740992.0
+
 #define FA_ERROR_MT "fileapi.error"
 #define FA_SESSION_MT "fileapi.session"
 #define FA_MULTIPART_MT "fileapi.multipart"
@@ -29,7 +33,7 @@ const char *fa_kind_for_curl(CURLcode code);
 void fa_describe(lua_State *L, int idx, char *out, size_t size);
 void fa_open_errors(lua_State *L);
 
-/* multipart.c */
+/* multipart_build.c, multipart_read.c: the body, as the transfer reads it */
 typedef struct fa_multipart fa_multipart;
 fa_multipart *fa_multipart_check(lua_State *L, int idx);
 curl_off_t fa_multipart_length(const fa_multipart *mp);
@@ -54,16 +58,22 @@ fa_sink *fa_sink_test(lua_State *L, int idx);
 int fa_sink_write(fa_sink *k, const char *p, size_t n); /* 0, or -1 with errno */
 void fa_open_sink(lua_State *L);
 
-/* fs.c: directory listings and the upload journal */
+/* fs.c: opening a file to upload, listings, the journal, temporary files */
+int fa_open_regular(const char *path, curl_off_t *size, const char **why);
 void fa_inode_id(char *out, size_t size, unsigned long long dev, unsigned long long ino);
 void fa_open_fs(lua_State *L);
 
-/* session.c */
+/* session.c: the session userdata (request.c, transfer.c, results.c are
+ * its parts, behind transfer.h) */
 void fa_open_session(lua_State *L);
 
-/* retry.c: parsing of what a server says about waiting */
+/* retry_after.c: parsing of what a server says about waiting */
 double fa_retry_after(const char *value, size_t len, double now);
+void fa_open_retry_after(lua_State *L);
+
+/* system.c: clocks, sleep, the interrupt flag, terminals, random bytes */
 int fa_interrupted(void); /* SIGINT/SIGTERM arrived (core.catch_interrupts) */
-void fa_open_retry(lua_State *L);
+int fa_random_bytes(unsigned char *raw, size_t n); /* 1 when all n came */
+void fa_open_system(lua_State *L);
 
 #endif

@@ -1,6 +1,7 @@
-/* The file system beyond one file: a directory's entries (for a tree
- * upload) and an append-only journal whose lines reach the disk before the
- * call returns, so a rerun after a crash knows what was done. */
+/* The file system: opening a file to upload (never waiting on a FIFO), its
+ * size, a directory's entries (for a tree upload), an append-only journal
+ * whose lines reach the disk before the call returns (so a rerun after a
+ * crash knows what was done), and private temporary files. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* mkostemp */
 #endif
@@ -23,6 +24,65 @@ static const char *type_of(mode_t m)
     if (S_ISLNK(m))
         return "link";
     return "other";
+}
+
+/* Opens a regular file for reading.  O_NONBLOCK: opening a FIFO (or a
+ * device) must not hang before the type check refuses it; regular files
+ * ignore the flag, which is cleared again.  Returns the descriptor, or -1
+ * with *why NULL for open(2)'s own failure, else what is wrong (errno 0 for
+ * a file that is not a regular one). */
+int fa_open_regular(const char *path, curl_off_t *size, const char **why)
+{
+    struct stat st;
+    int fd, flags, e;
+    *why = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) != 0) {
+        *why = "cannot inspect the file";
+    } else if (!S_ISREG(st.st_mode)) {
+        *why = "not a regular file";
+        errno = 0;
+    } else {
+        flags = fcntl(fd, F_GETFL);
+        if (flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) {
+            *size = (curl_off_t)st.st_size;
+            return fd;
+        }
+        *why = "cannot use the file";
+    }
+    e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+}
+
+/* core.file_size(path) -> bytes | nil, err: a regular file's size, checked
+ * the way an upload opens it. */
+static int l_file_size(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    curl_off_t size = 0;
+    const char *why;
+    int fd = fa_open_regular(path, &size, &why), e = errno;
+    if (fd >= 0) {
+        close(fd);
+        fa_pushwhole(L, size);
+        return 1;
+    }
+    if (why == NULL)
+        return fa_push_errno(L, path, e);
+    lua_pushfstring(L, "%s: %s", path, why);
+    if (e != 0) {
+        fa_push_errno(L, lua_tostring(L, -1), e);
+        lua_remove(L, -3);
+        return 2;
+    }
+    lua_pushnil(L);
+    fa_error_push(L, "invalid_argument", lua_tostring(L, -2));
+    lua_remove(L, -3);
+    return 2;
 }
 
 /* Device and inode, whole (inode numbers pass 2^32 on XFS inode64, btrfs
@@ -171,6 +231,7 @@ void fa_open_fs(lua_State *L)
         {"list_dir", l_list_dir},
         {"append_line", l_append_line},
         {"temp_file", l_temp_file},
+        {"file_size", l_file_size},
         {NULL, NULL},
     };
     static const luaL_Reg no_methods[] = {{NULL, NULL}};

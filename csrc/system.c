@@ -1,61 +1,14 @@
-/* Time, waiting and interrupts: what a server says about when to come back: Retry-After is either a
- * number of seconds or an HTTP date (RFC 9110 section 10.2.3). */
-#include <ctype.h>
+/* The system beyond files and sockets: clocks, sleeping, the interrupt
+ * flag that SIGINT and SIGTERM set (the only mutable global, a
+ * sig_atomic_t), whether a descriptor is a terminal, and random bytes. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "fileapi.h"
-
-#define FA_MAX_HEADER_VALUE 256
-
-/* Seconds to wait from `now`, or -1 when the value says nothing usable. */
-double fa_retry_after(const char *value, size_t len, double now)
-{
-    char buf[FA_MAX_HEADER_VALUE];
-    size_t start = 0, end = len, i;
-    double seconds = 0;
-    time_t when;
-
-    while (start < end && (value[start] == ' ' || value[start] == '\t'))
-        start++;
-    while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-        end--;
-    if (start == end || end - start >= sizeof buf)
-        return -1;
-    for (i = start; i < end && isdigit((unsigned char)value[i]); i++) {
-        seconds = seconds * 10 + (value[i] - '0');
-        if (seconds > 1e9)
-            seconds = 1e9; /* absurd, and the caller caps it anyway */
-    }
-    if (i == end)
-        return seconds;
-    for (i = start; i < end; i++)
-        if (value[i] == '\0' || (unsigned char)value[i] < 0x20)
-            return -1;
-    memcpy(buf, value + start, end - start);
-    buf[end - start] = '\0';
-    when = curl_getdate(buf, NULL);
-    if (when == (time_t)-1)
-        return -1;
-    return (double)when > now ? (double)when - now : 0;
-}
-
-/* core.retry_after(value [, now]) -> seconds | nil */
-static int l_retry_after(lua_State *L)
-{
-    size_t len;
-    const char *value = luaL_checklstring(L, 1, &len);
-    double now = luaL_optnumber(L, 2, (lua_Number)time(NULL));
-    double s = fa_retry_after(value, len, now);
-    if (s < 0)
-        lua_pushnil(L);
-    else
-        lua_pushnumber(L, s);
-    return 1;
-}
 
 /* The interrupt: a flag set by a SIGINT/SIGTERM handler that only the
  * command-line tool installs (core.catch_interrupts), never the library by
@@ -135,16 +88,56 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
-void fa_open_retry(lua_State *L)
+/* n random bytes from /dev/urandom; 0 when it could not give them all */
+int fa_random_bytes(unsigned char *raw, size_t n)
+{
+    size_t got = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    while (got < n) {
+        ssize_t r = read(fd, raw + got, n - got);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return got == n;
+}
+
+/* core.random_token(n) -> n random characters [a-z0-9] | nil: a name no
+ * other upload can have (files.ro keys appended chunks by the part's file
+ * name). */
+static int l_random_token(lua_State *L)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char raw[64];
+    char out[64];
+    lua_Integer n = luaL_checkinteger(L, 1), i;
+    luaL_argcheck(L, n > 0 && n <= 64, 1, "length out of range");
+    if (!fa_random_bytes(raw, (size_t)n)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    for (i = 0; i < n; i++)
+        out[i] = alphabet[raw[i] % 36];
+    lua_pushlstring(L, out, (size_t)n);
+    return 1;
+}
+
+void fa_open_system(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"isatty", l_isatty},
-        {"retry_after", l_retry_after},
         {"sleep", l_sleep},
         {"now", l_now},
         {"time", l_time},
         {"catch_interrupts", l_catch_interrupts},
         {"interrupted", l_interrupted},
+        {"random_token", l_random_token},
         {NULL, NULL},
     };
     fa_setfuncs(L, funcs);

@@ -1,0 +1,146 @@
+/* The request table, read and checked on the C side: the Lua side
+ * (fileapi.http.request) checks the whole table first, for both transports;
+ * these checks are the core's own guard against bad pointers. */
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+#include "transfer.h"
+
+static int has_ctl(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
+            return 1;
+    return 0;
+}
+
+static int optfunction(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TFUNCTION)
+        luaL_error(L, "request: '%s' must be a function", k);
+    return lua_gettop(L); /* stays on the stack for the call */
+}
+
+static void read_sink(lua_State *L, int t, struct xfer *x)
+{
+    lua_getfield(L, t, "sink");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+    } else if (lua_type(L, -1) == LUA_TFUNCTION) {
+        x->writer_idx = lua_gettop(L);
+    } else if ((x->sink = fa_sink_test(L, -1)) == NULL) {
+        luaL_error(L, "request: 'sink' must be a writer function or a file sink");
+    } /* else it stays on the stack: the sink must outlive the transfer */
+    x->decide_idx = optfunction(L, t, "decide");
+    if ((x->writer_idx || x->sink) && x->decide_idx == 0)
+        luaL_error(L, "request: a 'sink' needs 'decide'");
+    x->received_idx = optfunction(L, t, "on_received");
+}
+
+/* Reads and checks every field before anything is allocated, so a wrong
+ * type raises with nothing to leak. */
+void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
+{
+    size_t len;
+    int i, n;
+    memset(r, 0, sizeof *r);
+    r->url = fa_optstrfield(L, t, "url", &len);
+    if (r->url == NULL || has_ctl(r->url, len) || strlen(r->url) != len)
+        luaL_error(L, "request: 'url' must be a string without control characters");
+    r->method = fa_optstrfield(L, t, "method", &len);
+    if (r->method != NULL && (len == 0 || has_ctl(r->method, len) || strchr(r->method, ' ')))
+        luaL_error(L, "request: invalid 'method'");
+    r->body = fa_optstrfield(L, t, "body", &r->body_len);
+    r->ca_file = fa_optstrfield(L, t, "ca_file", NULL);
+    r->proxy = fa_optstrfield(L, t, "proxy", NULL);
+    r->user_agent = fa_optstrfield(L, t, "user_agent", &len);
+    if (r->user_agent != NULL && has_ctl(r->user_agent, len))
+        luaL_error(L, "request: 'user_agent' has control characters");
+    r->timeout = fa_optnumfield(L, t, "timeout", 0);
+    r->connect_timeout = fa_optnumfield(L, t, "connect_timeout", 0);
+    r->idle_timeout = fa_optnumfield(L, t, "idle_timeout", 0);
+    r->max_response = fa_optnumfield(L, t, "max_response", FA_DEFAULT_MAX_RESPONSE);
+    if (!(r->max_response >= 1 && r->max_response <= 1e12))
+        luaL_error(L, "request: 'max_response' out of range");
+    /* milliseconds must fit a long: NaN and huge values are refused here */
+    if (!(r->timeout >= 0 && r->timeout <= 1e9) || !(r->connect_timeout >= 0 && r->connect_timeout <= 1e9) ||
+        !(r->idle_timeout >= 0 && r->idle_timeout <= 1e9))
+        luaL_error(L, "request: a timeout is out of range (0 to 1e9 seconds)");
+    lua_getfield(L, t, "expect_continue");
+    r->expect_continue = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "headers");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        n = (int)fa_rawlen(L, -1);
+        for (i = 1; i <= n; i++) {
+            const char *h;
+            lua_rawgeti(L, -1, i);
+            h = lua_tolstring(L, -1, &len);
+            if (lua_type(L, -1) != LUA_TSTRING || has_ctl(h, len) || strlen(h) != len)
+                luaL_error(L, "request: header %d must be a string without control characters", i);
+            lua_pop(L, 1);
+        }
+        r->headers_idx = lua_gettop(L); /* stays on the stack for the call */
+    } else {
+        lua_pop(L, 1);
+    }
+
+    lua_getfield(L, t, "multipart");
+    if (!lua_isnil(L, -1)) {
+        x->mp = fa_multipart_check(L, -1);
+        x->total = fa_multipart_length(x->mp);
+        x->payload_total = fa_multipart_payload_length(x->mp);
+        /* stays on the stack: the body must outlive the transfer */
+    } else {
+        lua_pop(L, 1);
+        x->body = r->body;
+        x->total = x->payload_total = (curl_off_t)r->body_len;
+    }
+    if (x->mp != NULL && r->body != NULL)
+        luaL_error(L, "request: 'body' and 'multipart' exclude each other");
+    if (r->method != NULL && strcmp(r->method, "HEAD") == 0 && (x->mp != NULL || r->body != NULL))
+        luaL_error(L, "request: a HEAD request has no body");
+    x->progress_idx = optfunction(L, t, "on_progress");
+    read_sink(L, t, x);
+}
+
+/* Strings of the headers table stay alive on the stack while the list is
+ * built; nothing is pushed, so nothing can raise with the list half made. */
+struct curl_slist *fa_build_headers(lua_State *L, int idx, int expect, int *oom)
+{
+    struct curl_slist *list = NULL, *next;
+    int i, n = idx == 0 ? 0 : (int)fa_rawlen(L, idx);
+    for (i = 1; i <= n + 1; i++) {
+        const char *h;
+        if (i <= n) {
+            lua_rawgeti(L, idx, i);
+            h = lua_tostring(L, -1);
+            lua_pop(L, 1); /* the table keeps the string alive */
+        } else {
+            /* Both transports ask for 100 Continue on large bodies only, so a
+             * refusal arrives before a gigabyte was sent for nothing. */
+            h = expect ? "Expect: 100-continue" : "Expect:";
+        }
+        next = curl_slist_append(list, h);
+        if (next == NULL) {
+            curl_slist_free_all(list);
+            *oom = 1;
+            return NULL;
+        }
+        list = next;
+    }
+    return list;
+}
+
+int fa_is_http_url(const char *url)
+{
+    return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
