@@ -196,7 +196,8 @@ local function start_client_nginx()
   assert(io.open(lua_build), "build the LuaJIT core first (make LUA=luajit)")
   assert(sh(("mkdir -p %s && cp -r %s %s && cp %s %s && cp %s %s %s && chmod -R a+rX %s"):format(q(lib),
     q(root .. "/lua/fileapi"), q(lib .. "/"), q(lua_build), q(lib .. "/fileapi/"),
-    q(root .. "/spec/support/test_handlers.lua"), q(root .. "/spec/support/conformance.lua"), q(lib .. "/"), q(prefix))))
+    q(root .. "/spec/support/test_handlers.lua"), q(root .. "/spec/support/conformance.lua") .. " "
+      .. q(root .. "/spec/support/causes.lua"), q(lib .. "/"), q(prefix))))
   local conf = assert(io.open(root .. "/spec/support/nginx/test.conf")):read("*a")
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(client_port)):gsub("@LIB@", lib)
     :gsub("@CA_FILE@", "/etc/ssl/certs/ca-certificates.crt")

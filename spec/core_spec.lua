@@ -5,7 +5,7 @@ local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local core = require "fileapi.core"
-local transport = require "fileapi.transport"
+local transport = require "fileapi.http.engine"
 
 describe("core", function()
   local mock, client
@@ -159,7 +159,7 @@ describe("core", function()
     end)
 
     it("a wrong request field raises, naming it, for both transports", function()
-      local request = require "fileapi.request"
+      local request = require "fileapi.http.request"
       assert.has_error(function() request.check({ url = "http://x/", methd = "GET" }) end,
         "request: 'methd' is not a request field")
       assert.has_error(function() request.check({ url = "http://x/", method = "BREW" }) end)

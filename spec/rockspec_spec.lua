@@ -86,14 +86,15 @@ describe("luarocks #toolchain", function()
 
   it("the rockspec installs every Lua module of the checkout", function()
     local text = io.open(helper.root .. "/fileapi-0.1.0-1.rockspec"):read("*a")
-    local p = assert(io.popen("ls " .. helper.sh_quote(helper.root .. "/lua/fileapi")))
-    for name in p:lines() do
-      local module = name:match("^(.-)%.lua$")
-      if module then
-        local key = module == "init" and '["fileapi"]' or ('["fileapi.' .. module .. '"]')
-        assert.truthy(text:find(key .. ' = "lua/fileapi/' .. name .. '"', 1, true), name .. " is missing")
-      end
+    local p = assert(io.popen("cd " .. helper.sh_quote(helper.root .. "/lua") .. " && find fileapi -name '*.lua' | sort"))
+    local count = 0
+    for path in p:lines() do
+      local module = path:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+      assert.truthy(text:find('["' .. module .. '"] = "lua/' .. path .. '"', 1, true), path .. " is missing")
+      count = count + 1
     end
     p:close()
+    local _, listed = text:gsub('%["fileapi[%w._]*"%] = "lua/', "")
+    assert.same(count, listed) -- and nothing that is not there
   end)
 end)

@@ -4,7 +4,7 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
-local transport = require "fileapi.transport"
+local transport = require "fileapi.http.engine"
 local tree = require "fileapi.tree"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv

@@ -2,7 +2,7 @@
 -- (POST …/uploads, chunked when large: fileapi.share_upload), delete items
 -- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
-local transport = require "fileapi.transport"
+local transport = require "fileapi.http.engine"
 local share_upload = require "fileapi.share_upload"
 
 local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error

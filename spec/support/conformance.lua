@@ -1,8 +1,8 @@
 -- Runs one request of the transport conformance table through
--- fileapi.transport and sums up what came back.  The same code runs in the
+-- fileapi.http.engine and sums up what came back.  The same code runs in the
 -- busted process (libcurl) and inside nginx (cosockets), so the two
 -- transports are compared on equal terms.
-local transport = require "fileapi.transport"
+local transport = require "fileapi.http.engine"
 
 local M = {}
 

@@ -1,11 +1,11 @@
 -- Requests over nginx cosockets (ngx.socket.tcp), for request handlers and
 -- timers inside OpenResty/nginx, where a blocking libcurl call would freeze
 -- every request on the worker.  It takes the same request table as the C
--- session's perform (checked by fileapi.request) and answers in the same
+-- session's perform (checked by fileapi.http.request) and answers in the same
 -- shape, so validation, the multipart body (the same C object, read in pull
 -- mode), sinks, error mapping and the retry policy are shared with libcurl.
 local core = require "fileapi.core"
-local request = require "fileapi.request"
+local request = require "fileapi.http.request"
 
 local M = {}
 

@@ -1,15 +1,19 @@
--- The transport both API modules share: one kept-alive session, the
--- transport options, the retry policy, streamed responses (sinks, resume),
--- JSON decoding and the mapping of an API's error bodies to error fields.
+-- The HTTP engine every API module sends through: one kept-alive libcurl
+-- session per client, the transport options, the choice of transport per
+-- call (libcurl, or cosockets inside nginx), the rate budget, the retry
+-- policy, streamed responses (their policy in fileapi.http.download), JSON
+-- decoding and the mapping of an API's error bodies to error fields.
+-- Calls go API module -> engine -> transport (core session or cosocket).
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
-local request = require "fileapi.request"
-local ngx_transport = require "fileapi.ngx_transport"
-local budget = require "fileapi.budget"
+local request = require "fileapi.http.request"
+local cosocket = require "fileapi.http.cosocket"
+local budget = require "fileapi.http.budget"
+local download = require "fileapi.http.download"
 
 local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
-local tonumber, tostring = tonumber, tostring
+local tostring = tostring
 local min, random = math.min, math.random
 local format = string.format
 local running = coroutine.running
@@ -219,20 +223,20 @@ local warned_blocking = false
 -- between attempts never block a worker that can yield.
 local function choose(self, url)
   local o = self.opts
-  local usable = ngx_transport.available()
-  local sleep = usable and ngx_transport.sleep or core.sleep
+  local usable = cosocket.available()
+  local sleep = usable and cosocket.sleep or core.sleep
   local curl = private[self].curl
   if o.transport == "curl" then return curl, sleep end
-  local verifiable = ngx_transport.can_verify(url)
+  local verifiable = cosocket.can_verify(url)
   if o.transport == "ngx" then
     if not usable then return nil, "the ngx transport needs an nginx phase that allows cosockets" end
     if not verifiable then
       return nil, "nginx cannot verify a certificate for an IP address: use a host name or the curl transport"
     end
-    return ngx_transport.perform, sleep
+    return cosocket.perform, sleep
   end
   -- auto: cosockets, unless asked for what only libcurl does
-  if usable and verifiable and not (o.ca_file or private[self].proxy) then return ngx_transport.perform, sleep end
+  if usable and verifiable and not (o.ca_file or private[self].proxy) then return cosocket.perform, sleep end
   if usable and not warned_blocking then
     warned_blocking = true
     local ngx = rawget(_G, "ngx")
@@ -259,89 +263,6 @@ local function rewind_body(body)
   return body:restart()
 end
 
--- ---- streamed responses ---------------------------------------------------
-
-local function parse_content_range(value)
-  local first, last, size = (value or ""):match("^%s*bytes%s+(%d+)%-(%d+)/([%d*]+)")
-  return tonumber(first), tonumber(last), tonumber(size)
-end
-
--- State of a download across attempts: the sink, how much it holds, and
--- what the server said about resuming.
-local function new_download(req)
-  local d = { offset = 0, writer = nil, file = nil, on_progress = req.on_download }
-  if type(req.sink) == "function" then
-    d.writer = req.sink
-  else
-    local file, err = core.file_sink(req.sink, req.overwrite)
-    if not file then return nil, err end
-    d.file = file
-  end
-  return d
-end
-
-local function validator(headers)
-  return headers.etag or headers["last-modified"]
-end
-
--- Called when a 2xx (or any final) response's headers are in: where the
--- body goes, and how many of its bytes the sink already holds.
-local function decide_for(d)
-  return function(status, headers)
-    if status < 200 or status >= 300 then return "buffer" end
-    if d.offset > 0 and status == 206 then
-      local first, _, size = parse_content_range(headers["content-range"])
-      if first ~= d.offset then return nil, "the server resumed at another offset than asked" end
-      d.total = size
-      return "sink", 0
-    end
-    local length, tag = tonumber(headers["content-length"]), validator(headers)
-    if d.offset > 0 then -- the server sent the whole file again
-      if d.file then
-        local ok, err = d.file:truncate()
-        if not ok then return nil, err.message end
-        d.offset = 0
-      elseif tag == nil or tag ~= d.validator then
-        return nil, "the file changed on the server during the download, and the writer already has part of it"
-      else
-        d.total = length
-        return "sink", d.offset
-      end
-    end
-    d.validator = tag
-    d.resumable = (headers["accept-ranges"] or ""):lower():find("bytes", 1, true) ~= nil and d.validator ~= nil
-    d.total = length
-    return "sink", 0
-  end
-end
-
--- Only with a caller's on_progress: a Lua call per piece of a download
--- costs (what an attempt delivered comes back in res/err.received).
-local function received_for(d)
-  if not d.on_progress then return nil end
-  return function(n) return d.on_progress(d.offset + n, d.total) end
-end
-
--- Headers for the next attempt: resume where the sink stands, or start over.
-local function resume_headers(d, headers)
-  local out = {}
-  for i = 1, #headers do out[i] = headers[i] end
-  if d.offset > 0 and d.resumable then
-    out[#out + 1] = "Range: bytes=" .. format("%d", d.offset) .. "-"
-    out[#out + 1] = "If-Range: " .. d.validator
-  elseif d.offset > 0 and d.file then
-    local ok = d.file:truncate()
-    if ok then d.offset = 0 end
-  end
-  return out
-end
-
--- After an attempt: what it added to the sink counts from now on.
-local function settle(d, res_or_err)
-  d.offset = d.offset + (res_or_err and res_or_err.received or 0)
-  d.resumed = (d.resumed or 0) + ((res_or_err and res_or_err.status == 206) and 1 or 0)
-end
-
 -- ---- sending ---------------------------------------------------------------
 
 local function interrupted()
@@ -352,11 +273,11 @@ local function attempts_loop(self, req, perform, sleep)
   local creq = request_for(self, req)
   local d, derr
   if req.sink then
-    d, derr = new_download(req)
+    d, derr = download.new(req)
     if not d then return nil, derr end
     creq.sink = d.file or d.writer
-    creq.decide = decide_for(d)
-    creq.on_received = received_for(d)
+    creq.decide = download.decide_for(d)
+    creq.on_received = download.received_for(d)
   end
   local base_headers = creq.headers or {}
   local attempts = 0
@@ -373,13 +294,13 @@ local function attempts_loop(self, req, perform, sleep)
       break
     end
     attempts = attempts + 1
-    if d then creq.headers = resume_headers(d, base_headers) end
+    if d then creq.headers = download.resume_headers(d, base_headers) end
     res, err = perform(creq)
     if self.budget then
       if res then self.budget:observe(res.headers, res.status) end
       self.budget:done()
     end
-    if d then settle(d, res or err) end
+    if d then download.settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end
     if res then err = http_error(res) end
     local wait, asked = wait_before(self, res, attempts)

@@ -1,0 +1,60 @@
+-- Clients for the commands, configured from their options: a
+-- MijnKlantportaal client, or a files.ro share (its token from
+-- FILESRO_TOKEN or the first argument, extra headers from --header).
+local files = require "fileapi.files"
+local shares = require "fileapi.shares"
+
+local M = {}
+
+local function client_options(opts, out)
+  return { base_url = opts.base_url, timeout = opts.timeout, connect_timeout = opts.connect_timeout,
+    idle_timeout = opts.idle_timeout, retries = opts.retries,
+    on_wait = not opts.quiet and function(seconds)
+      out.err:write(("fileapi: waiting %.1f s (rate limit)\n"):format(seconds))
+    end or nil }
+end
+
+local function open_client(opts, out, what)
+  local client, err = files.new(client_options(opts, out))
+  if not client then return nil, out:fail(what, err) end
+  return client
+end
+
+-- --header 'Name: value' (repeatable) for a share's requests.
+local function parse_headers(list)
+  local headers = {}
+  for _, h in ipairs(list or {}) do
+    local name, value = h:match("^([^:]+):%s*(.*)$")
+    if not name then return nil, "--header wants 'Name: value', got " .. h end
+    headers[name] = value
+  end
+  return headers
+end
+
+-- The share token: FILESRO_TOKEN when set (then not among the arguments),
+-- else the first argument.
+local function take_token(args)
+  local token = os.getenv("FILESRO_TOKEN")
+  if token and token ~= "" then return token end
+  return table.remove(args, 1)
+end
+
+local function open_share(opts, out, token, what)
+  local copts = client_options(opts, out)
+  copts.base_url = opts.base_url or os.getenv("FILESRO_BASE_URL")
+  copts.token = token
+  local headers, why = parse_headers(opts.header)
+  if not headers then return nil, nil, why end
+  copts.headers = headers
+  local share, err = shares.new(copts)
+  if not share then return nil, out:fail(what, err) end
+  return share
+end
+
+
+M.options = client_options
+M.open_client = open_client
+M.take_token = take_token
+M.open_share = open_share
+
+return M

@@ -1,0 +1,140 @@
+-- The `fileapi` command: every call of both APIs from a shell.  bin/fileapi
+-- calls main(arg); it returns the exit status.  Parsing (--opt=value, --,
+-- generated help) is lua-argparse's.  Ctrl-C (SIGINT) and SIGTERM set the
+-- core's interrupt flag: a transfer or wait under way ends within a moment,
+-- what completed is printed, then one line, and the status is 130.
+local core = require "fileapi.core"
+local argparse = require "argparse"
+local output = require "fileapi.cli.output"
+
+local M = {}
+
+M.EXIT = output.EXIT
+M.label = output.label
+
+local EPILOG = [[
+The API key comes from MKP_API_KEY.  A share's TOKEN may come from
+FILESRO_TOKEN instead (so it stays out of ps): then leave it out.
+
+exit status: 0 ok, 2 usage or invalid argument, 3 file I/O, 4 network, timeout or TLS,
+5 unauthorized or forbidden, 6 not found, 7 validation, 8 storage full,
+9 rate limited, 10 server or protocol error, 11 aborted, 130 interrupted]]
+
+-- ---- the parser -------------------------------------------------------------------
+
+local function number(name)
+  return function(v)
+    local n = tonumber(v)
+    if not n then return nil, name .. " needs a number" end
+    return n
+  end
+end
+
+local function common(cmd)
+  cmd:option("--base-url", "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)")
+  cmd:option("--timeout", "seconds for a whole attempt"):convert(number("--timeout"))
+  cmd:option("--connect-timeout", "seconds to connect (default 10)"):convert(number("--connect-timeout"))
+  cmd:option("--idle-timeout", "abort when no byte moves for this long (default 60)"):convert(number("--idle-timeout"))
+  cmd:option("--retries", "extra attempts where safe (default 2)"):convert(number("--retries"))
+  cmd:flag("--json", "print a JSON object per line as each item finishes")
+  cmd:flag("--quiet", "no progress bar, no waiting messages")
+  return cmd
+end
+
+local function share_options(cmd)
+  cmd:option("--header", "an extra request header 'Name: value' (a protected share's Cookie)"):count("*")
+  return common(cmd)
+end
+
+local function build_parser()
+  local p = argparse("fileapi", "Upload, download and share files on MijnKlantportaal and files.ro shares.")
+    :epilog(EPILOG)
+  p:flag("--version", "print the version and exit"):action(function()
+    io.stdout:write(("fileapi %s (libcurl %s)\n"):format(core.version, core.curl_version))
+    os.exit(0)
+  end)
+  p:command_target("command")
+  p:require_command(false)
+  local up = common(p:command("upload", "upload files (streamed from disk; - reads standard input)"))
+  up:argument("files", "files to upload, or one DIR with -r"):args("+")
+  up:flag("-r --recursive", "mirror the folder tree DIR: a directory per folder, an upload per file")
+  up:option("--dir", "into directory ID (fsd_...)")
+  up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
+  up:option("--name", "the file name to send (default: the base name)")
+  up:option("--mime", "the media type to send (default: by extension)")
+  up:flag("--hidden", "with -r: include hidden files and folders")
+  up:flag("--follow-symlinks", "with -r: follow symbolic links")
+  up:flag("--stop-on-error", "with -r: stop at the first failed item")
+  local mk = common(p:command("mkdir", "create a directory"))
+  mk:argument("name", "NAME")
+  mk:option("--dir", "inside directory ID (fsd_...)")
+  common(p:command("get", "show a file or directory")):argument("id", "ID (fsf_... or fsd_...)")
+  local dl = common(p:command("download", "download a file (default: to its name, here)"))
+  dl:argument("id", "file ID (fsf_...)")
+  dl:option("-o --output", "where to: a PATH, or - for standard output")
+  dl:flag("--force", "replace an existing file")
+  local sh = common(p:command("share", "share files and directories; prints the link"))
+  sh:argument("ids", "IDs (fsf_... or fsd_...)"):args("+")
+  sh:option("--customer", "with customer cst_ID (default: a public link)")
+  common(p:command("shares", "list file shares"))
+  local rf = common(p:command("request-files", "ask for files; prints the link"))
+  rf:argument("name", "NAME of the request")
+  rf:option("--file", "a requested file NAME[:DESCRIPTION] (1 to 10)"):count("1-10")
+  rf:option("--customer", "from customer cst_ID (default: a public link)")
+  rf:option("--dir", "uploads go to directory ID (fsd_...)")
+  common(p:command("requests", "list file requests"))
+  common(p:command("request", "show a file request")):argument("id", "ID (frq_...)")
+  local smk = share_options(p:command("share-mkdir", "create a folder in a files.ro share"))
+  smk:argument("args", "[TOKEN] NAME"):args("+")
+  smk:option("--parent", "inside folder UUID")
+  local sup = share_options(p:command("share-upload", "upload files into a files.ro share"))
+  sup:argument("args", "[TOKEN] FILE..."):args("+")
+  sup:option("--parent", "into folder UUID")
+  sup:option("--path", "into folders a/b (made as needed)")
+  sup:option("--chunk-size", "bytes per request (default 64000000)"):convert(number("--chunk-size"))
+  local srm = share_options(p:command("share-rm", "delete items (TYPE:ID, file or folder) from a share"))
+  srm:argument("args", "[TOKEN] TYPE:ID..."):args("+")
+  srm:flag("--force", "delete for good (default: to the owner's trash)")
+  local smv = share_options(p:command("share-mv", "move items (TYPE:ID) in a share"))
+  smv:argument("args", "[TOKEN] TYPE:ID..."):args("+")
+  smv:option("--to", "into folder UUID (default: the share's root)")
+  return p
+end
+
+local mkp, share_commands = require "fileapi.cli.mkp", require "fileapi.cli.shares"
+local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
+  shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
+  ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
+  ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv }
+
+local function usage_error(io_err, command, message)
+  io_err:write("fileapi: ", message, "\n", "(see: fileapi ", command and (command .. " ") or "", "--help)\n")
+  return M.EXIT.usage
+end
+
+function M.main(argv, io_out, io_err)
+  io_out, io_err = io_out or io.stdout, io_err or io.stderr
+  local parser = build_parser()
+  if #argv == 0 then
+    io_err:write(parser:get_help(), "\n")
+    return M.EXIT.usage
+  end
+  local ok, opts = parser:pparse(argv)
+  if not ok then return usage_error(io_err, nil, opts) end
+  if not opts.command then return usage_error(io_err, nil, "a command is needed") end
+  core.catch_interrupts()
+  local out = output.new(opts, io_out, io_err)
+  local run_ok, status, why = pcall(RUN[opts.command], opts, out)
+  if not run_ok then -- a bug, not a user's error: one line still, no traceback
+    io_err:write("fileapi: internal error: ", tostring(status), "\n")
+    return 1
+  end
+  if core.interrupted() then
+    io_err:write("fileapi: interrupted\n")
+    return M.EXIT.interrupted
+  end
+  if status == nil then return usage_error(io_err, opts.command, why) end
+  return status
+end
+
+return M

@@ -1,0 +1,87 @@
+-- The files.ro share commands, as a share link's visitor: share-mkdir,
+-- share-upload, share-rm, share-mv.
+local core = require "fileapi.core"
+local output = require "fileapi.cli.output"
+local clients = require "fileapi.cli.clients"
+
+local progress_bar, show_bar = output.progress_bar, output.show_bar
+local take_token, open_share = clients.take_token, clients.open_share
+
+local C = {}
+
+function C.share_mkdir(opts, out)
+  local args = opts.args
+  local token = take_token(args)
+  if not token or #args ~= 1 then return nil, "share-mkdir needs TOKEN (or FILESRO_TOKEN) and NAME" end
+  local share, status, why = open_share(opts, out, token, "share-mkdir")
+  if not share then return status, why end
+  local folder, err = share:mkdir(args[1], { parent_id = opts.parent })
+  share:close()
+  if not folder then return out:fail("share-mkdir", err) end
+  if opts.json then out:json(folder) else out:line(folder.id .. " " .. folder.name) end
+  return 0
+end
+
+function C.share_upload(opts, out)
+  local args = opts.args
+  local token = take_token(args)
+  if not token or #args < 1 then return nil, "share-upload needs TOKEN (or FILESRO_TOKEN) and at least one FILE" end
+  local share, status, why = open_share(opts, out, token, "share-upload")
+  if not share then return status, why end
+  for _, path in ipairs(args) do
+    if core.interrupted() then break end
+    local bar = show_bar(opts) and progress_bar(path:match("[^/]*$"), out.err)
+    local file, err = share:upload(path, { parent_id = opts.parent, path = opts.path, chunk_size = opts.chunk_size,
+      on_progress = bar or nil })
+    if bar then out.err:write("\n") end
+    if file then
+      out:result(path, file, ("%s %s %s"):format(file.id, file.name, file.mimetype or "-"))
+    else
+      out:fail(path, err)
+    end
+  end
+  share:close()
+  return out.status
+end
+
+local function parse_items(args)
+  local items = {}
+  for i, a in ipairs(args) do
+    local kind, id = a:match("^(%a+):(.+)$")
+    if not kind then return nil, "items are TYPE:ID, as file:UUID or folder:UUID (got " .. a .. ")" end
+    items[i] = { type = kind, id = id }
+  end
+  if #items == 0 then return nil, "at least one TYPE:ID is needed" end
+  return items
+end
+
+local function share_items(what, verb, call)
+  return function(opts, out)
+    local args = opts.args
+    local token = take_token(args)
+    if not token then return nil, what .. " needs TOKEN (or FILESRO_TOKEN)" end
+    local items, why = parse_items(args)
+    if not items then return nil, why end
+    local share, status
+    share, status, why = open_share(opts, out, token, what)
+    if not share then return status, why end
+    local ok, err = call(share, items, opts)
+    share:close()
+    if not ok then return out:fail(what, err) end
+    if opts.json then
+      out:json({ ok = true, items = items })
+    else
+      out:line(("%s: %d item%s"):format(verb, #items, #items == 1 and "" or "s"))
+    end
+    return 0
+  end
+end
+
+C.share_rm = share_items("share-rm", "deleted", function(share, items, opts)
+  return share:delete(items, { force = opts.force or false })
+end)
+C.share_mv = share_items("share-mv", "moved", function(share, items, opts)
+  return share:move(items, { to_id = opts.to })
+end)
+
+return C
