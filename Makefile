@@ -93,7 +93,7 @@ test-all:
 	done; exit $$status
 
 lint: deps
-	@luacheck --no-color -q --formatter plain lua spec examples $(wildcard bench)
+	@luacheck --no-color -q --formatter plain lua spec examples $(wildcard bench) $(wildcard tools/*.lua)
 	@cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
 		--suppress=missingIncludeSystem --suppress=toomanyconfigs \
 		$(shell pkg-config --cflags-only-I $(LUA_PC) libcurl 2>/dev/null) csrc

@@ -11,11 +11,12 @@ source = {
   tag = "v0.1.0",
 }
 description = {
-  summary = "Upload files and create folders on the MijnKlantportaal Files API and files.ro shares",
+  summary = "Files on MijnKlantportaal (upload, download, share, request) and files.ro shares, from Lua and nginx",
   detailed = [[
-A C core on libcurl (kept-alive connections, streaming multipart uploads in
-constant memory, safe retries) with a small Lua layer: files.upload,
-files.mkdir and shares.mkdir.
+A C core on libcurl (kept-alive connections, streaming uploads and downloads
+in constant memory, pacing within rate limits, safe retries) with a small Lua
+layer for the MijnKlantportaal Files, File Share and File Request APIs and
+files.ro shares, inside nginx over cosockets too; and a fileapi command.
 ]],
   license = "MIT",
 }
@@ -61,8 +62,10 @@ build = {
       ["fileapi.http.cosocket"] = "lua/fileapi/http/cosocket.lua",
       ["fileapi.http.download"] = "lua/fileapi/http/download.lua",
       ["fileapi.http.engine"] = "lua/fileapi/http/engine.lua",
+      ["fileapi.http.options"] = "lua/fileapi/http/options.lua",
       ["fileapi.http.request"] = "lua/fileapi/http/request.lua",
       ["fileapi"] = "lua/fileapi/init.lua",
+      ["fileapi.kinds"] = "lua/fileapi/kinds.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",
       ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",

@@ -23,6 +23,7 @@ int luaopen_fileapi_core(lua_State *L)
     fa_open_errors(L);
     fa_open_multipart(L);
     fa_open_session(L);
+    fa_open_request(L);
     fa_open_sink(L);
     fa_open_fs(L);
     fa_open_retry_after(L);

@@ -69,51 +69,90 @@ const char *fa_kind_for_status(long status)
     }
 }
 
-const char *fa_kind_for_curl(CURLcode code)
+/* Every kind an error may have, as the list in lua/fileapi/kinds.lua
+ * (spec/tables_spec.lua holds the two together). */
+static const char *const kinds[] = {
+    "invalid_argument", "io", "network", "timeout", "tls", "unauthorized", "forbidden", "not_found",
+    "validation", "storage_full", "rate_limited", "server", "http", "protocol", "aborted", "callback", NULL,
+};
+
+static int known_kind(const char *kind)
 {
-    switch (code) {
-    case CURLE_OK:
-        return NULL;
-    case CURLE_OPERATION_TIMEDOUT:
-        return "timeout";
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-    case CURLE_USE_SSL_FAILED:
-        return "tls";
-    case CURLE_URL_MALFORMAT:
-    case CURLE_BAD_FUNCTION_ARGUMENT:
-        return "invalid_argument";
+    int i;
+    for (i = 0; kinds[i] != NULL; i++)
+        if (strcmp(kinds[i], kind) == 0)
+            return 1;
+    return 0;
+}
+
+#define CODE(c, kind) {c, #c, kind}
+
+/* libcurl's results by kind; any other failure is "network". */
+static const struct {
+    CURLcode code;
+    const char *name, *kind;
+} curl_kinds[] = {
+    CODE(CURLE_OPERATION_TIMEDOUT, "timeout"),
+    CODE(CURLE_SSL_CONNECT_ERROR, "tls"),
+    CODE(CURLE_PEER_FAILED_VERIFICATION, "tls"),
+    CODE(CURLE_SSL_CERTPROBLEM, "tls"),
+    CODE(CURLE_SSL_CIPHER, "tls"),
+    CODE(CURLE_SSL_CACERT_BADFILE, "tls"),
+    CODE(CURLE_SSL_ISSUER_ERROR, "tls"),
+    CODE(CURLE_SSL_PINNEDPUBKEYNOTMATCH, "tls"),
+    CODE(CURLE_SSL_INVALIDCERTSTATUS, "tls"),
+    CODE(CURLE_SSL_CRL_BADFILE, "tls"),
+    CODE(CURLE_SSL_ENGINE_INITFAILED, "tls"),
+    CODE(CURLE_SSL_ENGINE_NOTFOUND, "tls"),
+    CODE(CURLE_SSL_ENGINE_SETFAILED, "tls"),
+    CODE(CURLE_SSL_SHUTDOWN_FAILED, "tls"),
+    CODE(CURLE_USE_SSL_FAILED, "tls"),
+    CODE(CURLE_URL_MALFORMAT, "invalid_argument"),
+    CODE(CURLE_BAD_FUNCTION_ARGUMENT, "invalid_argument"),
     /* URLs are http(s) by then (session.c): this is an answer that is not
      * HTTP at all ("Received HTTP/0.9 when not allowed") */
-    case CURLE_UNSUPPORTED_PROTOCOL:
-        return "protocol";
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-    case CURLE_TOO_MANY_REDIRECTS:
-        return "protocol";
-    case CURLE_ABORTED_BY_CALLBACK:
-        return "aborted";
-    case CURLE_READ_ERROR:
-        return "io";
-    case CURLE_OUT_OF_MEMORY:
-        return "io";
-    default:
-        return "network";
+    CODE(CURLE_UNSUPPORTED_PROTOCOL, "protocol"),
+    CODE(CURLE_WEIRD_SERVER_REPLY, "protocol"),
+    CODE(CURLE_PARTIAL_FILE, "protocol"),
+    CODE(CURLE_BAD_CONTENT_ENCODING, "protocol"),
+    CODE(CURLE_HTTP2, "protocol"),
+    CODE(CURLE_HTTP2_STREAM, "protocol"),
+    CODE(CURLE_TOO_MANY_REDIRECTS, "protocol"),
+    CODE(CURLE_ABORTED_BY_CALLBACK, "aborted"),
+    CODE(CURLE_READ_ERROR, "io"),
+    CODE(CURLE_OUT_OF_MEMORY, "io"),
+};
+
+const char *fa_kind_for_curl(CURLcode code)
+{
+    size_t i;
+    if (code == CURLE_OK)
+        return NULL;
+    for (i = 0; i < sizeof curl_kinds / sizeof curl_kinds[0]; i++)
+        if (curl_kinds[i].code == code)
+            return curl_kinds[i].kind;
+    return "network";
+}
+
+/* core.error_tables() -> { kinds = { ... }, curl = { CURLE_NAME = kind } }:
+ * the C side of the kinds list, for the spec that holds them together. */
+static int l_error_tables(lua_State *L)
+{
+    size_t i;
+    lua_createtable(L, 0, 2);
+    lua_newtable(L);
+    for (i = 0; kinds[i] != NULL; i++) {
+        lua_pushstring(L, kinds[i]);
+        lua_rawseti(L, -2, (int)i + 1);
     }
+    lua_setfield(L, -2, "kinds");
+    lua_newtable(L);
+    for (i = 0; i < sizeof curl_kinds / sizeof curl_kinds[0]; i++) {
+        lua_pushstring(L, curl_kinds[i].kind);
+        lua_setfield(L, -2, curl_kinds[i].name);
+    }
+    lua_setfield(L, -2, "curl");
+    return 1;
 }
 
 static int describe_thunk(lua_State *L)
@@ -280,8 +319,15 @@ static int error_concat(lua_State *L)
  * from API bodies with it). */
 static int l_error(lua_State *L)
 {
+    const char *kind;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    lua_getfield(L, 1, "kind");
+    kind = lua_tostring(L, -1);
+    /* a kind outside the list is a programming error: say so at once */
+    if (kind == NULL || !known_kind(kind))
+        return luaL_error(L, "fileapi: unknown error kind '%s'", kind ? kind : "(none)");
+    lua_pop(L, 1);
     fa_setmetatable(L, FA_ERROR_MT);
     return 1;
 }
@@ -313,6 +359,7 @@ void fa_open_errors(lua_State *L)
         {"error", l_error},
         {"is_error", l_is_error},
         {"kind_for_status", l_kind_for_status},
+        {"error_tables", l_error_tables},
         {NULL, NULL},
     };
     luaL_newmetatable(L, FA_ERROR_MT);

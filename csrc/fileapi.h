@@ -66,6 +66,7 @@ void fa_open_fs(lua_State *L);
 /* session.c: the session userdata (request.c, transfer.c, results.c are
  * its parts, behind transfer.h) */
 void fa_open_session(lua_State *L);
+void fa_open_request(lua_State *L); /* core.request_fields(): what request.c reads */
 
 /* retry_after.c: parsing of what a server says about waiting */
 double fa_retry_after(const char *value, size_t len, double now);

@@ -157,18 +157,26 @@ static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *b
     }
 }
 
-/* A read or rewind starts here: not on a closed body, and not from inside
- * another (a reader reading its own body). */
-static int enter(fa_multipart *mp)
+/* Whether the body may be read or rewound now: not closed (or closing), and
+ * not from inside a read of its own (a reader reading its own body). */
+static int usable(fa_multipart *mp)
 {
     if (mp->closed || mp->close_pending) {
         fa_mp_set_error(mp, "invalid_argument", "%s", "multipart body is closed");
-        return -1;
+        return 0;
     }
     if (mp->reading) {
         fa_mp_set_error(mp, "invalid_argument", "%s", "the multipart body is in use by a read in progress");
-        return -1;
+        return 0;
     }
+    return 1;
+}
+
+/* A read or rewind starts here. */
+static int enter(fa_multipart *mp)
+{
+    if (!usable(mp))
+        return -1;
     mp->reading = 1;
     return 0;
 }
@@ -245,14 +253,8 @@ static long read_bytes(fa_multipart *mp, lua_State *L, char *buf, size_t n)
 static int check_rewindable(fa_multipart *mp)
 {
     int i;
-    if (mp->closed || mp->close_pending) {
-        fa_mp_set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+    if (!usable(mp))
         return -1;
-    }
-    if (mp->reading) {
-        fa_mp_set_error(mp, "invalid_argument", "%s", "the multipart body is in use by a read in progress");
-        return -1;
-    }
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_READER && p->touched && p->rewind_ref == LUA_NOREF) {

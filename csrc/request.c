@@ -144,3 +144,30 @@ int fa_is_http_url(const char *url)
 {
     return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
 }
+
+/* Every field fa_read_request reads, for spec/tables_spec.lua to hold
+ * against the request contract (fileapi.http.request): a field added to
+ * one and not the other fails there.  `cancelled` is the cosocket
+ * transport's: this session learns of close() by itself. */
+static const char *const request_fields[] = {
+    "url", "method", "body", "ca_file", "proxy", "user_agent", "timeout", "connect_timeout",
+    "idle_timeout", "max_response", "expect_continue", "headers", "multipart", "on_progress",
+    "sink", "decide", "on_received", NULL,
+};
+
+static int l_request_fields(lua_State *L)
+{
+    int i;
+    lua_newtable(L);
+    for (i = 0; request_fields[i] != NULL; i++) {
+        lua_pushstring(L, request_fields[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+void fa_open_request(lua_State *L)
+{
+    lua_pushcfunction(L, l_request_fields);
+    lua_setfield(L, -2, "request_fields");
+}

@@ -1,50 +1,81 @@
--- `make demo`: starts the bundled mock on a free loopback port, creates a
--- directory, uploads a file into it with a progress bar, shows a handled
--- error (the storage quota), creates a folder in a share, stops the mock.
+-- `make demo`: a short tour against the bundled mock (started on a free
+-- loopback port and stopped at the end): a directory and an upload with a
+-- progress bar, the file read back and downloaded, shared with a customer,
+-- a chunked upload into a files.ro share, the rate limit pacing a batch,
+-- and a handled error.  One line a step; well under 30 s.
 local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 
 local mock = helper.start_mock()
+local MIB = 1024 * 1024
 local function step(fmt, ...) print(("==> " .. fmt):format(...)) end
 
+-- A 40-column bar on one line, redrawn as the percentage moves (on a
+-- terminal only).
+local function bar(label)
+  if not require("fileapi.core").isatty(1) then return nil end
+  local shown = -1
+  return function(done, total)
+    local pct = total and total > 0 and math.floor(done / total * 100) or 0
+    if pct == shown then return end
+    shown = pct
+    local n = math.floor(pct * 40 / 100)
+    io.write(("\r    %-9s [%s%s] %3d%%"):format(label, ("#"):rep(n), ("."):rep(40 - n), pct))
+    if pct == 100 then io.write("\n") end
+    io.flush()
+  end
+end
+
 local ok, failure = pcall(function()
-  step("mock API on %s (fileapi %s, libcurl %s)", mock.base, require("fileapi").version,
+  step("mock APIs on %s (fileapi %s, libcurl %s)", mock.base, require("fileapi").version,
     require("fileapi").curl_version)
   local mkp = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url }))
 
   local dir = assert(mkp:mkdir("Contracts"))
-  step("created directory %s (%s)", dir.name, dir.id)
+  step("mkdir: directory %s (%s)", dir.name, dir.id)
 
-  local path = helper.write_file(helper.tmpname(".pdf"), 48 * 1024 * 1024)
-  local started, shown = os.clock(), -1
+  local path = helper.write_file(helper.tmpname(".pdf"), 48 * MIB)
   local item = assert(mkp:upload(path, { directory = dir.id, filename = "contract_v2.pdf",
-    on_progress = function(sent, total)
-      local pct = math.floor(sent / total * 100)
-      if pct == shown then return end
-      shown = pct
-      local done = math.floor(pct * 40 / 100)
-      io.write(("\r    [%s%s] %3d%%"):format(("#"):rep(done), ("."):rep(40 - done), pct))
-      io.flush()
-    end }))
-  io.write("\n")
-  step("uploaded %s: %s, %d bytes, %s (%.2f s CPU)", item.name, item.id, item.size, item.mime,
-    os.clock() - started)
+    on_progress = bar("upload") }))
+  step("upload: %s, %s, %d bytes, %s", item.name, item.id, item.size, item.mime)
 
-  mock:config({ quota = 1024 })
-  local nothing, err = mkp:upload(path, { directory = dir.id })
-  os.remove(path)
-  assert(nothing == nil)
-  step("a handled error: kind=%s status=%s retryable=%s", err.kind, err.status, tostring(err.retryable))
-  step("  tostring(err) = %s", tostring(err))
-  mkp:close()
+  local back = assert(mkp:get(item.id))
+  step("get: %s is a %s of %d bytes, created %s", back.id, back.type, back.size, tostring(back.createdAt))
+
+  local dest = helper.tmpname(".download")
+  local got = assert(mkp:download(item.id, dest, { on_progress = bar("download") }))
+  step("download: %d bytes to a local file (link fetched without the key), identical: %s", got.size,
+    tostring(helper.sha256(dest) == helper.sha256(path)))
+  os.remove(dest)
+
+  local shared = assert(mkp:share({ item.id }, { customer_id = "cst_abc12345678" }))
+  step("share: %s with customer %s: %s", shared.id, shared.sharedWithCustomerId, shared.links.customer.href)
 
   local share = assert(shares.new({ token = "editor-token", base_url = mock.base }))
-  local folder = assert(share:mkdir("Projects"))
-  local sub = assert(share:mkdir("2026", { parent_id = folder.id }))
-  step("created share folder %s (%s), and %s inside it", folder.name, folder.id, sub.name)
+  local before = mock:stats().chunks or 0
+  local file = assert(share:upload(path, { chunk_size = 16 * MIB, path = "Projects/2026", name = "contract_v2",
+    on_progress = bar("share") }))
+  step("share upload: %s into Projects/2026 in %d chunks of 16 MiB (%s)", file.name,
+    (mock:stats().chunks or 0) - before, file.id)
   share:close()
-  step("TCP connections the mock saw: %d for %d requests", mock:stats().connections, mock:stats().requests)
+  os.remove(path)
+
+  mock:config({ rate_limit = 3, rate_window = 2 })
+  local paced = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 2,
+    on_wait = function(seconds) step("rate limit: 3 requests per 2 s, waiting %.1f s instead of a 429", seconds) end }))
+  for i = 1, 4 do assert(paced:mkdir("batch " .. i)) end
+  step("pacing: 4 directories made, %d refused by the server", mock:stats().rejected)
+  paced:close()
+  mock:config({ rate_limit = require("cjson").null })
+
+  mock:config({ quota = 1024 })
+  local nothing, err = mkp:upload({ data = ("x"):rep(4096), filename = "big.bin" }, { directory = dir.id })
+  assert(nothing == nil)
+  step("a handled error: %s (kind=%s, retryable=%s)", tostring(err), err.kind, tostring(err.retryable))
+  mkp:close()
+  step("the mock saw %d TCP connections for %d requests: connections are kept alive", mock:stats().connections,
+    mock:stats().requests)
 end)
 mock:stop()
 if not ok then

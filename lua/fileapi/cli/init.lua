@@ -16,9 +16,7 @@ local EPILOG = [[
 The API key comes from MKP_API_KEY.  A share's TOKEN may come from
 FILESRO_TOKEN instead (so it stays out of ps): then leave it out.
 
-exit status: 0 ok, 2 usage or invalid argument, 3 file I/O, 4 network, timeout or TLS,
-5 unauthorized or forbidden, 6 not found, 7 validation, 8 storage full,
-9 rate limited, 10 server or protocol error, 11 aborted, 130 interrupted]]
+exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
 
 -- ---- the parser -------------------------------------------------------------------
 

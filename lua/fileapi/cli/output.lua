@@ -3,16 +3,13 @@
 -- error kind, and the progress bar drawn on a terminal only.
 local core = require "fileapi.core"
 local cjson = require("cjson").new()
+local kinds = require "fileapi.kinds"
 
 local M = {}
 
--- Exit statuses by error kind; documented in `fileapi --help` and the README.
-M.EXIT = {
-  ok = 0, usage = 2, invalid_argument = 2, io = 3, network = 4, timeout = 4, tls = 4,
-  unauthorized = 5, forbidden = 5, not_found = 6, validation = 7, storage_full = 8,
-  rate_limited = 9, server = 10, http = 10, protocol = 10, aborted = 11, callback = 11,
-  interrupted = 130,
-}
+-- Exit statuses by error kind, from the one list of kinds; the help text
+-- and the README say the same.
+M.EXIT = kinds.exit_statuses()
 
 local Out = {}
 Out.__index = Out

@@ -11,6 +11,7 @@ local request = require "fileapi.http.request"
 local cosocket = require "fileapi.http.cosocket"
 local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
+local options = require "fileapi.http.options"
 
 local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
 local tostring = tostring
@@ -32,25 +33,17 @@ local private = setmetatable({}, { __mode = "k" })
 
 M.USER_AGENT = format("fileapi/%s libcurl/%s", core.version, core.curl_version)
 
-local DEFAULTS = {
-  connect_timeout = 10,
-  idle_timeout = 60,
-  retries = 2,
-  max_retry_wait = 60,
-  backoff = 0.5,
-  max_response = 1024 * 1024,
-  rate_window = 60,
-}
+-- Names, types and defaults come from the one list (fileapi.http.options).
+M.OPTION_NAMES = options.NAMES
 
-local NUMBER_OPTIONS = { "timeout", "connect_timeout", "idle_timeout", "retries",
-  "max_retry_wait", "backoff", "max_response", "rate_window" }
-local STRING_OPTIONS = { "ca_file", "proxy", "user_agent", "base_url", "transport", "rate_limit_dict" }
-local BOOLEAN_OPTIONS = { "allow_insecure", "retry_unsafe" }
-
-M.OPTION_NAMES = { "rate_limit", "on_wait" }
-for _, list in ipairs({ NUMBER_OPTIONS, STRING_OPTIONS, BOOLEAN_OPTIONS }) do
-  for _, k in ipairs(list) do M.OPTION_NAMES[#M.OPTION_NAMES + 1] = k end
+local function names_of(kind)
+  local out = {}
+  for _, o in ipairs(options.LIST) do
+    if o.type == kind then out[#out + 1] = o.name end
+  end
+  return out
 end
+local NUMBER_OPTIONS, STRING_OPTIONS, BOOLEAN_OPTIONS = names_of("number"), names_of("string"), names_of("boolean")
 
 -- rate_limit: "auto" (default), a number of requests per rate_window
 -- seconds (60), or false; rate_limit_dict only where nginx has that dict.
@@ -91,7 +84,7 @@ function M.check_options(opts, fname, own)
     if v ~= nil and (v ~= v or v < 0 or v == math.huge) then
       return nil, k .. " must be a finite number >= 0"
     end
-    if v == nil then out[k] = DEFAULTS[k] end
+    if v == nil then out[k] = options.BY_NAME[k].default end
   end
   for _, k in ipairs(STRING_OPTIONS) do
     if out[k] ~= nil and util.has_control(out[k]) then return nil, k .. " must not contain control characters" end
@@ -141,14 +134,19 @@ local function request_for(self, req)
   local body = req.body
   if body == nil and not req.multipart and request.WITH_BODY[method] then body = "" end
   local length = req.multipart and req.multipart:length() or (body and #body) or 0
-  return request.check({
+  local creq = {
     method = method, url = req.url, headers = req.headers, body = body,
     multipart = req.multipart, on_progress = req.on_progress,
-    timeout = o.timeout, connect_timeout = o.connect_timeout, idle_timeout = o.idle_timeout,
-    ca_file = o.ca_file, proxy = private[self].proxy, user_agent = o.user_agent or M.USER_AGENT,
-    max_response = o.max_response, expect_continue = length >= request.EXPECT_THRESHOLD,
+    expect_continue = length >= request.EXPECT_THRESHOLD,
     cancelled = function() return self.closing end,
-  })
+  }
+  -- the options the transports read travel in the request itself
+  for _, opt in ipairs(options.LIST) do
+    if opt.request then creq[opt.name] = o[opt.name] end
+  end
+  creq.proxy = private[self].proxy
+  creq.user_agent = o.user_agent or M.USER_AGENT
+  return request.check(creq)
 end
 
 local function decode_json(body)

@@ -1,11 +1,14 @@
 -- The one request contract both transports take: libcurl (the C session)
 -- and nginx cosockets.  check() is called by each before it sends anything;
 -- a wrong field is a programming error and raises, naming the field.
+local options = require "fileapi.http.options"
+
 local type, pairs, error, format = type, pairs, error, string.format
 
 local M = {}
 
--- field -> the Lua types it may have
+-- field -> the Lua types it may have: the call's own fields, then the
+-- transport options that travel in the request (from the one list)
 local FIELDS = {
   method = { string = true },
   url = { string = true },
@@ -18,14 +21,13 @@ local FIELDS = {
   on_received = { ["function"] = true },
   cancelled = { ["function"] = true },
   expect_continue = { boolean = true },
-  timeout = { number = true },
-  connect_timeout = { number = true },
-  idle_timeout = { number = true },
-  max_response = { number = true },
-  ca_file = { string = true },
-  proxy = { string = true },
-  user_agent = { string = true },
 }
+M.CALL_FIELDS = {}
+for k in pairs(FIELDS) do M.CALL_FIELDS[k] = true end
+for _, opt in ipairs(options.LIST) do
+  if opt.request then FIELDS[opt.name] = { [opt.type] = true } end
+end
+M.FIELDS = FIELDS
 
 M.METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
 
