@@ -24,6 +24,7 @@ dependencies = {
   "lua >= 5.1",
   "lua-cjson",
   "argparse",
+  "luasocket", -- fileapi login's loopback listener only
 }
 -- `luarocks test` runs the busted suite (it starts its own mock servers).
 test_dependencies = {
@@ -53,7 +54,9 @@ build = {
     lib = { ["fileapi.core"] = "build/rock/fileapi/core.so" },
     lua = {
       ["fileapi.cli.clients"] = "lua/fileapi/cli/clients.lua",
+      ["fileapi.cli.credentials"] = "lua/fileapi/cli/credentials.lua",
       ["fileapi.cli"] = "lua/fileapi/cli/init.lua",
+      ["fileapi.cli.login"] = "lua/fileapi/cli/login.lua",
       ["fileapi.cli.mkp"] = "lua/fileapi/cli/mkp.lua",
       ["fileapi.cli.output"] = "lua/fileapi/cli/output.lua",
       ["fileapi.cli.shares"] = "lua/fileapi/cli/shares.lua",
@@ -67,6 +70,7 @@ build = {
       ["fileapi"] = "lua/fileapi/init.lua",
       ["fileapi.kinds"] = "lua/fileapi/kinds.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",
+      ["fileapi.oauth"] = "lua/fileapi/oauth.lua",
       ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",
       ["fileapi.tree"] = "lua/fileapi/tree.lua",

@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "fileapi.h"
 
@@ -224,6 +226,65 @@ static int l_temp_file(lua_State *L)
     return 1;
 }
 
+/* core.mkdir_private(path) -> true | nil, err: a folder only its owner may
+ * enter (0700); one that exists is left as it is. */
+static int l_mkdir_private(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return push_errno(L, path);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* An exclusive lock on a file, held by an open descriptor (flock(2)): the
+ * command line's processes refresh stored tokens one at a time. */
+#define FA_LOCK_MT "fileapi.lock"
+
+static int lock_release(lua_State *L)
+{
+    int *fd = (int *)luaL_checkudata(L, 1, FA_LOCK_MT);
+    if (*fd >= 0) {
+        close(*fd); /* releases the lock */
+        *fd = -1;
+    }
+    return 0;
+}
+
+static int lock_tostring(lua_State *L)
+{
+    int *fd = (int *)luaL_checkudata(L, 1, FA_LOCK_MT);
+    lua_pushstring(L, *fd >= 0 ? "fileapi.lock (held)" : "fileapi.lock (released)");
+    return 1;
+}
+
+/* core.lock_file(path, seconds) -> lock | nil, err: waits up to seconds for
+ * the lock (the file is made 0600 when missing). */
+static int l_lock_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    double wait = luaL_optnumber(L, 2, 30);
+    int *fd = fa_newuserdata(L, sizeof *fd);
+    double waited = 0;
+    *fd = -1;
+    fa_setmetatable(L, FA_LOCK_MT);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*fd < 0)
+        return push_errno(L, path);
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= wait || fa_interrupted()) {
+            int e = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+            close(*fd);
+            *fd = -1;
+            return fa_push_errno(L, path, e);
+        }
+        nanosleep(&ts, NULL);
+        waited += 0.02;
+    }
+    return 1;
+}
+
 void fa_open_fs(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -232,9 +293,13 @@ void fa_open_fs(lua_State *L)
         {"append_line", l_append_line},
         {"temp_file", l_temp_file},
         {"file_size", l_file_size},
+        {"mkdir_private", l_mkdir_private},
+        {"lock_file", l_lock_file},
         {NULL, NULL},
     };
     static const luaL_Reg no_methods[] = {{NULL, NULL}};
+    static const luaL_Reg lock_methods[] = {{"unlock", lock_release}, {NULL, NULL}};
     fa_newclass(L, FA_DIR_MT, no_methods, dir_close, dir_tostring);
+    fa_newclass(L, FA_LOCK_MT, lock_methods, lock_release, lock_tostring);
     fa_setfuncs(L, funcs);
 }

@@ -1,8 +1,9 @@
 -- `make demo`: a short tour against the bundled mock (started on a free
 -- loopback port and stopped at the end): a directory and an upload with a
 -- progress bar, the file read back and downloaded, shared with a customer,
--- a chunked upload into a files.ro share, the rate limit pacing a batch,
--- and a handled error.  One line a step; well under 30 s.
+-- a chunked upload into a files.ro share, the rate limit pacing a batch, a
+-- third-party application's sign-in and refresh, and a handled error.  One
+-- line a step; well under 30 s.
 local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
@@ -68,6 +69,21 @@ local ok, failure = pcall(function()
   step("pacing: 4 directories made, %d refused by the server", mock:stats().rejected)
   paced:close()
   mock:config({ rate_limit = require("cjson").null })
+
+  -- a third-party application: consent (the mock approves at once), code exchange, a call
+  local url, state = assert(files.authorize_url({ client_id = "app_test", redirect_uri = "https://app.example/cb",
+    scope = "files.write", oauth_base_url = mock.oauth_url }))
+  local _, _, headers = require("socket.http").request({ url = url, redirect = false })
+  local code, echoed = headers.location:match("code=([^&]+)"), headers.location:match("state=([^&]+)")
+  local tokens = assert(files.exchange_code({ client_id = "app_test", client_secret = "app-secret-7f3k",
+    redirect_uri = "https://app.example/cb", code = code, oauth_base_url = mock.oauth_url }))
+  local app = assert(files.new({ base_url = mock.mkp_url, oauth_base_url = mock.oauth_url,
+    oauth = { client_id = "app_test", client_secret = "app-secret-7f3k", access_token = "expired",
+      refresh_token = tokens.refresh_token, expires_at = 0 } }))
+  local made = assert(app:mkdir("From an app"))
+  step("oauth: state checked %s, code exchanged, token refreshed %d time(s), then %s made", tostring(
+    files.check_state(state, echoed)), app:token_info().refreshes, made.id)
+  app:close()
 
   mock:config({ quota = 1024 })
   local nothing, err = mkp:upload({ data = ("x"):rep(4096), filename = "big.bin" }, { directory = dir.id })

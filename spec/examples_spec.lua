@@ -61,6 +61,7 @@ describe("examples", function()
     assert.matches("share upload: contract_v2 into Projects/2026 in 3 chunks", out)
     assert.matches("rate limit: 3 requests per 2 s, waiting", out)
     assert.matches("pacing: 4 directories made, 0 refused", out)
+    assert.matches("oauth: state checked true, code exchanged, token refreshed 1 time%(s%)", out)
     assert.matches("storage_full %(HTTP 426%)", out)
     local steps = select(2, out:gsub("\n==> ", "")) + 1
     assert.is_true(steps <= 14, steps)

@@ -72,7 +72,7 @@ run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind
 run_specs "allocation failures during transfers (ASan)" make -s test-oom
-run_check fuzz make -s fuzz FUZZ_TIME=30
+run_check fuzz make -s fuzz FUZZ_TIME=20
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"

@@ -6,6 +6,7 @@ local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.http.engine"
 local tree = require "fileapi.tree"
+local oauth = require "fileapi.oauth"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
@@ -13,11 +14,11 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
--- The Authorization header is kept here, keyed by the client, so that no
--- table a user can dump (pairs(client)) shows the key.
+-- What a user could dump (pairs(client)) shows no secret: the key and the
+-- tokens live in the engine's authorizer and the OAuth keeper.
 local private = setmetatable({}, { __mode = "k" })
 
-local NEW_OPTIONS = { "api_key" }
+local NEW_OPTIONS = { "api_key", "oauth", "on_tokens", "token_dict", "oauth_base_url" }
 local UPLOAD_OPTIONS = { "directory", "filename", "mime", "on_progress" }
 
 M.DEFAULT_BASE_URL = "https://api.mijnklantportaal.nl/v1"
@@ -30,27 +31,87 @@ local function check_directory(id)
   return true
 end
 
---- files.new{ api_key, base_url, <transport options> } -> client | nil, err
+-- The OAuth half of files.new: the keeper, and a transport of its own for
+-- the manage host (no budget of the API's: another host, another limit).
+local function oauth_keeper(opts, topts, secrets)
+  local o = util.check_field(opts, "oauth", "table", "new")
+  local on_tokens = util.check_field(opts, "on_tokens", "function", "new")
+  local dict = util.check_field(opts, "token_dict", "string", "new")
+  local given = util.check_field(opts, "oauth_base_url", "string", "new")
+  local ok, why = oauth.check_tokens(o, "new")
+  if not ok then return nil, why end
+  if dict then
+    local ngx = rawget(_G, "ngx")
+    if not (ngx and ngx.shared and ngx.shared[dict]) then return nil, "token_dict: no lua_shared_dict named " .. dict end
+  end
+  local base, berr = oauth.base_url(given, topts.allow_insecure)
+  if not base then return nil, berr end
+  for _, k in ipairs({ "client_id", "client_secret", "access_token", "refresh_token" }) do
+    if o[k] then secrets[#secrets + 1] = o[k] end
+  end
+  local hopts = {}
+  for k, v in pairs(topts) do hopts[k] = v end
+  hopts.rate_limit = false
+  local ht, err = transport.new(hopts, secrets)
+  if not ht then return nil, err end
+  return oauth.keeper({ oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, token_transport = ht,
+    secrets = secrets }), nil, ht
+end
+
+--- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }
+---   -> client | nil, err
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
-  local key = util.check_field(opts, "api_key", "string", "new") or getenv("MKP_API_KEY")
+  local given_key = util.check_field(opts, "api_key", "string", "new")
   local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
-  if key == nil or key == "" then
-    return util.invalid("api_key is required (or set MKP_API_KEY)")
+  if given_key and opts.oauth ~= nil then return util.invalid("api_key and oauth exclude each other") end
+  local key = given_key or (opts.oauth == nil and getenv("MKP_API_KEY")) or nil
+  if opts.oauth == nil and (key == nil or key == "") then
+    return util.invalid("api_key is required (or set MKP_API_KEY), or oauth tokens for a third-party application")
   end
-  if key:find("[^\33-\126]") then
+  if key and key:find("[^\33-\126]") then
     return util.invalid("api_key must be printable ASCII without spaces or control characters")
   end
   if not topts then return util.invalid(msg) end
   local base, why = util.check_base_url(topts.base_url or getenv("MKP_BASE_URL") or M.DEFAULT_BASE_URL,
     topts.allow_insecure)
   if not base then return util.invalid(why) end
-  local t, err = transport.new(topts, { key }, key)
+  local secrets, keeper, token_transport = { key }, nil, nil
+  if not key then
+    local kerr
+    keeper, kerr, token_transport = oauth_keeper(opts, topts, secrets)
+    if not keeper then return util.invalid(kerr) end
+  end
+  -- the budget counts by the credential: the key, or the OAuth grant
+  local t, err = transport.new(topts, secrets, key or (opts.oauth.client_id .. "\0" .. opts.oauth.refresh_token))
   if not t then return nil, err end
+  t.auth = keeper or transport.static_auth("Authorization: Bearer " .. key)
   local client = setmetatable({ transport = t, base_url = base }, Client)
-  private[client] = { auth = "Authorization: Bearer " .. key }
+  private[client] = { keeper = keeper, token_transport = token_transport }
   return client
 end
+
+--- client:token_info() -> { expires_at, refreshed_at, refreshes } | nil (an API key)
+function Client:token_info()
+  local keeper = private[self].keeper
+  return keeper and keeper:info() or nil
+end
+
+--- client:set_tokens{ access_token, refresh_token, expires_at | expires_in } -> true | nil, err
+function Client:set_tokens(tokens)
+  util.check_type(tokens, "table", 1, "set_tokens")
+  local keeper = private[self].keeper
+  if not keeper then return util.invalid("set_tokens is for a client made with oauth tokens") end
+  util.check_keys(tokens, "set_tokens", { "access_token", "refresh_token", "expires_at", "expires_in" })
+  for _, k in ipairs({ "access_token", "refresh_token" }) do
+    if type(tokens[k]) ~= "string" or tokens[k] == "" then return util.invalid(k .. " is required") end
+  end
+  return keeper:set_tokens(tokens)
+end
+
+M.authorize_url = oauth.authorize_url
+M.check_state = oauth.check_state
+M.exchange_code = oauth.exchange_code
 
 local function files_url(self, directory)
   local url = self.base_url .. "/files"
@@ -69,7 +130,7 @@ end
 
 local function post(self, req)
   req.method = "POST"
-  req.headers[#req.headers + 1] = private[self].auth
+  req.auth = true
   req.headers[#req.headers + 1] = "Accept: application/json"
   return item_or_error(self, self.transport:send_json(req))
 end
@@ -130,8 +191,8 @@ local function check_id(id, pattern, what)
 end
 
 local function api_request(self, method, path, doc)
-  local req = { method = method, url = self.base_url .. path,
-    headers = { private[self].auth, "Accept: application/json" } }
+  local req = { method = method, url = self.base_url .. path, auth = true,
+    headers = { "Accept: application/json" } }
   if doc then
     req.headers[#req.headers + 1] = "Content-Type: application/json"
     req.body = transport.json.encode(doc)
@@ -371,6 +432,8 @@ end
 
 function Client:close()
   self.transport:close()
+  local p = private[self]
+  if p and p.token_transport then p.token_transport:close() end
 end
 
 Client.__close = Client.close

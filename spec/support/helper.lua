@@ -73,6 +73,7 @@ function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_fau
 -- A file of the Files API whose bytes are the local file at `path`.
 function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end
 function Mock:seed(t) return self:admin("POST", "/_mock/seed", t) end
+function Mock:oauth_grant() return self:admin("POST", "/_mock/oauth_grant") end
 
 function Mock:last_request()
   local reqs = self:requests()
@@ -108,10 +109,10 @@ function M.start_mock(opts)
   for _ = 1, 100 do
     local f = io.open(port_file)
     if f then
-      local port, pid, storage_port = f:read("*l"):match("^(%d+) (%d+) (%d+)$")
+      local port, pid, storage_port, oauth_port = f:read("*l"):match("^(%d+) (%d+) (%d+) (%d+)$")
       f:close()
       local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "",
-        storage_port = tonumber(storage_port) }, Mock)
+        storage_port = tonumber(storage_port), oauth_url = "http://127.0.0.1:" .. oauth_port }, Mock)
       mock.base = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
       mock.mkp_url = mock.base .. "/v1"
       remember_pid("mock-" .. port, pid)
@@ -243,7 +244,8 @@ end
 
 -- The environment the examples and the command read, pointed at the mock.
 function M.mock_env(mock)
-  return { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base }
+  return { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base,
+    MKP_OAUTH_BASE_URL = mock.oauth_url }
 end
 
 -- A port with nothing listening: bind, read the number, close.

@@ -14,6 +14,7 @@ local http = require "mock.http"
 local mkp = require "mock.mkp"
 local filesro = require "mock.filesro"
 local storage = require "mock.storage"
+local oauth = require "mock.oauth"
 
 local opts = { port = 0 }
 do
@@ -42,6 +43,7 @@ local function reset()
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
   mkp.reset(state)
   filesro.reset(state)
+  oauth.reset(state)
 end
 reset()
 
@@ -215,7 +217,7 @@ local function admin(conn, req)
     if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/stats" then
     out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
-      rejected = state.rejected or 0 }
+      rejected = state.rejected or 0, token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then
@@ -251,6 +253,10 @@ local function admin(conn, req)
     out = {}
     for _, f in pairs(state.files) do out[#out + 1] = f end
     if #out == 0 then out = cjson.empty_array or {} end
+  elseif p == "/_mock/oauth_grant" then
+    out = oauth.grant(state)
+  elseif p == "/_mock/oauth_authorize" then
+    out = state.oauth.last_authorize or {}
   elseif p == "/_mock/shutdown" then
     stop = true
   else
@@ -294,6 +300,31 @@ if opts.tls_cert then
   local ssl = require "ssl"
   tls_ctx = assert(ssl.newcontext({ mode = "server", protocol = "any", key = opts.tls_key,
     certificate = opts.tls_cert, options = { "all", "no_sslv2", "no_sslv3" } }))
+end
+
+-- The manage host's connections: OAuth only, with faults and recording.
+local function serve_oauth(sock)
+  local conn = loop.wrap(sock)
+  next_conn = next_conn + 1
+  local conn_id = next_conn
+  while true do
+    local req = http.read_request(conn)
+    if not req then break end
+    local rec = record(conn_id, req)
+    rec.manage = true
+    local f = take_fault(req)
+    local keep
+    if f then keep = play(conn, req, f) end
+    if keep == nil then
+      local status, headers, body = oauth.handle(state, conn, req)
+      complete_record(rec, req)
+      if not status then break end
+      http.respond(conn, status, headers, body, false)
+      keep = true
+    end
+    if not keep then break end
+  end
+  conn:close()
 end
 
 -- The storage host's connections: download links only.
@@ -344,6 +375,9 @@ local storage_server = assert(socket.bind("127.0.0.1", 0))
 storage_server:settimeout(0)
 local _, storage_port = storage_server:getsockname()
 state.storage_base = "http://127.0.0.1:" .. storage_port
+local oauth_server = assert(socket.bind("127.0.0.1", 0))
+oauth_server:settimeout(0)
+local _, oauth_port = oauth_server:getsockname()
 
 local function accept_loop(listener, handler)
   loop.spawn(function()
@@ -356,16 +390,18 @@ local function accept_loop(listener, handler)
 end
 accept_loop(server, serve)
 accept_loop(storage_server, serve_storage)
+accept_loop(oauth_server, serve_oauth)
 
 if opts.port_file then
   local tmp = opts.port_file .. ".tmp"
   local f = assert(io.open(tmp, "w"))
   local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
-  f:write(port, " ", pid, " ", storage_port, "\n")
+  f:write(port, " ", pid, " ", storage_port, " ", oauth_port, "\n")
   f:close()
   os.rename(tmp, opts.port_file)
 else
-  print("mock listening on http://127.0.0.1:" .. port .. " (download links on port " .. storage_port .. ")")
+  print("mock listening on http://127.0.0.1:" .. port .. " (download links on port " .. storage_port
+    .. ", OAuth on port " .. oauth_port .. ")")
   io.stdout:flush()
 end
 
@@ -376,4 +412,5 @@ loop.run(function() return stop end, function()
 end)
 server:close()
 storage_server:close()
+oauth_server:close()
 if state.upload_dir then os.execute("rm -rf '" .. state.upload_dir .. "'") end

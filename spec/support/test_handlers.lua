@@ -105,6 +105,22 @@ function M.paced()
   reply(out)
 end
 
+-- One mkdir on this worker's OAuth client, made from the first request's
+-- tokens; every worker's client shares them through token_dict.
+local oauth_client
+function M.oauth_mkdir()
+  local spec = input()
+  if not oauth_client then
+    oauth_client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
+      oauth = spec.oauth, token_dict = "fileapi_tokens", timeout = 30, retries = 0,
+      on_tokens = function() ngx.log(ngx.WARN, "fileapi-test: on_tokens ran in this worker") end }))
+  end
+  local out = summary(oauth_client:mkdir("o"))
+  out.worker = ngx.worker.pid()
+  out.refreshes = oauth_client:token_info().refreshes
+  reply(out)
+end
+
 -- Worker CPU seconds (utime + stime) from /proc/self/stat.
 local function cpu_seconds()
   local f = assert(io.open("/proc/self/stat"))

@@ -14,8 +14,16 @@ local function client_options(opts, out)
     end or nil }
 end
 
+-- An API key from MKP_API_KEY; else the tokens `fileapi login` stored.
 local function open_client(opts, out, what)
-  local client, err = files.new(client_options(opts, out))
+  local copts = client_options(opts, out)
+  local client, err
+  local key = os.getenv("MKP_API_KEY")
+  if (not key or key == "") and require("fileapi.cli.credentials").load() then
+    client, err = require("fileapi.cli.login").stored_client(copts)
+  else
+    client, err = files.new(copts)
+  end
   if not client then return nil, out:fail(what, err) end
   return client
 end

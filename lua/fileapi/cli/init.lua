@@ -13,8 +13,9 @@ M.EXIT = output.EXIT
 M.label = output.label
 
 local EPILOG = [[
-The API key comes from MKP_API_KEY.  A share's TOKEN may come from
-FILESRO_TOKEN instead (so it stays out of ps): then leave it out.
+The API key comes from MKP_API_KEY; without one, the tokens `fileapi login`
+stored are used.  A share's TOKEN may come from FILESRO_TOKEN instead (so it
+stays out of ps): then leave it out.
 
 exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
 
@@ -82,6 +83,14 @@ local function build_parser()
   rf:option("--dir", "uploads go to directory ID (fsd_...)")
   common(p:command("requests", "list file requests"))
   common(p:command("request", "show a file request")):argument("id", "ID (frq_...)")
+  local li = p:command("login", "sign in as a third-party application (OAuth) and store the tokens")
+  li:option("--client-id", "the application's App ID"):count(1)
+  li:option("--redirect-uri", "http://127.0.0.1:PORT/PATH, registered for the application; listened on here")
+    :count(1)
+  li:option("--scope", "scopes, separated by spaces (default: every files, fileshare and filerequest scope)")
+  li:option("--client-secret-file", "read the App Secret from this file (default: $MKP_CLIENT_SECRET)")
+  li:option("--wait", "seconds to wait for the browser (default 300)"):convert(number("--wait"))
+  p:command("logout", "delete the stored tokens")
   local smk = share_options(p:command("share-mkdir", "create a folder in a files.ro share"))
   smk:argument("args", "[TOKEN] NAME"):args("+")
   smk:option("--parent", "inside folder UUID")
@@ -99,11 +108,12 @@ local function build_parser()
   return p
 end
 
-local mkp, share_commands = require "fileapi.cli.mkp", require "fileapi.cli.shares"
+local mkp, share_commands, login = require "fileapi.cli.mkp", require "fileapi.cli.shares", require "fileapi.cli.login"
 local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
   shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
   ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
-  ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv }
+  ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
+  login = login.login, logout = login.logout }
 
 local function usage_error(io_err, command, message)
   io_err:write("fileapi: ", message, "\n", "(see: fileapi ", command and (command .. " ") or "", "--help)\n")

@@ -123,6 +123,12 @@ function M.new(opts, secrets, rate_key)
   return t
 end
 
+-- The Authorization header of a fixed credential (an API key): nothing to
+-- refresh.  OAuth clients hold a keeper (fileapi.oauth) in its place.
+function M.static_auth(header)
+  return { refreshable = false, header = function() return header end }
+end
+
 --- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Transport:rate_limit()
   return self.budget and self.budget:said()
@@ -160,13 +166,18 @@ M.decode_json = decode_json
 local function http_error(res)
   local kind = core.kind_for_status(res.status)
   local doc = decode_json(res.body)
-  local message, fields
+  local message, fields, oauth_error, oauth_message
   if type(doc) == "table" then
     if type(doc.message) == "string" and doc.message ~= "" then message = doc.message end
     if type(doc.errors) == "table" then fields = doc.errors end
+    -- an OAuth token endpoint's RFC 6749 5.2 body
+    if type(doc.error) == "string" then oauth_error = doc.error end
+    if type(doc.error_description) == "string" and doc.error_description ~= "" then
+      message, oauth_message = message or doc.error_description, true
+    end
   end
   return util.new_error(kind, message or format("the server answered HTTP %d", res.status), {
-    status = res.status, fields = fields,
+    status = res.status, fields = fields, oauth_error = oauth_error, oauth_message = oauth_message,
   })
 end
 
@@ -267,6 +278,59 @@ local function interrupted()
   return util.new_error("aborted", "interrupted", { interrupted = true })
 end
 
+-- After a 401 to an OAuth token (the server did not act): refresh once, and
+-- say whether to send once more -- a body that cannot start over keeps the
+-- 401.  Returns true, or false and the error to return.
+local function reauthorize(self, req, used, sleep, err)
+  local ok, aerr = self.auth:after_401(used, sleep, self.opts.timeout)
+  if not ok then return false, aerr end
+  if req.multipart then
+    local rewound, rerr = rewind_body(req.multipart)
+    if not rewound then
+      err.rewind_error = rerr.message
+      return false, err
+    end
+  end
+  return true
+end
+
+-- After a failed attempt: whether to try again (having waited), or false
+-- and the error to return.
+local function retry_after_failure(self, req, method, res, err, attempts, sleep)
+  local wait, asked = wait_before(self, res, attempts)
+  err.retry_after = asked
+  if self.closing or not may_retry(self, err, res, method, req.never_resend) or attempts > self.opts.retries then
+    return false, err
+  end
+  if req.multipart then
+    local ok, rerr = rewind_body(req.multipart)
+    if not ok then
+      err.rewind_error = rerr.message
+      err.cause = err.cause or rerr.cause
+      return false, err
+    end
+  end
+  if self.opts.on_wait then pcall(self.opts.on_wait, wait) end
+  if sleep(wait) == false then return false, interrupted() end -- the command line's Ctrl-C
+  return true
+end
+
+-- The headers of one attempt: the request's own, and the Authorization
+-- header of the moment (before Accept, where the API modules always had it).
+local function with_header(headers, extra)
+  if not extra then return headers end
+  local out, placed = {}, false
+  for i = 1, #headers do
+    if not placed and headers[i]:find("^Accept:") then
+      out[#out + 1] = extra
+      placed = true
+    end
+    out[#out + 1] = headers[i]
+  end
+  if not placed then out[#out + 1] = extra end
+  return out
+end
+
 local function attempts_loop(self, req, perform, sleep)
   local creq = request_for(self, req)
   local d, derr
@@ -278,8 +342,8 @@ local function attempts_loop(self, req, perform, sleep)
     creq.on_received = download.received_for(d)
   end
   local base_headers = creq.headers or {}
-  local attempts = 0
-  local res, err
+  local attempts, reauthed = 0, false
+  local res, err, used_auth
   local on_wait = self.opts.on_wait
   while true do
     local go, too_long = true, nil
@@ -291,8 +355,17 @@ local function attempts_loop(self, req, perform, sleep)
         or interrupted()
       break
     end
+    if req.auth and self.auth then
+      local aerr
+      used_auth, aerr = self.auth:header(sleep, self.opts.timeout)
+      if not used_auth then
+        err = aerr
+        break
+      end
+    end
     attempts = attempts + 1
-    if d then creq.headers = download.resume_headers(d, base_headers) end
+    local headers = with_header(base_headers, used_auth)
+    creq.headers = d and download.resume_headers(d, headers) or headers
     res, err = perform(creq)
     if self.budget then
       if res then self.budget:observe(res.headers, res.status) end
@@ -301,25 +374,14 @@ local function attempts_loop(self, req, perform, sleep)
     if d then download.settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end
     if res then err = http_error(res) end
-    local wait, asked = wait_before(self, res, attempts)
-    err.retry_after = asked
-    if self.closing or not may_retry(self, err, res, creq.method, req.never_resend)
-        or attempts > self.opts.retries then
-      break
+    local again
+    if res and res.status == 401 and used_auth and self.auth.refreshable and not reauthed and not self.closing then
+      reauthed = true
+      again, err = reauthorize(self, req, used_auth, sleep, err)
+    else
+      again, err = retry_after_failure(self, req, creq.method, res, err, attempts - (reauthed and 1 or 0), sleep)
     end
-    if req.multipart then
-      local ok, rerr = rewind_body(req.multipart)
-      if not ok then
-        err.rewind_error = rerr.message
-        err.cause = err.cause or rerr.cause
-        break
-      end
-    end
-    if on_wait then pcall(on_wait, wait) end
-    if sleep(wait) == false then -- the command line's Ctrl-C
-      err = interrupted()
-      break
-    end
+    if not again then break end
   end
   if res and res.status >= 200 and res.status < 300 then
     res.attempts = attempts

@@ -295,7 +295,7 @@ function M.handle(state, conn, req)
     return json_error(404, "Not found.")
   end
   local key = (req.headers.authorization or ""):match("^Bearer (.+)$")
-  if not key or not state.config.keys[key] then
+  if not key or not (state.config.keys[key] or require("mock.oauth").valid_access(state, key)) then
     if not http.read_body(conn, req, state.keep) then return nil end
     return json_error(401, "Unauthenticated.")
   end

@@ -1,0 +1,93 @@
+-- The OAuth tokens `fileapi login` stores: $XDG_CONFIG_HOME/fileapi/
+-- credentials.json (default ~/.config), the folder 0700 and the file 0600,
+-- written to a temporary file and renamed, so a reader never sees half of
+-- it.  Commands refresh them under a file lock (credentials.json.lock): two
+-- commands at an expiry send one refresh, and the second reads the first's
+-- tokens.
+local core = require "fileapi.core"
+local cjson = require("cjson").new()
+
+local M = {}
+
+M.FIELDS = { "client_id", "client_secret", "access_token", "refresh_token", "expires_at" }
+
+function M.folder()
+  local base = os.getenv("XDG_CONFIG_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or ".") .. "/.config" end
+  return base .. "/fileapi"
+end
+
+function M.path()
+  return M.folder() .. "/credentials.json"
+end
+
+-- The stored tokens, or nil (and why) when there are none that make sense.
+function M.load(path)
+  local f = io.open(path or M.path(), "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= "table" then return nil, "the stored credentials cannot be read: run fileapi login" end
+  for _, k in ipairs(M.FIELDS) do
+    local want = k == "expires_at" and "number" or "string"
+    if type(doc[k]) ~= want then return nil, "the stored credentials lack " .. k .. ": run fileapi login" end
+  end
+  return doc
+end
+
+-- The folder of path, made (0700) when missing, its parent too.
+local function make_folder(path)
+  local folder = path:match("^(.*)/[^/]*$") or "."
+  local parent = folder:match("^(.*)/[^/]*$")
+  if parent and parent ~= "" then core.mkdir_private(parent) end
+  local ok, err = core.mkdir_private(folder)
+  if not ok then return nil, err end
+  return folder
+end
+
+-- Writes them atomically: a 0600 temporary file beside, then rename.
+function M.save(tokens, path)
+  path = path or M.path()
+  local folder, err = make_folder(path)
+  if not folder then return nil, err end
+  local tmp, terr = core.temp_file(folder, ".credentials")
+  if not tmp then return nil, terr end
+  local doc = {}
+  for _, k in ipairs(M.FIELDS) do doc[k] = tokens[k] end
+  local f = io.open(tmp, "wb")
+  local written = f and f:write(cjson.encode(doc), "\n")
+  local closed = f and f:close()
+  if not (written and closed) then
+    os.remove(tmp)
+    return nil, core.error({ kind = "io", message = "cannot write " .. tmp, retryable = false, attempts = 0 })
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    return nil, core.error({ kind = "io", message = tostring(rerr), retryable = false, attempts = 0 })
+  end
+  return true
+end
+
+-- Runs fn() holding the lock; returns what fn returns.
+function M.locked(fn, path)
+  path = path or M.path()
+  local folder, ferr = make_folder(path)
+  if not folder then return nil, ferr end
+  local lock, err = core.lock_file(path .. ".lock", 60)
+  if not lock then return nil, err end
+  local ok, a, b, c = pcall(fn)
+  lock:unlock()
+  if not ok then error(a, 0) end
+  return a, b, c
+end
+
+function M.remove(path)
+  path = path or M.path()
+  local existed = os.remove(path) ~= nil
+  os.remove(path .. ".lock")
+  return existed
+end
+
+return M

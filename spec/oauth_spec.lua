@@ -1,0 +1,481 @@
+-- MijnKlantportaal for third-party applications: the consent URL, the code
+-- exchange, tokens that refresh themselves (before expiry, once after a
+-- 401), refusals that stop at once, and secrets that appear nowhere.
+local helper = require "helper"
+local files = require "fileapi.files"
+local core = require "fileapi.core"
+local http = require "socket.http"
+
+local CLIENT_ID, SECRET = "app_test", "app-secret-7f3k"
+
+local function query_of(url)
+  local out = {}
+  for k, v in (url:match("%?(.*)$") or ""):gmatch("([^&=]+)=([^&]*)") do
+    out[k] = v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  end
+  return out
+end
+
+-- What a browser does with the consent URL: GET it, take the redirect.
+local function consent(url)
+  local _, status, headers = http.request({ url = url, redirect = false })
+  return status, headers and headers.location
+end
+
+describe("OAuth", function()
+  local mock
+
+  setup(function() mock = helper.start_mock() end)
+  teardown(function() mock:stop() end)
+  before_each(function() mock:reset() end)
+
+  local function client(tokens, extra)
+    local opts = { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = tokens.access_token,
+        refresh_token = tokens.refresh_token, expires_at = tokens.expires_at } }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return assert(files.new(opts))
+  end
+
+  local function granted(ttl)
+    local t = mock:oauth_grant()
+    t.expires_at = math.floor(core.time() + (ttl or t.expires_in))
+    return t
+  end
+
+  local function api_requests()
+    local n = 0
+    for _, r in ipairs(mock:requests()) do
+      if not r.manage and r.path:find("^/v1/") then n = n + 1 end
+    end
+    return n
+  end
+
+  describe("the consent URL", function()
+    it("carries exactly the documented parameters, percent-encoded", function()
+      local url, state = files.authorize_url({ client_id = CLIENT_ID, redirect_uri = "https://app.example/cb?x=1",
+        scope = { "files.read", "files.write" }, prompt = "login" })
+      assert.matches("^https://manage%.mijnklantportaal%.nl/oauth/authorize%?", url)
+      assert.matches("scope=files%.read%%20files%.write", url)
+      assert.matches("redirect_uri=https%%3A%%2F%%2Fapp%.example%%2Fcb%%3Fx%%3D1", url)
+      local q = query_of(url)
+      assert.same({ client_id = CLIENT_ID, redirect_uri = "https://app.example/cb?x=1", state = state,
+        scope = "files.read files.write", response_type = "code", prompt = "login" }, q)
+      assert.matches("^[a-z0-9]+$", state)
+      assert.same(26, #state) -- 26 of 36 characters: 134 bits
+      local _, other = files.authorize_url({ client_id = CLIENT_ID, redirect_uri = "https://a.example/", scope = "files.read" })
+      assert.are_not.equal(state, other)
+      local given = files.authorize_url({ client_id = CLIENT_ID, redirect_uri = "https://a.example/",
+        scope = "files.read", state = "s 1", oauth_base_url = mock.oauth_url })
+      assert.matches("^" .. mock.oauth_url:gsub("%p", "%%%0") .. "/oauth/authorize%?", given)
+      assert.same("s 1", query_of(given).state)
+      assert.is_nil(query_of(given).prompt)
+    end)
+
+    it("refuses bad values before anything is made", function()
+      for _, bad in ipairs({ { client_id = "", redirect_uri = "https://a/", scope = "files.read" },
+          { client_id = "x", redirect_uri = "ftp://a/", scope = "files.read" },
+          { client_id = "x", redirect_uri = "https://a/", scope = {} },
+          { client_id = "x", redirect_uri = "https://a/", scope = "files read" },
+          { client_id = "x", redirect_uri = "https://a/", scope = "files.read", prompt = "never" } }) do
+        local url, err = files.authorize_url(bad)
+        assert.is_nil(url)
+        assert.same("invalid_argument", err.kind)
+      end
+      assert.has_error(function() files.authorize_url({ client_id = "x", redirect_uri = "https://a/", scope = 5 }) end)
+      assert.has_error(function() files.authorize_url({ client_id = "x", typo = 1 }) end)
+    end)
+
+    it("check_state compares in full", function()
+      assert.is_true(files.check_state("abc", "abc"))
+      assert.is_false(files.check_state("abc", "abd"))
+      assert.is_false(files.check_state("abc", "ab"))
+      assert.is_false(files.check_state("abc", "abcd"))
+      assert.is_false(files.check_state("abc", nil))
+      assert.is_false(files.check_state("", ""))
+    end)
+  end)
+
+  it("the code from the consent page is exchanged once for tokens", function()
+    local url, state = files.authorize_url({ client_id = CLIENT_ID, redirect_uri = "http://127.0.0.1:9/cb",
+      scope = "files.write", oauth_base_url = mock.oauth_url })
+    local status, location = consent(url)
+    assert.same(302, status)
+    local back = query_of(location)
+    assert.is_true(files.check_state(state, back.state))
+    local tokens = assert(files.exchange_code({ client_id = CLIENT_ID, client_secret = SECRET,
+      redirect_uri = "http://127.0.0.1:9/cb", code = back.code, oauth_base_url = mock.oauth_url }))
+    assert.matches("^at_", tokens.access_token)
+    assert.matches("^rt_", tokens.refresh_token)
+    assert.same(3600, tokens.expires_in)
+    assert.is_true(math.abs(tokens.expires_at - (os.time() + 3600)) <= 2)
+    local rec = mock:last_request()
+    assert.same("POST", rec.method)
+    assert.same("/oauth/tokens", rec.path)
+    assert.same("application/json", rec.headers["content-type"])
+    assert.same({ grant_type = "authorization_code", client_id = CLIENT_ID, client_secret = SECRET,
+      redirect_uri = "http://127.0.0.1:9/cb", code = back.code }, require("cjson").decode(rec.body))
+    -- single use: the same code again is refused
+    local again, err = files.exchange_code({ client_id = CLIENT_ID, client_secret = SECRET,
+      redirect_uri = "http://127.0.0.1:9/cb", code = back.code, oauth_base_url = mock.oauth_url })
+    assert.is_nil(again)
+    assert.same("unauthorized", err.kind)
+    assert.same("invalid_grant", err.oauth_error)
+    assert.is_nil(tostring(err):find(SECRET, 1, true))
+    assert.is_nil(tostring(err):find(back.code, 1, true))
+  end)
+
+  it("a declined consent comes back as error and state", function()
+    mock:config({ oauth_decline = true })
+    local url, state = files.authorize_url({ client_id = CLIENT_ID, redirect_uri = "http://127.0.0.1:9/cb",
+      scope = "files.read", oauth_base_url = mock.oauth_url })
+    local _, location = consent(url)
+    local back = query_of(location)
+    assert.same("access_denied", back.error)
+    assert.is_true(files.check_state(state, back.state))
+  end)
+
+  it("a token that expires within a minute is refreshed first: one token request, then the call", function()
+    local c = client(granted(30))
+    assert(c:mkdir("x"))
+    local stats = mock:stats()
+    assert.same(1, stats.token_requests)
+    assert.same(1, api_requests())
+    assert.same(1, c:token_info().refreshes)
+    assert.is_true(c:token_info().expires_at > os.time() + 3000)
+    assert(c:mkdir("y")) -- fresh now: no other refresh
+    assert.same(1, mock:stats().token_requests)
+    c:close()
+  end)
+
+  for _, case in ipairs({ "mkdir", "upload from a path" }) do
+    it("a 401 refreshes once and sends the call once more (" .. case .. ")", function()
+      local t = granted()
+      t.access_token = "at_revoked_by_the_server"
+      local seen = {}
+      local c = client(t, { on_tokens = function(tokens) seen[#seen + 1] = tokens end })
+      local path = helper.write_file(helper.tmpname(".bin"), 200000)
+      local item, err
+      if case == "mkdir" then item, err = c:mkdir("again") else item, err = c:upload(path) end
+      os.remove(path)
+      assert.truthy(item, err and tostring(err))
+      assert.same(2, api_requests())
+      assert.same(1, mock:stats().token_requests)
+      assert.same(1, #seen)
+      assert.same(t.refresh_token, seen[1].refresh_token) -- no new one sent: the old one is kept
+      assert.are_not.equal("at_revoked_by_the_server", seen[1].access_token)
+      c:close()
+    end)
+  end
+
+  it("a reader without rewind cannot be sent again: the 401 comes back", function()
+    local t = granted()
+    t.access_token = "at_revoked_by_the_server"
+    local c = client(t)
+    local done = false
+    local _, err = c:upload({ size = 3, filename = "r.txt", reader = function()
+      if done then return nil end
+      done = true
+      return "abc"
+    end })
+    assert.same("unauthorized", err.kind)
+    assert.same(401, err.status)
+    assert.same(1, api_requests())
+    c:close()
+  end)
+
+  it("a refresh answer with a new refresh token replaces the old one", function()
+    mock:config({ oauth_rotate = true })
+    local t = granted(10)
+    local seen = {}
+    local c = client(t, { on_tokens = function(tokens) seen[#seen + 1] = tokens end })
+    assert(c:mkdir("a"))
+    assert.are_not.equal(t.refresh_token, seen[1].refresh_token)
+    -- the next refresh must use the new one: the old one is dead at the server
+    c:set_tokens({ access_token = "at_gone", refresh_token = seen[1].refresh_token, expires_in = 5 })
+    assert(c:mkdir("b"))
+    assert.same(2, mock:stats().token_requests)
+    c:close()
+  end)
+
+  it("invalid_grant: unauthorized, not retried, and later calls fail fast until set_tokens", function()
+    local t = granted(10)
+    t.refresh_token = "rt_dead"
+    local c = client(t, { retries = 3 })
+    local _, err = c:mkdir("x")
+    assert.same("unauthorized", err.kind)
+    assert.same("invalid_grant", err.oauth_error)
+    assert.same("The refresh token is invalid.", err.message)
+    assert.is_false(err.retryable)
+    assert.same(1, mock:stats().token_requests)
+    local started = core.now()
+    local _, again = c:mkdir("y")
+    assert.same("invalid_grant", again.oauth_error)
+    assert.is_true(core.now() - started < 0.1)
+    assert.same(1, mock:stats().token_requests)
+    assert.same(0, api_requests())
+    assert(c:set_tokens(granted()))
+    assert(c:mkdir("z"))
+    c:close()
+  end)
+
+  it("a token endpoint that fails (5xx, slow) is temporary: the tokens stay, the next call refreshes", function()
+    mock:faults({ { type = "status", status = 503, path = "/oauth/tokens" } })
+    local c = client(granted(10), { retries = 0, timeout = 5 })
+    local _, err = c:mkdir("x")
+    assert.same("server", err.kind)
+    assert.is_true(err.retryable)
+    assert(c:mkdir("y"))
+    c:close()
+  end)
+
+  it("api_key and oauth exclude each other; the oauth table is checked", function()
+    local c, err = files.new({ api_key = "k", oauth = { client_id = "a" } })
+    assert.is_nil(c)
+    assert.same("invalid_argument", err.kind)
+    c, err = files.new({ oauth = { client_id = "a", client_secret = "b" } })
+    assert.is_nil(c)
+    assert.matches("refresh_token", err.message)
+    assert.has_error(function() files.new({ oauth = { client_id = "a", typo = "b" } }) end)
+    assert.has_error(function() files.new({ oauth = { client_id = 5 } }) end)
+  end)
+
+  it("no secret in errors, messages, token_info or any table pairs() reaches", function()
+    local t = granted(10)
+    local c = client(t, { retries = 0 })
+    assert(c:mkdir("ok"))
+    mock:faults({ { type = "status", status = 500, path = "/v1/files",
+      body = '{"message":"echo ' .. t.refresh_token .. ' ' .. SECRET .. '"}' } })
+    local _, err = c:mkdir("x")
+    local texts = { tostring(err), err.message }
+    local seen = {}
+    local function walk(v, depth)
+      if depth > 6 or seen[v] then return end
+      seen[v] = true
+      for k, x in pairs(v) do
+        texts[#texts + 1] = tostring(k)
+        if type(x) == "string" then texts[#texts + 1] = x elseif type(x) == "table" then walk(x, depth + 1) end
+      end
+    end
+    walk(c, 0)
+    walk(c:token_info(), 0)
+    local all = table.concat(texts, "\n")
+    for _, secret in ipairs({ SECRET, t.refresh_token, t.access_token }) do
+      assert.is_nil(all:find(secret, 1, true), secret)
+    end
+    c:close()
+  end)
+end)
+
+describe("OAuth inside nginx #nginx", function()
+  local mock, nginx
+
+  setup(function()
+    mock = helper.start_mock()
+    nginx = helper.start_test_nginx(mock, { workers = 4 })
+  end)
+  teardown(function()
+    if nginx then nginx:stop() end
+    mock:stop()
+  end)
+
+  it("4 workers sharing token_dict, 200 concurrent calls, the token expiring mid-run: one refresh", function()
+    local t = mock:oauth_grant()
+    -- fresh for half a second more (REFRESH_AHEAD is 60 s); the calls start
+    -- over the next 2.5 s, so the refresh falls in the middle of the run
+    local expires_at = core.time() + 60.5
+    local doc = require("cjson").encode({ base_url = mock.mkp_url, oauth_base_url = mock.oauth_url,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_at = expires_at } })
+    local body = helper.tmpname(".json")
+    local f = io.open(body, "w")
+    f:write(doc)
+    f:close()
+    local out = helper.tmpname(".out")
+    local started = core.now()
+    assert(os.execute(("seq 200 | xargs -P 40 -I{} sh -c 'sleep $(( {} / 80 )).$(( {} %% 80 / 8 )); curl -s --max-time 60 -X POST"
+      .. " --data-binary @%s %s; echo' >> %s"):format(helper.sh_quote(body), helper.sh_quote(nginx:url("/oauth_mkdir")),
+      helper.sh_quote(out))))
+    local elapsed = core.now() - started
+    local ok, failed, workers = 0, {}, {}
+    for line in io.lines(out) do
+      if line ~= "" then
+        local d = require("cjson").decode(line)
+        if d.ok then ok = ok + 1 else failed[#failed + 1] = line end
+        workers[d.worker] = true
+      end
+    end
+    os.remove(out)
+    os.remove(body)
+    local n = 0
+    for _ in pairs(workers) do n = n + 1 end
+    local stats = mock:stats()
+    local _, on_tokens = nginx:log_tail(5000):gsub("on_tokens ran in this worker", "")
+    print(("      %d calls over %d workers in %.2f s: %d ok, %d token requests, on_tokens ran %d time(s)"):format(
+      ok + #failed, n, elapsed, ok, stats.token_requests, on_tokens))
+    assert.same(200, ok, table.concat(failed, "\n"))
+    assert.same(1, stats.token_requests)
+    assert.same(1, on_tokens)
+    assert.is_true(n >= 2, n)
+  end)
+end)
+
+describe("fileapi login #toolchain", function()
+  local mock, home
+
+  setup(function()
+    mock = helper.start_mock()
+    home = helper.tmpname(".config")
+  end)
+  teardown(function()
+    mock:stop()
+    os.execute("rm -rf " .. helper.sh_quote(home))
+  end)
+
+  local function env_args(extra)
+    local e = { MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url, XDG_CONFIG_HOME = home,
+      MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    local parts = {}
+    for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. helper.sh_quote(v) end
+    return table.concat(parts, " ")
+  end
+
+  local function fileapi_cmd(args, extra)
+    return ("env %s sh %s %s %s %s"):format(env_args(extra), helper.sh_quote(helper.root .. "/tools/with-paths.sh"),
+      helper.lua, helper.sh_quote(helper.root .. "/bin/fileapi"), args)
+  end
+
+  local function run(args, extra)
+    local p = assert(io.popen(fileapi_cmd(args, extra) .. " 2>&1; echo \"exit $?\""))
+    local out = p:read("*a")
+    p:close()
+    return tonumber(out:match("exit (%d+)\n$")), out
+  end
+
+  -- Starts `fileapi login` in the background, plays the browser: fetches
+  -- the printed URL, follows the redirect to the command's listener.
+  local function login(extra)
+    local port = helper.closed_port()
+    local out, status = helper.tmpname(".login"), helper.tmpname(".status")
+    assert(os.execute(("(%s > %s 2>&1; echo $? > %s) &"):format(fileapi_cmd(("login --client-id %s --redirect-uri "
+      .. "http://127.0.0.1:%d/callback --wait 20"):format(CLIENT_ID, port), extra), helper.sh_quote(out),
+      helper.sh_quote(status))))
+    local url
+    for _ = 1, 200 do
+      local f = io.open(out)
+      local text = f and f:read("*a") or ""
+      if f then f:close() end
+      url = text:match("(http://[^\n]*/oauth/authorize%?[^\n]+)")
+      if url then break end
+      require("socket").sleep(0.05)
+    end
+    assert.truthy(url, "no consent URL was printed")
+    local code, location = consent(url)
+    assert.same(302, code)
+    local body = {}
+    local _, page_status = http.request({ url = location, sink = require("ltn12").sink.table(body) })
+    local code_text
+    for _ = 1, 200 do
+      local f = io.open(status)
+      code_text = f and f:read("*l")
+      if f then f:close() end
+      if code_text then break end
+      require("socket").sleep(0.05)
+    end
+    local f = io.open(out)
+    local text = f:read("*a")
+    f:close()
+    os.remove(out)
+    os.remove(status)
+    return tonumber(code_text), text, page_status, table.concat(body)
+  end
+
+  local function stored()
+    local f = io.open(home .. "/fileapi/credentials.json")
+    local doc = require("cjson").decode(f:read("*a"))
+    f:close()
+    return doc
+  end
+
+  local function set_expiry(seconds)
+    local doc = stored()
+    doc.expires_at = math.floor(core.time() + seconds)
+    local f = io.open(home .. "/fileapi/credentials.json", "w")
+    f:write(require("cjson").encode(doc))
+    f:close()
+  end
+
+  local function mode(path)
+    local p = io.popen("stat -c %a " .. helper.sh_quote(path))
+    local m = p:read("*l")
+    p:close()
+    return m
+  end
+
+  it("signs in, stores the tokens privately, and every command then uses and refreshes them", function()
+    local code, out, page_status, page = login()
+    assert.same(0, code, out)
+    assert.same(200, page_status)
+    assert.matches("You may close this tab", page)
+    assert.same("700", mode(home .. "/fileapi"))
+    assert.same("600", mode(home .. "/fileapi/credentials.json"))
+    local doc = stored()
+    assert.same(CLIENT_ID, doc.client_id)
+    assert.matches("^at_", doc.access_token)
+    assert.is_nil(out:find(doc.access_token, 1, true))
+    assert.is_nil(out:find(SECRET, 1, true))
+    assert.same(1, mock:stats().token_requests)
+
+    local file = helper.write_file(helper.tmpname(".txt"), 3000)
+    local status, text = run("upload " .. helper.sh_quote(file))
+    assert.same(0, status, text)
+    assert.matches("fsf_%w+ ", text)
+    assert.same(1, mock:stats().token_requests)
+
+    -- at expiry: refreshed once, written back
+    set_expiry(10)
+    status, text = run("mkdir AfterExpiry")
+    assert.same(0, status, text)
+    assert.same(2, mock:stats().token_requests)
+    assert.is_true(stored().expires_at > os.time() + 3000)
+    assert.same(doc.refresh_token, stored().refresh_token)
+
+    -- two commands at the same expiry: one refresh
+    set_expiry(10)
+    local a, b = helper.tmpname(".a"), helper.tmpname(".b")
+    assert(os.execute(("(%s > %s 2>&1 &) ; %s > %s 2>&1; sleep 0.5; wait"):format(fileapi_cmd("mkdir One"),
+      helper.sh_quote(a), fileapi_cmd("mkdir Two"), helper.sh_quote(b))))
+    for _ = 1, 100 do
+      local fa, fb = io.open(a), io.open(b)
+      local ta, tb = fa and fa:read("*a") or "", fb and fb:read("*a") or ""
+      if fa then fa:close() end
+      if fb then fb:close() end
+      if ta:find("fsd_") and tb:find("fsd_") then break end
+      require("socket").sleep(0.05)
+    end
+    assert.matches("fsd_%w+ One", io.open(a):read("*a"))
+    assert.matches("fsd_%w+ Two", io.open(b):read("*a"))
+    assert.same(3, mock:stats().token_requests)
+    os.remove(a)
+    os.remove(b)
+    os.remove(file)
+
+    status, text = run("logout")
+    assert.same(0, status, text)
+    assert.is_nil(io.open(home .. "/fileapi/credentials.json"))
+  end)
+
+  it("a rejected consent: one line and a non-zero exit", function()
+    mock:config({ oauth_decline = true })
+    local code, out, _, page = login()
+    assert.same(5, code)
+    assert.matches("not approved", page)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do
+      if line:find("^fileapi:") then lines[#lines + 1] = line end
+    end
+    assert.same({ "fileapi: login: unauthorized: the sign-in was refused: access_denied (The user declined.)" }, lines)
+    assert.is_nil(io.open(home .. "/fileapi/credentials.json"))
+  end)
+end)
