@@ -310,7 +310,11 @@ describe("OAuth inside nginx #nginx", function()
     local n = 0
     for _ in pairs(workers) do n = n + 1 end
     local stats = mock:stats()
-    local _, on_tokens = nginx:log_tail(5000):gsub("on_tokens ran in this worker", "")
+    local log = nginx:log_tail(5000)
+    local _, on_tokens = log:gsub("on_tokens ran in this worker", "")
+    for _, secret in ipairs({ SECRET, t.refresh_token, t.access_token }) do
+      assert.is_nil(log:find(secret, 1, true), "a secret in nginx's log")
+    end
     print(("      %d calls over %d workers in %.2f s: %d ok, %d token requests, on_tokens ran %d time(s)"):format(
       ok + #failed, n, elapsed, ok, stats.token_requests, on_tokens))
     assert.same(200, ok, table.concat(failed, "\n"))

@@ -302,47 +302,44 @@ if opts.tls_cert then
     certificate = opts.tls_cert, options = { "all", "no_sslv2", "no_sslv3" } }))
 end
 
--- The manage host's connections: OAuth only, with faults and recording.
-local function serve_oauth(sock)
-  local conn = loop.wrap(sock)
-  next_conn = next_conn + 1
-  local conn_id = next_conn
-  while true do
-    local req = http.read_request(conn)
-    if not req then break end
-    local rec = record(conn_id, req)
-    rec.manage = true
-    local f = take_fault(req)
-    local keep
-    if f then keep = play(conn, req, f) end
-    if keep == nil then
-      local status, headers, body = oauth.handle(state, conn, req)
-      complete_record(rec, req)
-      if not status then break end
-      http.respond(conn, status, headers, body, false)
-      keep = true
+-- A side host's connections (the storage host's download links, the
+-- manage host's OAuth), recorded with `mark` set; handle(conn, req, rec)
+-- answers and says whether the connection stays open.
+local function serve_side(mark, handle)
+  return function(sock)
+    local conn = loop.wrap(sock)
+    next_conn = next_conn + 1
+    local conn_id = next_conn
+    while true do
+      local req = http.read_request(conn)
+      if not req then break end
+      local rec = record(conn_id, req)
+      rec[mark] = true
+      if not handle(conn, req, rec) then break end
     end
-    if not keep then break end
+    conn:close()
   end
-  conn:close()
 end
 
--- The storage host's connections: download links only.
-local function serve_storage(sock)
-  local conn = loop.wrap(sock)
-  next_conn = next_conn + 1
-  local conn_id = next_conn
-  while true do
-    local req = http.read_request(conn)
-    if not req then break end
-    local rec = record(conn_id, req)
-    rec.storage = true
-    local keep = storage.handle(state, conn, req)
-    complete_record(rec, req)
-    if not keep then break end
+local serve_storage = serve_side("storage", function(conn, req, rec)
+  local keep = storage.handle(state, conn, req)
+  complete_record(rec, req)
+  return keep
+end)
+
+-- OAuth takes the queued faults too (a slow or failing token endpoint).
+local serve_oauth = serve_side("manage", function(conn, req, rec)
+  local f = take_fault(req)
+  if f then
+    local keep = play(conn, req, f)
+    if keep ~= nil then return keep end
   end
-  conn:close()
-end
+  local status, headers, body = oauth.handle(state, conn, req)
+  complete_record(rec, req)
+  if not status then return false end
+  http.respond(conn, status, headers, body, false)
+  return true
+end)
 
 local function serve(sock)
   if tls_ctx then

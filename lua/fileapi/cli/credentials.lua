@@ -58,11 +58,8 @@ function M.save(tokens, path)
   local f = io.open(tmp, "wb")
   local written = f and f:write(cjson.encode(doc), "\n")
   local closed = f and f:close()
-  if not (written and closed) then
-    os.remove(tmp)
-    return nil, core.error({ kind = "io", message = "cannot write " .. tmp, retryable = false, attempts = 0 })
-  end
-  local renamed, rerr = os.rename(tmp, path)
+  local renamed, rerr = false, "cannot write " .. tmp
+  if written and closed then renamed, rerr = os.rename(tmp, path) end
   if not renamed then
     os.remove(tmp)
     return nil, core.error({ kind = "io", message = tostring(rerr), retryable = false, attempts = 0 })
