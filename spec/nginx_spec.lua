@@ -182,4 +182,41 @@ describe("nginx #nginx", function()
       :format(doc.rss_before_kb / 1024, doc.hwm_after_kb / 1024, growth))
     assert.is_true(growth < 32, growth)
   end)
+
+  -- The browser, played with curl: a cookie jar, no redirects followed.
+  it("a web app's OAuth routes: consent, callback with the state checked, then calls on the user's portal", function()
+    local jar, headers = helper.tmpname(".jar"), helper.tmpname(".headers")
+    local function fetch(url)
+      local p = assert(io.popen(("curl -s -b %s -c %s -D %s -o - %s"):format(helper.sh_quote(jar), helper.sh_quote(jar),
+        helper.sh_quote(headers), helper.sh_quote(url))))
+      local body = p:read("*a")
+      p:close()
+      local head = io.open(headers):read("*a")
+      return tonumber(head:match("^HTTP/%S+ (%d+)")), head:match("\n[Ll]ocation: ([^\r\n]+)"), body
+    end
+    local status, consent = fetch(nginx:url("/oauth/connect"))
+    assert.same(302, status, nginx:log_tail())
+    assert.matches("^" .. mock.oauth_url:gsub("%p", "%%%0") .. "/oauth/authorize%?", consent)
+    local back
+    status, back = fetch(consent)
+    assert.same(302, status)
+    assert.matches("^" .. nginx:url("/oauth/callback"):gsub("%p", "%%%0") .. "%?code=", back)
+    -- the same redirect with another state is refused
+    local forged = back:gsub("state=[^&]+", "state=forged")
+    local _, _, refused = fetch(forged)
+    assert.matches("not our sign%-in", refused)
+    -- the session's state was used up by the forged attempt: sign in again
+    _, consent = fetch(nginx:url("/oauth/connect"))
+    status, back = fetch(consent)
+    assert.same(302, status)
+    local _, _, text = fetch(back)
+    assert.matches("^connected", text)
+    local _, _, made = fetch(nginx:url("/oauth/mkdir?name=FromTheApp"))
+    local doc = cjson.decode(made)
+    assert.is_true(doc.ok, made)
+    assert.matches("^Bearer at_", mock:last_request().headers.authorization)
+    assert.is_nil(nginx:log_tail(2000):find(helper.OAUTH_CLIENT_SECRET, 1, true))
+    os.remove(jar)
+    os.remove(headers)
+  end)
 end)

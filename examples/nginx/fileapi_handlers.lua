@@ -88,4 +88,62 @@ function M.share_mkdir()
   }))
 end
 
+
+-- ---- a third-party application's two OAuth routes -----------------------
+-- /oauth/connect sends the user to the consent page (the state kept under a
+-- session cookie), /oauth/callback checks the state and exchanges the code;
+-- /oauth/mkdir then works on the user's portal with a client that refreshes
+-- by itself, one refresh per expiry for all workers (token_dict).  A real
+-- application keeps tokens per user in its own store; here one user, in
+-- the fileapi_oauth dict.
+local OAUTH = "fileapi_oauth"
+
+local function redirect_uri()
+  return ngx.var.scheme .. "://" .. ngx.var.http_host .. "/oauth/callback"
+end
+
+local function say(status, text)
+  ngx.status = status
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.say(text)
+end
+
+function M.oauth_connect()
+  local url, state = files.authorize_url({ client_id = os.getenv("MKP_CLIENT_ID"), redirect_uri = redirect_uri(),
+    scope = { "files.read", "files.write" } })
+  if not url then return say(500, tostring(state)) end
+  local session = require("fileapi.core").random_token(24)
+  ngx.shared[OAUTH]:set("state:" .. session, state, 600) -- ten minutes to decide
+  ngx.header["Set-Cookie"] = "sid=" .. session .. "; Path=/oauth; HttpOnly; SameSite=Lax"
+  return ngx.redirect(url, 302)
+end
+
+function M.oauth_callback()
+  local dict, args = ngx.shared[OAUTH], ngx.req.get_uri_args()
+  local session = ngx.var.cookie_sid or ""
+  local expected = dict:get("state:" .. session)
+  dict:delete("state:" .. session) -- one redirect per state
+  if not files.check_state(expected, args.state) then return say(403, "not our sign-in") end
+  if args.error then return say(200, "not connected: " .. tostring(args.error)) end
+  local tokens, err = files.exchange_code({ client_id = os.getenv("MKP_CLIENT_ID"),
+    client_secret = os.getenv("MKP_CLIENT_SECRET"), redirect_uri = redirect_uri(), code = args.code })
+  if not tokens then return say(502, tostring(err)) end
+  dict:set("tokens", cjson.encode(tokens))
+  return say(200, "connected")
+end
+
+local app_client
+function M.oauth_mkdir()
+  if not app_client then
+    local saved = ngx.shared[OAUTH]:get("tokens")
+    if not saved then return say(409, "not connected: visit /oauth/connect") end
+    local t = cjson.decode(saved)
+    app_client = assert(files.new({ timeout = 30, token_dict = OAUTH,
+      oauth = { client_id = os.getenv("MKP_CLIENT_ID"), client_secret = os.getenv("MKP_CLIENT_SECRET"),
+        access_token = t.access_token, refresh_token = t.refresh_token, expires_at = t.expires_at },
+      on_tokens = function(new) ngx.shared[OAUTH]:set("tokens", cjson.encode(new)) end }))
+  end
+  reply(app_client:mkdir(ngx.req.get_uri_args().name or ""))
+end
+
 return M

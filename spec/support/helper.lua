@@ -22,6 +22,8 @@ M.root = absolute(M.support .. "/../..")
 M.lua = os.getenv("LUA_BIN") or "lua5.4"
 M.mock_lua = "lua5.4"
 M.API_KEY = "test-key"
+-- the application the mock's manage host knows (spec/support/mock/oauth.lua)
+M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = "app_test", "app-secret-7f3k"
 
 function M.pid()
   return io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
@@ -184,9 +186,10 @@ function M.start_nginx(mock, opts)
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
-  local cmd = ("env MKP_API_KEY=%s MKP_BASE_URL=%s FILESRO_BASE_URL=%s nginx -p %s -c %s -e %s >%s 2>&1")
-    :format(M.API_KEY, q(mock.mkp_url), q(mock.base), q(prefix), q(prefix .. "/nginx.conf"),
-      q(prefix .. "/error.log"), q(prefix .. "/start.log"))
+  local cmd = ("env MKP_API_KEY=%s MKP_BASE_URL=%s FILESRO_BASE_URL=%s MKP_OAUTH_BASE_URL=%s MKP_CLIENT_ID=%s"
+    .. " MKP_CLIENT_SECRET=%s nginx -p %s -c %s -e %s >%s 2>&1")
+    :format(M.API_KEY, q(mock.mkp_url), q(mock.base), q(mock.oauth_url), M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET,
+      q(prefix), q(prefix .. "/nginx.conf"), q(prefix .. "/error.log"), q(prefix .. "/start.log"))
   local ok = os.execute(cmd)
   local server = setmetatable({ prefix = prefix, port = port, base = "http://127.0.0.1:" .. port }, Nginx)
   if not (ok == true or ok == 0) then
