@@ -203,7 +203,7 @@ local private = setmetatable({}, { __mode = "k" })
 -- list the engines redact with: new tokens are added to it).
 function M.keeper(cfg)
   local o = cfg.oauth
-  local k = setmetatable({ refreshes = 0, version = 0, waiting = 0 }, Keeper)
+  local k = setmetatable({ refreshes = 0, version = 0 }, Keeper)
   private[k] = { client_id = o.client_id, client_secret = o.client_secret, access_token = o.access_token,
     refresh_token = o.refresh_token, expires_at = o.expires_at or 0, on_tokens = cfg.on_tokens,
     base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets }
