@@ -13,6 +13,16 @@
  * counts and offsets from Lua are checked against it before any cast. */
 #define FA_MAX_WHOLE 9007199254740992.0
 
+/* A byte count from Lua: a whole number from 0 to 2^53, checked before it
+ * is converted (a double past curl_off_t's range has no defined cast). */
+static inline int fa_whole_count(double v, curl_off_t *out)
+{
+    if (!(v >= 0 && v <= FA_MAX_WHOLE) || v != (double)(long long)v)
+        return 0;
+    *out = (curl_off_t)v;
+    return 1;
+}
+
 #define FA_ERROR_MT "fileapi.error"
 #define FA_SESSION_MT "fileapi.session"
 #define FA_MULTIPART_MT "fileapi.multipart"

@@ -64,7 +64,6 @@ void fa_mp_set_errno(fa_multipart *mp, int e, const char *what, const char *path
 void fa_mp_unref(lua_State *L, int *ref);
 void fa_mp_drop_pending(fa_multipart *mp, lua_State *L);
 void fa_mp_close(fa_multipart *mp, lua_State *L);
-int fa_mp_whole_count(double v, curl_off_t *out);
 int fa_mp_new(lua_State *L); /* core.multipart(parts [, boundary]) */
 
 #endif

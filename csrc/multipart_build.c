@@ -283,16 +283,6 @@ static int random_boundary(char *out, size_t size)
     return 0;
 }
 
-/* A byte count from Lua: a whole number from 0 to 2^53, checked before it
- * is converted (a double past curl_off_t's range has no defined cast). */
-int fa_mp_whole_count(double v, curl_off_t *out)
-{
-    if (!(v >= 0 && v <= FA_MAX_WHOLE) || v != (double)(long long)v)
-        return 0;
-    *out = (curl_off_t)v;
-    return 1;
-}
-
 /* A part may be a slice of its file or string: `offset` and `length`
  * (chunked uploads send one file as several requests, each read straight
  * from disk).  Raises on values that are not whole numbers >= 0; length -1
@@ -303,7 +293,7 @@ static void read_slice(lua_State *L, int t, int index, curl_off_t *offset, curl_
     double n = fa_optnumfield(L, t, "length", -1);
     *offset = 0;
     *length = -1;
-    if (!fa_mp_whole_count(o, offset) || (n != -1 && !fa_mp_whole_count(n, length)))
+    if (!fa_whole_count(o, offset) || (n != -1 && !fa_whole_count(n, length)))
         luaL_error(L, "multipart part %d: 'offset' and 'length' must be whole numbers from 0 to 2^53", index + 1);
     if (n == -1)
         *length = -1;
@@ -377,7 +367,7 @@ static int fill_part(lua_State *L, fa_multipart *mp, int i)
     } else if (lua_type(L, -1) == LUA_TFUNCTION) {
         double size = fa_optnumfield(L, t, "size", -1);
         p->kind = PART_READER;
-        if (!fa_mp_whole_count(size, &p->size))
+        if (!fa_whole_count(size, &p->size))
             luaL_error(L, "multipart part %d: a reader needs a whole 'size' from 0 to 2^53", i + 1);
         lua_pushvalue(L, -1);
         p->ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -451,8 +451,8 @@ static int mp_payload_length(lua_State *L)
 static int mp_payload_at(lua_State *L)
 {
     fa_multipart *mp = fa_multipart_check(L, 1);
-    curl_off_t wire;
-    luaL_argcheck(L, fa_mp_whole_count(luaL_checknumber(L, 2), &wire), 2, "a whole number of bytes expected");
+    curl_off_t wire = 0;
+    luaL_argcheck(L, fa_whole_count(luaL_checknumber(L, 2), &wire), 2, "a whole number of bytes expected");
     fa_pushwhole(L, fa_multipart_payload_at(mp, wire));
     return 1;
 }

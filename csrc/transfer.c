@@ -99,14 +99,7 @@ static int cancelled(struct xfer *x)
 /* A number a callback gave as a byte count: whole, >= 0, exact. */
 static int to_count(lua_State *L, int idx, curl_off_t *out)
 {
-    lua_Number v;
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        return 0;
-    v = lua_tonumber(L, idx);
-    if (!(v >= 0 && v <= FA_MAX_WHOLE) || v != floor(v))
-        return 0;
-    *out = (curl_off_t)v;
-    return 1;
+    return lua_type(L, idx) == LUA_TNUMBER && fa_whole_count(lua_tonumber(L, idx), out);
 }
 
 /* Calls the function at fn_idx with nargs values pushed above it and
