@@ -107,8 +107,9 @@ local function token_error(err)
   if not (err.status == 400 or err.status == 401) then return err end
   local code = err.oauth_error or (err.status == 401 and "invalid_client" or "invalid_grant")
   err.kind, err.oauth_error, err.retryable = "unauthorized", code, false
-  if not err.oauth_message then err.message = "the token endpoint refused the request (" .. code .. ")" end
-  err.oauth_message = nil
+  if err.message == engine.status_message(err.status) then -- no words of the server's own
+    err.message = "the token endpoint refused the request (" .. code .. ")"
+  end
   return err
 end
 

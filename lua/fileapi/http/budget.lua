@@ -277,7 +277,7 @@ function Budget:observe(headers, status)
     server.reset = reset
     self:save(log, server)
   end)
-  self.last = { limit = limit, remaining = remaining, reset = reset, ignored = self.ignored }
+  self.last = { limit = limit, remaining = remaining, reset = reset }
 end
 
 -- A request the server refused with 429 took no slot of its window (a

@@ -162,22 +162,27 @@ local function decode_json(body)
 end
 M.decode_json = decode_json
 
+-- What an error says when the server's body said nothing.
+function M.status_message(status)
+  return format("the server answered HTTP %d", status)
+end
+
 -- The API's own words where it sent any: {message} and Laravel's {errors}.
 local function http_error(res)
   local kind = core.kind_for_status(res.status)
   local doc = decode_json(res.body)
-  local message, fields, oauth_error, oauth_message
+  local message, fields, oauth_error
   if type(doc) == "table" then
     if type(doc.message) == "string" and doc.message ~= "" then message = doc.message end
     if type(doc.errors) == "table" then fields = doc.errors end
     -- an OAuth token endpoint's RFC 6749 5.2 body
     if type(doc.error) == "string" then oauth_error = doc.error end
-    if type(doc.error_description) == "string" and doc.error_description ~= "" then
-      message, oauth_message = message or doc.error_description, true
+    if not message and type(doc.error_description) == "string" and doc.error_description ~= "" then
+      message = doc.error_description
     end
   end
-  return util.new_error(kind, message or format("the server answered HTTP %d", res.status), {
-    status = res.status, fields = fields, oauth_error = oauth_error, oauth_message = oauth_message,
+  return util.new_error(kind, message or M.status_message(res.status), {
+    status = res.status, fields = fields, oauth_error = oauth_error,
   })
 end
 
