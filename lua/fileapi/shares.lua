@@ -4,6 +4,7 @@
 local util = require "fileapi.util"
 local transport = require "fileapi.http.engine"
 local share_upload = require "fileapi.share_upload"
+local filesro = require "fileapi.filesro"
 
 local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error
 local lower = string.lower
@@ -78,19 +79,8 @@ function M.new(opts)
   return share
 end
 
-local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
-
--- data.id, data.type and the attributes at top level; relationships as sent.
-local function flatten(doc)
-  local data = doc.data
-  if type(data) ~= "table" or type(data.id) ~= "string" or type(data.attributes) ~= "table" then
-    return nil
-  end
-  local folder = {}
-  for k, v in pairs(data.attributes) do folder[k] = v end
-  folder.id, folder.type, folder.relationships = data.id, data.type, data.relationships
-  return folder
-end
+local UUID = filesro.UUID
+local flatten = filesro.flatten
 
 -- A POST to one of the share's calls, with the share's own headers (not a
 -- method: they hold secrets).
@@ -150,30 +140,15 @@ function Share:upload(source, opts)
   return file
 end
 
--- Items are { type = "file"|"folder", id = uuid }; nil, message when not.
-local function check_items(items, fname)
-  if #items == 0 then return nil, "items must list at least one { type =, id = }" end
-  for i, item in ipairs(items) do
-    if type(item) ~= "table" then error(("bad item #%d to '%s' (table expected)"):format(i, fname), 4) end
-    util.check_keys(item, fname, { "type", "id" }, 4)
-    if item.type ~= "file" and item.type ~= "folder" then
-      return nil, ("item #%d: type must be \"file\" or \"folder\""):format(i)
-    end
-    if type(item.id) ~= "string" or not item.id:match(UUID) then
-      return nil, ("item #%d: id must be a UUID"):format(i)
-    end
-  end
-  return true
-end
+local check_items = filesro.check_items
 
 -- 204, or a 2xx whose body says {"type":"success"}, is done; upstream
 -- answers an unknown id with 200 {"type":"error",…}: that is not found.
 local function done_or_error(self, res, err)
   if not res then return nil, err end
-  local doc = transport.decode_json(res.body)
-  if type(doc) == "table" and doc.type == "error" then
-    return self.transport:fail(util.new_error("not_found", type(doc.message) == "string" and doc.message
-      or "the server did not find an item", { status = res.status, attempts = res.attempts }))
+  local kind, message = filesro.typed_error(transport.decode_json(res.body))
+  if kind then
+    return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
   end
   return true
 end
