@@ -277,6 +277,53 @@ local function share_rows(mib)
     median(r.single, "rss") / 1024)
 end
 
+-- files.ro's owner: a chunked upload (64,000,000-byte chunks) and a zip
+-- download, against curl sending the same requests (the chunks cut to
+-- files beforehand, one form per chunk; the zip to a path).
+local function drive_rows(mib)
+  local path = work .. "/drive-" .. mib .. ".bin"
+  make_file(path, mib)
+  local chunks = work .. "/drive-chunk-"
+  assert(sh(("split -b 64000000 -d -a 3 %s %s"):format(q(path), q(chunks))))
+  local cfg = work .. "/drive.cfg"
+  local f = assert(io.open(cfg, "w"))
+  local count = math.ceil(mib * 1048576 / 64000000)
+  for i = 0, count - 1 do
+    if i > 0 then f:write("next\n") end
+    f:write('url = "', base, '/api/v1/uploads"\n', 'header = "Authorization: Bearer 1|bench"\n',
+      'header = "Accept: application/json"\n', 'form = "name=bench"\n', 'form = "extension=bin"\n',
+      ('form = "is_last_chunk=%d"\n'):format(i == count - 1 and 1 or 0),
+      ('form = "chunk=@%s%03d;filename=abc-bench.bin.part"\n'):format(chunks, i), 'output = "/dev/null"\n')
+  end
+  f:close()
+  local up = duel({
+    { name = "fileapi", cmd = fileapi .. " drive-upload " .. base .. " " .. q(path) },
+    { name = "curl", cmd = "curl -sS -K " .. q(cfg) },
+  })
+  sh("rm -f " .. q(chunks) .. "*")
+  local mb = mib * 1048576 / 1e6
+  local f_rate, c_rate = mb / median(up.fileapi, "wall"), mb / median(up.curl, "wall")
+  out("drive upload %d MiB (%d chunks)  fileapi %7.1f MB/s  curl %7.1f MB/s  ratio %.2f   peak RSS fileapi %5.1f MiB"
+    .. "  curl %5.1f MiB   CPU fileapi %.2f s  curl %.2f s", mib, median(up.fileapi, "reqs"), f_rate, c_rate,
+    f_rate / c_rate, median(up.fileapi, "rss") / 1024, median(up.curl, "rss") / 1024, median(up.fileapi, "cpu"),
+    median(up.curl, "cpu"))
+  assert(sh(("mv %s %s"):format(q(path), q(work .. "/nginx/static/drive.zip"))))
+  local shm = sh("test -d /dev/shm -a -w /dev/shm") and "/dev/shm/fileapi-bench-zip-" .. port or nil
+  local dest = (shm or (work .. "/drive-out")) .. ".zip"
+  local fresh = "rm -f " .. q(dest)
+  local zip = duel({
+    { name = "fileapi", cmd = fileapi .. " drive-zip " .. base .. " " .. q(dest), before = fresh },
+    { name = "curl", cmd = ("curl -sS -H 'Authorization: Bearer 1|bench' -o %s '%s/api/v1/zip?items=00000000-0000-4000-"
+      .. "8000-000000000001%%7Cfolder'"):format(q(dest), base), before = fresh },
+  })
+  os.remove(dest)
+  os.remove(work .. "/nginx/static/drive.zip")
+  f_rate, c_rate = mb / median(zip.fileapi, "wall"), mb / median(zip.curl, "wall")
+  out("drive zip %d MiB  fileapi %7.1f MB/s  curl %7.1f MB/s  ratio %.2f   peak RSS fileapi %5.1f MiB  curl %5.1f MiB"
+    .. "   CPU fileapi %.2f s  curl %.2f s", mib, f_rate, c_rate, f_rate / c_rate, median(zip.fileapi, "rss") / 1024,
+    median(zip.curl, "rss") / 1024, median(zip.fileapi, "cpu"), median(zip.curl, "cpu"))
+end
+
 local function mkdir_rows()
   local cfg = work .. "/curl.cfg"
   curl_config(cfg, CALLS)
@@ -310,6 +357,7 @@ local ok, err = pcall(function()
   if not only or only == "download" then download_rows(tonumber(os.getenv("BENCH_BIG_MIB") or "1024")) end
   if not only or only == "nginx" then in_nginx_rows(tonumber(os.getenv("BENCH_NGINX_MIB") or "256")) end
   if not only or only == "share" then share_rows(256) end
+  if not only or only == "drive" then drive_rows(256) end
   if not only or only == "mkdir" then mkdir_rows() end
 end)
 stop_sink()

@@ -34,3 +34,14 @@ if mode == "mkp-download" then
   local client = assert(files.new({ api_key = "bench-key", base_url = base .. "/v1" }))
   assert(client:download(arg3, arg[4], { overwrite = true }))
 end
+if mode == "drive-upload" then
+  -- the owner's upload: always chunked, 64,000,000 bytes a chunk
+  local drive = require "fileapi.drive"
+  local d = assert(drive.new({ token = "1|bench", base_url = base }))
+  assert(d:upload(arg3))
+end
+if mode == "drive-zip" then
+  local drive = require "fileapi.drive"
+  local d = assert(drive.new({ token = "1|bench", base_url = base }))
+  assert(d:zip({ { type = "folder", id = "00000000-0000-4000-8000-000000000001" } }, arg3, { overwrite = true }))
+end

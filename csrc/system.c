@@ -1,11 +1,13 @@
 /* The system beyond files and sockets: clocks, sleeping, the interrupt
  * flag that SIGINT and SIGTERM set (the only mutable global, a
- * sig_atomic_t), whether a descriptor is a terminal, and random bytes. */
+ * sig_atomic_t), whether a descriptor is a terminal, a password read at
+ * the terminal without echo, and random bytes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include "fileapi.h"
@@ -128,6 +130,66 @@ static int l_random_token(lua_State *L)
     return 1;
 }
 
+/* memset that the compiler may not drop as a dead store */
+static void wipe(volatile char *p, size_t n)
+{
+    while (n--)
+        *p++ = 0;
+}
+
+/* core.read_secret(prompt) -> the line typed at the terminal, echo off |
+ * nil, message.  Read into a stack buffer and the terminal restored before
+ * anything is pushed (a push may raise), then the buffer is wiped. */
+static int l_read_secret(lua_State *L)
+{
+    const char *prompt = luaL_checkstring(L, 1);
+    char line[1025];
+    size_t n = 0;
+    struct termios saved, quiet;
+    int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC), echo_off = 0, ok = 1;
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "no terminal to read the password from");
+        return 2;
+    }
+    if (tcgetattr(fd, &saved) == 0) {
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+        echo_off = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
+    }
+    if (write(fd, prompt, strlen(prompt)) < 0)
+        ok = 0;
+    while (ok && n < sizeof line - 1) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR && !fa_interrupted())
+            continue;
+        if (r <= 0) {
+            ok = 0;
+            break;
+        }
+        if (c == '\n')
+            break;
+        line[n++] = c;
+    }
+    if (echo_off)
+        (void)tcsetattr(fd, TCSAFLUSH, &saved);
+    if (echo_off && write(fd, "\n", 1) < 0) /* the Enter that was not echoed */
+        ok = 0;
+    close(fd);
+    if (!ok) {
+        wipe(line, sizeof line);
+        lua_pushnil(L);
+        lua_pushstring(L, "no password was typed");
+        return 2;
+    }
+    if (n > 0 && line[n - 1] == '\r')
+        n--;
+    lua_pushlstring(L, line, n);
+    wipe(line, sizeof line);
+    return 1;
+}
+
 void fa_open_system(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -138,6 +200,7 @@ void fa_open_system(lua_State *L)
         {"catch_interrupts", l_catch_interrupts},
         {"interrupted", l_interrupted},
         {"random_token", l_random_token},
+        {"read_secret", l_read_secret},
         {NULL, NULL},
     };
     fa_setfuncs(L, funcs);

@@ -47,6 +47,32 @@ describe("core inside nginx #nginx", function()
     end)
   end
 
+  for _, t in ipairs({ "ngx", "curl" }) do
+    it("the files.ro owner's calls from a handler: chunks, share, a zip that starts over (" .. t .. ")", function()
+      local zip_path = helper.tmpname(".zip")
+      mock:config({ zip_drop_at = 1000 })
+      local folder = "22222222-2222-4222-8222-222222222222"
+      local out = call("/drive", { token = helper.DRIVE_TOKEN, base_url = mock.base, transport = t, folder = folder,
+        zip_path = zip_path, missing = "44444444-4444-4444-8444-444444444444" })
+      assert.is_true(out.upload.ok, out.upload.message)
+      assert.same("nginx", out.upload.name)
+      assert.same(3, mock:stats().chunks)
+      assert.is_true(out.share.ok, out.share.message)
+      assert.same(1, out.share.expire_in)
+      assert.is_true(out.zip.ok, out.zip.message)
+      local f = assert(io.open(zip_path, "rb"))
+      assert.same(out.zip.size, f:seek("end"))
+      f:close()
+      assert.same(250000 + 30 + #"Elsewhere/nginx.txt" + 46 + #"Elsewhere/nginx.txt" + 22, out.zip.size)
+      local zips = 0
+      for _, r in ipairs(mock:requests()) do if r.path == "/api/v1/zip" then zips = zips + 1 end end
+      assert.same(2, zips) -- dropped once, then whole
+      assert.same("not_found", out.missing.kind)
+      assert.same(200, out.missing.status)
+      os.remove(zip_path)
+    end)
+  end
+
   it("what a callback raised is err.cause on both transports, with the same messages", function()
     local dir = helper.tmpname(".nodir")
     local results = {}

@@ -2,7 +2,6 @@
 -- delete and move, against the mock through a real socket.
 local helper = require "helper"
 local shares = require "fileapi.shares"
-local core = require "fileapi.core"
 
 local MIB = 1024 * 1024
 local ROOT = "11111111-1111-4111-8111-111111111111"
@@ -149,47 +148,8 @@ describe("share items", function()
       end)
     end
 
-    -- chunks larger than the loopback socket buffers, so that the drop
-    -- comes while the client still has body to send
-    it("a drop during a chunk's body: sent again, and the file is still identical", function()
-      local path = helper.write_file(helper.tmpname(".bin"), 48 * MIB)
-      mock:faults({ { type = "drop_upload", after = 300000, skip = 1, path = "/api/v1/shares/editor-token/uploads" } })
-      local file = assert(share:upload(path, { chunk_size = 16 * MIB }))
-      assert.same(helper.sha256(path), stored(file.id).sha256)
-      assert.same(4, uploads()) -- chunk 2 twice: the first copy never reached the handler
-      assert.same(3, mock:stats().chunks)
-      os.remove(path)
-    end)
-
-    it("no answer after a fully sent chunk: stops, never sends it again", function()
-      local path = helper.write_file(helper.tmpname(".bin"), 3 * MIB)
-      -- reads the whole chunk, then closes without a word
-      mock:faults({ { type = "raw", raw = "", skip = 1, path = "/api/v1/shares/editor-token/uploads" } })
-      local file, err = share:upload(path, { chunk_size = MIB })
-      assert.is_nil(file)
-      assert.same("network", err.kind)
-      assert.is_false(err.retryable)
-      assert.matches("partial upload", err.message)
-      assert.same(2, uploads())
-      local c = new_share({ retry_unsafe = true })
-      mock:reset()
-      mock:faults({ { type = "raw", raw = "", skip = 1, path = "/api/v1/shares/editor-token/uploads" } })
-      assert.is_nil(c:upload(path, { chunk_size = MIB }))
-      assert.same(2, uploads()) -- not even retry_unsafe resends a chunk
-      c:close()
-      os.remove(path)
-    end)
-
-    it("429 on a chunk: waits Retry-After, then goes on", function()
-      local path = helper.write_file(helper.tmpname(".bin"), 3 * MIB)
-      mock:faults({ { type = "status", status = 429, headers = { ["Retry-After"] = "1" }, skip = 1,
-        path = "/api/v1/shares/editor-token/uploads", body = '{"message":"Too Many Attempts."}' } })
-      local t = core.now()
-      local file = assert(share:upload(path, { chunk_size = MIB }))
-      assert.is_true(core.now() - t >= 1)
-      assert.same(helper.sha256(path), stored(file.id).sha256)
-      os.remove(path)
-    end)
+    -- the chunk rules (a drop mid-body, no answer after a whole chunk, 429):
+    -- spec/chunk_rules_spec.lua, for the share and the owner alike
 
     it("on_progress counts the file's bytes over the whole upload", function()
       local seen = {}

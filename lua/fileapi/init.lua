@@ -1,5 +1,6 @@
--- fileapi: upload files and create folders on the MijnKlantportaal Files
--- API and in files.ro shared folders.
+-- fileapi: MijnKlantportaal's Files, File Share and File Request APIs
+-- (fileapi.files), files.ro share links as their visitor (fileapi.shares)
+-- and files.ro as the account's owner (fileapi.drive).
 local core = require "fileapi.core"
 
 return {
@@ -7,5 +8,6 @@ return {
   curl_version = core.curl_version,
   files = require "fileapi.files",
   shares = require "fileapi.shares",
+  drive = require "fileapi.drive",
   is_error = core.is_error,
 }

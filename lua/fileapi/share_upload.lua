@@ -1,4 +1,5 @@
--- Uploading into a files.ro share (POST …/uploads): one request up to
+-- Uploading to files.ro (a share's POST …/uploads, and the owner's POST
+-- /uploads through fileapi.drive: one implementation): one request up to
 -- chunk_size bytes, else the same file in order as chunks.  The server
 -- appends each chunk to a temporary file named after the chunk part's file
 -- name, with no offset: a chunk it may have received must never go again,
@@ -174,10 +175,12 @@ local function chunk_failure(t, err, index, count)
 end
 
 -- Returns the response to the request that finished the upload.
--- new_request(headers) gives a POST to the share's uploads call.
-function M.send(transport, plan, on_progress, new_request)
+-- new_request(headers) gives a POST to the uploads call.  always_chunked:
+-- even a small file goes as one chunk (is_last_chunk=1), for the owner's
+-- call, whose single-request form files.ro does not publish.
+function M.send(transport, plan, on_progress, new_request, always_chunked)
   local t = { transport = transport, new_request = new_request }
-  if plan.size <= plan.chunk_size then
+  if plan.size <= plan.chunk_size and not always_chunked then
     local part = content_part(plan, "file", plan.part.filename, 0, plan.size, plan.part.reader and slicer(plan.part))
     return post(t, plan, fields(plan, { part }), 0, plan.size, on_progress)
   end
@@ -186,7 +189,7 @@ function M.send(transport, plan, on_progress, new_request)
   -- upstream keeps the chunk under this name's base name: no slashes
   local partname = token .. "-" .. plan.part.filename:gsub("[^%w._-]", "_") .. ".part"
   local slice = plan.part.reader and slicer(plan.part)
-  local count = math.ceil(plan.size / plan.chunk_size)
+  local count = math.max(1, math.ceil(plan.size / plan.chunk_size))
   local offset, index = 0, 0
   while true do
     index = index + 1

@@ -72,6 +72,11 @@ local function mirror_directory(ctx, full, rel, parent, st)
     return true
   end
   ctx.seen[st.inode] = true
+  if ctx.folders_by_path then -- each upload names its folders: nothing to make
+    local go, err = walk(ctx, full, rel, rel)
+    ctx.seen[st.inode] = nil
+    return go, err
+  end
   local done = ctx.done[rel]
   local id
   if done then
@@ -148,7 +153,9 @@ function walk(ctx, dir, rel, parent)
 end
 
 -- opts: directory, journal, on_item, on_progress(path, sent, total),
--- hidden, follow_symlinks, stop_on_error (checked by the caller).
+-- hidden, follow_symlinks, stop_on_error (checked by the caller);
+-- folders_by_path: no folder is made, a file's upload gets its folder's
+-- relative path as `directory` (files.ro's owner upload makes them).
 function M.upload(client, root, opts)
   local st, err = core.stat(root, true)
   if not st then return nil, err end
@@ -156,6 +163,7 @@ function M.upload(client, root, opts)
   local ctx = {
     client = client, journal = opts.journal, on_item = opts.on_item, on_progress = opts.on_progress,
     hidden = opts.hidden, follow_symlinks = opts.follow_symlinks, stop_on_error = opts.stop_on_error,
+    folders_by_path = opts.folders_by_path,
     seen = { [st.inode] = true },
     summary = { directories = 0, files = 0, bytes = 0, skipped = 0, failed = 0, loops = 0, errors = {} },
   }

@@ -22,6 +22,9 @@ M.root = absolute(M.support .. "/../..")
 M.lua = os.getenv("LUA_BIN") or "lua5.4"
 M.mock_lua = "lua5.4"
 M.API_KEY = "test-key"
+-- the mock's files.ro owner (spec/support/mock/drive.lua)
+M.DRIVE_TOKEN = "1|ownerTestToken0123456789abcdefghijklmnopq"
+M.DRIVE_EMAIL, M.DRIVE_PASSWORD = "owner@example.com", "correct horse battery"
 -- the application the mock's manage host knows (spec/support/mock/oauth.lua)
 M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = "app_test", "app-secret-7f3k"
 
@@ -76,6 +79,11 @@ function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_fau
 function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end
 function Mock:seed(t) return self:admin("POST", "/_mock/seed", t) end
 function Mock:oauth_grant() return self:admin("POST", "/_mock/oauth_grant") end
+-- files.ro's owner side: a sparse file of zeros, seeded team folders, and
+-- what the owner routes recorded (mails, shares, remote URLs, zips).
+function Mock:drive_big_file(t) return self:admin("POST", "/_mock/drive_big_file", t).id end
+function Mock:drive_seed(t) return self:admin("POST", "/_mock/drive_seed", t).ids end
+function Mock:drive() return self:admin("GET", "/_mock/drive") end
 
 function Mock:last_request()
   local reqs = self:requests()
@@ -248,7 +256,7 @@ end
 -- The environment the examples and the command read, pointed at the mock.
 function M.mock_env(mock)
   return { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base,
-    MKP_OAUTH_BASE_URL = mock.oauth_url }
+    MKP_OAUTH_BASE_URL = mock.oauth_url, FILESRO_API_TOKEN = M.DRIVE_TOKEN }
 end
 
 -- A port with nothing listening: bind, read the number, close.

@@ -15,6 +15,8 @@ local mkp = require "mock.mkp"
 local filesro = require "mock.filesro"
 local storage = require "mock.storage"
 local oauth = require "mock.oauth"
+local drive = require "mock.drive"
+local drive_routes = require "mock.drive_sharing"
 
 local opts = { port = 0 }
 do
@@ -43,6 +45,7 @@ local function reset()
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
   mkp.reset(state)
   filesro.reset(state)
+  drive.reset(state)
   oauth.reset(state)
 end
 reset()
@@ -253,6 +256,12 @@ local function admin(conn, req)
     out = {}
     for _, f in pairs(state.files) do out[#out + 1] = f end
     if #out == 0 then out = cjson.empty_array or {} end
+  elseif p == "/_mock/drive_big_file" then
+    out = drive.big_file(state, body)
+  elseif p == "/_mock/drive_seed" then
+    out = drive.seed(state, body)
+  elseif p == "/_mock/drive" then
+    out = drive.dump(state)
   elseif p == "/_mock/oauth_grant" then
     out = oauth.grant(state)
   elseif p == "/_mock/oauth_authorize" then
@@ -280,9 +289,11 @@ local function dispatch(conn, req, conn_id)
       return keep
     end
   end
-  local app = req.path:find("^/api/v1/shares/") and filesro or mkp
+  -- files.ro's owner and visitor calls, one store; the rest MijnKlantportaal
+  local app = req.path:find("^/api/v1/") and drive_routes or mkp
   local status, headers, body, close = app.handle(state, conn, req)
   complete_record(rec, req)
+  if status == "streamed" then return headers end -- the handler sent it; whole or not
   if not status then return false end
   local has_type = false
   for _, h in ipairs(headers) do if h[1]:lower() == "content-type" then has_type = true end end

@@ -121,6 +121,30 @@ function M.oauth_mkdir()
   reply(out)
 end
 
+-- The owner's typical script inside a worker, over the chosen transport:
+-- upload in chunks, share the folder, zip it to a path (a drop mid-archive
+-- when the mock is told so: the zip starts over), a typed 200 error.
+function M.drive()
+  local spec = input()
+  local drive = require "fileapi.drive"
+  local d = assert(drive.new({ token = spec.token, base_url = spec.base_url, transport = spec.transport,
+    timeout = 30, backoff = 0.01 }))
+  local out = {}
+  local file, err = d:upload({ data = string.rep("n", 250000), filename = "nginx.txt" },
+    { parent_id = spec.folder, chunk_size = 100000 })
+  out.upload = file and { ok = true, id = file.id, name = file.name } or summary(nil, err)
+  local link
+  link, err = d:share({ type = "folder", id = spec.folder }, { permission = "editor", expiration = 1 })
+  out.share = link and { ok = true, link = link.link, expire_in = link.expire_in } or summary(nil, err)
+  local res
+  res, err = d:zip({ { type = "folder", id = spec.folder } }, spec.zip_path, { overwrite = true })
+  out.zip = res and { ok = true, size = res.size } or summary(nil, err)
+  out.missing = summary(d:rename({ type = "file", id = spec.missing }, "x"))
+  out.missing.status = select(2, d:rename({ type = "file", id = spec.missing }, "x")).status
+  d:close()
+  reply(out)
+end
+
 -- Worker CPU seconds (utime + stime) from /proc/self/stat.
 local function cpu_seconds()
   local f = assert(io.open("/proc/self/stat"))

@@ -1,4 +1,5 @@
--- The OAuth tokens `fileapi login` stores: $XDG_CONFIG_HOME/fileapi/
+-- The OAuth tokens `fileapi login` stores (and the files.ro owner's token
+-- of `fileapi drive-login`, drive.json): $XDG_CONFIG_HOME/fileapi/
 -- credentials.json (default ~/.config), the folder 0700 and the file 0600,
 -- written to a temporary file and renamed, so a reader never sees half of
 -- it.  Commands refresh them under a file lock (credentials.json.lock): two
@@ -46,17 +47,14 @@ local function make_folder(path)
   return folder
 end
 
--- Writes them atomically: a 0600 temporary file beside, then rename.
-function M.save(tokens, path)
-  path = path or M.path()
+-- Writes text atomically: a 0600 temporary file beside, then rename.
+local function write_private(path, text)
   local folder, err = make_folder(path)
   if not folder then return nil, err end
   local tmp, terr = core.temp_file(folder, ".credentials")
   if not tmp then return nil, terr end
-  local doc = {}
-  for _, k in ipairs(M.FIELDS) do doc[k] = tokens[k] end
   local f = io.open(tmp, "wb")
-  local written = f and f:write(cjson.encode(doc), "\n")
+  local written = f and f:write(text)
   local closed = f and f:close()
   local renamed, rerr = false, "cannot write " .. tmp
   if written and closed then renamed, rerr = os.rename(tmp, path) end
@@ -65,6 +63,34 @@ function M.save(tokens, path)
     return nil, core.error({ kind = "io", message = tostring(rerr), retryable = false, attempts = 0 })
   end
   return true
+end
+
+function M.save(tokens, path)
+  local doc = {}
+  for _, k in ipairs(M.FIELDS) do doc[k] = tokens[k] end
+  return write_private(path or M.path(), cjson.encode(doc) .. "\n")
+end
+
+-- The files.ro owner's token `fileapi drive-login` stores, beside the
+-- OAuth tokens: drive.json, same folder, same modes.
+function M.drive_path()
+  return M.folder() .. "/drive.json"
+end
+
+function M.load_drive(path)
+  local f = io.open(path or M.drive_path(), "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= "table" or type(doc.token) ~= "string" then
+    return nil, "the stored files.ro token cannot be read: run fileapi drive-login"
+  end
+  return doc
+end
+
+function M.save_drive(doc, path)
+  return write_private(path or M.drive_path(), cjson.encode({ token = doc.token, email = doc.email }) .. "\n")
 end
 
 -- Runs fn() holding the lock; returns what fn returns.

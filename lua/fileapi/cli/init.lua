@@ -13,9 +13,12 @@ M.EXIT = output.EXIT
 M.label = output.label
 
 local EPILOG = [[
-The API key comes from MKP_API_KEY; without one, the tokens `fileapi login`
-stored are used.  A share's TOKEN may come from FILESRO_TOKEN instead (so it
-stays out of ps): then leave it out.
+Commands are named by who runs them: MijnKlantportaal's have no prefix,
+a files.ro share link's visitor's start with share-, the files.ro
+account owner's with drive-.  The API key comes from MKP_API_KEY; without
+one, the tokens `fileapi login` stored are used.  A share's TOKEN may come
+from FILESRO_TOKEN instead (so it stays out of ps): then leave it out.  The
+owner's token comes from FILESRO_API_TOKEN, else from `fileapi drive-login`.
 
 exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
 
@@ -43,6 +46,61 @@ end
 local function share_options(cmd)
   cmd:option("--header", "an extra request header 'Name: value' (a protected share's Cookie)"):count("*")
   return common(cmd)
+end
+
+-- The files.ro owner's commands.
+local function drive_commands(p)
+  local li = common(p:command("drive-login", "sign in to files.ro as the account's owner and store the token"))
+  li:option("--email", "the account's e-mail address"):count(1)
+  li:option("--password-file", "read the password from this file (default: asked at the terminal, not echoed)")
+  common(p:command("drive-logout", "revoke and delete the stored files.ro token"))
+  local up = common(p:command("drive-upload", "upload files into your files.ro drive (in chunks)"))
+  up:argument("files", "files to upload, or one DIR with -r"):args("+")
+  up:flag("-r --recursive", "mirror the folder tree DIR (folders are made by the uploads' paths)")
+  up:option("--parent", "into folder UUID (default: home)")
+  up:option("--path", "into folders a/b under it (made as needed)")
+  up:option("--chunk-size", "bytes per request (default 64000000)"):convert(number("--chunk-size"))
+  up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
+  up:flag("--hidden", "with -r: include hidden files and folders")
+  up:flag("--follow-symlinks", "with -r: follow symbolic links")
+  up:flag("--stop-on-error", "with -r: stop at the first failed item")
+  local rn = common(p:command("drive-rename", "rename an item (TYPE:ID)"))
+  rn:argument("item", "TYPE:ID (file:UUID or folder:UUID)")
+  rn:argument("name", "the new NAME")
+  local mv = common(p:command("drive-mv", "move items (TYPE:ID)"))
+  mv:argument("items", "TYPE:ID..."):args("+")
+  mv:option("--to", "into folder UUID (default: home)")
+  local rm = common(p:command("drive-rm", "delete items (TYPE:ID): to the trash, or for good with --force"))
+  rm:argument("items", "TYPE:ID..."):args("+")
+  rm:flag("--force", "delete for good (folders go to the trash first, so their files' space is freed)")
+  local rs = common(p:command("drive-restore", "restore items (TYPE:ID) from the trash"))
+  rs:argument("items", "TYPE:ID..."):args("+")
+  rs:flag("--to-home", "into the home folder (else where they were)")
+  local zp = common(p:command("drive-zip", "download items (TYPE:ID) as one ZIP archive"))
+  zp:argument("items", "TYPE:ID..."):args("+")
+  zp:option("-o --output", "where to: a PATH, or - for standard output"):count(1)
+  zp:flag("--force", "replace an existing file")
+  local tr = common(p:command("drive-tree", "show your folder tree"))
+  tr:option("--sort", "created_at or name")
+  tr:option("--direction", "asc or desc")
+  local sh = common(p:command("drive-share", "make a share link for an item (TYPE:ID); prints the link"))
+  sh:argument("item", "TYPE:ID")
+  sh:option("--permission", "editor or visitor (needed for a folder)")
+  sh:option("--expires", "the link expires after HOURS (whole hours; default: never)"):convert(number("--expires"))
+  sh:option("--password-file", "protect the link with the password in this file")
+  sh:option("--email", "mail the link to this address"):count("*")
+  common(p:command("drive-unshare", "revoke share links")):argument("tokens", "TOKEN..."):args("+")
+  local ss = common(p:command("drive-send-share", "mail a share link"))
+  ss:argument("token", "TOKEN")
+  ss:option("--email", "to this address"):count("1+")
+  local tf = common(p:command("drive-team-folders", "list team folders (or a team folder's content)"))
+  tf:argument("id", "a team folder's UUID (default: the top level)"):args("?")
+  tf:flag("--shared-with-me", "the team folders others shared with you")
+  local rq = common(p:command("drive-request", "ask someone for files; prints the request"))
+  rq:option("--name", "the request's NAME (its folder's name)")
+  rq:option("--email", "notify this address")
+  rq:option("--notes", "a message for the uploader")
+  rq:option("--folder", "uploads go under folder UUID (default: home)")
 end
 
 local function build_parser()
@@ -105,6 +163,7 @@ local function build_parser()
   local smv = share_options(p:command("share-mv", "move items (TYPE:ID) in a share"))
   smv:argument("args", "[TOKEN] TYPE:ID..."):args("+")
   smv:option("--to", "into folder UUID (default: the share's root)")
+  drive_commands(p)
   return p
 end
 
@@ -114,6 +173,13 @@ local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = 
   ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
   ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
   login = login.login, logout = login.logout }
+local drive_cli = require "fileapi.cli.drive"
+for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, upload = drive_cli.upload,
+    rename = drive_cli.rename, mv = drive_cli.mv, rm = drive_cli.rm, restore = drive_cli.restore, zip = drive_cli.zip,
+    tree = drive_cli.tree, share = drive_cli.share, unshare = drive_cli.unshare, ["send-share"] = drive_cli.send_share,
+    ["team-folders"] = drive_cli.team_folders, request = drive_cli.request }) do
+  RUN["drive-" .. name] = fn
+end
 
 local function usage_error(io_err, command, message)
   io_err:write("fileapi: ", message, "\n", "(see: fileapi ", command and (command .. " ") or "", "--help)\n")

@@ -129,6 +129,15 @@ function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end
 
+-- A value of one call that must not show in its errors (a password).
+function Transport:add_secret(value)
+  local secrets = private[self].secrets
+  for i = 1, #secrets do
+    if secrets[i] == value then return end
+  end
+  secrets[#secrets + 1] = value
+end
+
 --- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Transport:rate_limit()
   return self.budget and self.budget:said()
@@ -167,8 +176,9 @@ function M.status_message(status)
   return format("the server answered HTTP %d", status)
 end
 
--- The API's own words where it sent any: {message} and Laravel's {errors}.
-local function http_error(res)
+-- The API's own words where it sent any: {message} and Laravel's {errors};
+-- then the API module's own reading of its bodies (refine_error), if any.
+local function http_error(self, res)
   local kind = core.kind_for_status(res.status)
   local doc = decode_json(res.body)
   local message, fields, oauth_error
@@ -181,9 +191,11 @@ local function http_error(res)
       message = doc.error_description
     end
   end
-  return util.new_error(kind, message or M.status_message(res.status), {
+  local err = util.new_error(kind, message or M.status_message(res.status), {
     status = res.status, fields = fields, oauth_error = oauth_error,
   })
+  if self.refine_error and type(doc) == "table" then self.refine_error(err, doc) end
+  return err
 end
 
 -- Decides whether another attempt is allowed, setting err.retryable.
@@ -378,7 +390,7 @@ local function attempts_loop(self, req, perform, sleep)
     end
     if d then download.settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end
-    if res then err = http_error(res) end
+    if res then err = http_error(self, res) end
     local again
     if res and res.status == 401 and used_auth and self.auth.refreshable and not reauthed and not self.closing then
       reauthed = true

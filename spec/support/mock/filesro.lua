@@ -24,7 +24,8 @@ local function date()
 end
 
 local function add_folder(state, name, parent_id, id)
-  local f = { id = id or uuid(), name = name, parent_id = parent_id, created_at = date() }
+  state.seq = (state.seq or 0) + 1
+  local f = { id = id or uuid(), name = name, parent_id = parent_id, created_at = date(), seq = state.seq }
   state.folders[f.id] = f
   return f
 end
@@ -132,6 +133,7 @@ local function share_checks(state, req)
   local token = segment and http.unescape(segment)
   local share = token and state.shares[token]
   local route = ROUTES[req.method .. " " .. tostring(call)]
+  if share and share.expires_at and os.time() >= share.expires_at then share.expired = true end
   if not route or not share or share.expired then
     if not wants_json then return nil, 404, { { "Content-Type", "text/html" } }, "<html><body>404 Not Found</body></html>" end
     return nil, err(404, { type = "error", message = "We couldn't find the resource you requested with id " .. tostring(token) })
@@ -172,14 +174,14 @@ end
 
 -- ---- uploads ----------------------------------------------------------------
 
-local function file_doc(share, file, parent)
+function M.file_doc(share, file, parent)
   return cjson.encode({ data = { id = file.id, type = "file", attributes = {
     filesize = ("%.1f MB"):format(file.size / 1e6), name = file.name, basename = file.basename,
     mimetype = file.extension, file_url = "https://files.ro/file/" .. file.basename, thumbnail = cjson.null,
     parent_id = file.parent_id, created_at = date(), updated_at = date(), deleted_at = cjson.null,
   }, relationships = {
-    shared = { data = { id = share.id, type = "shared" } },
-    parent = { data = { type = "folder", id = parent.id, attributes = { name = parent.name } } },
+    shared = share and { data = { id = share.id, type = "shared" } } or nil,
+    parent = parent and { data = { type = "folder", id = parent.id, attributes = { name = parent.name } } } or nil,
     creator = { data = { type = "user", id = "00000000-0000-4000-8000-000000000001" } },
     exif = { data = cjson.null },
   } } })
@@ -211,9 +213,9 @@ local function path_folders(path)
   return out
 end
 
-local function folder_named(state, parent_id, name)
+function M.folder_named(state, parent_id, name)
   for _, f in pairs(state.folders) do
-    if f.parent_id == parent_id and f.name == name then return f end
+    if f.parent_id == parent_id and f.name == name and not f.deleted_at then return f end
   end
   return add_folder(state, name, parent_id)
 end
@@ -231,7 +233,12 @@ local function validate_upload(fields, file, chunked)
   return any and errors or nil
 end
 
-function handlers.upload(state, conn, req, share)
+-- Receives an upload (single or a chunk) for a visitor or the owner.
+-- ctx: root (the default parent; nil: the owner's home), share (for the
+-- document; nil for the owner), before_store(parent_id) -> an error
+-- response or nil (checked before a chunk is kept), before_create(parent_id,
+-- size) -> the same, checked on the last chunk.
+function M.receive_upload(state, conn, req, ctx)
   local limit = state.config.max_body
   if limit and req.length > limit then
     return 413, { { "Content-Type", "text/html" } }, "<html><body>413 Request Entity Too Large</body></html>", true
@@ -257,14 +264,11 @@ function handlers.upload(state, conn, req, share)
     os.remove(incoming)
     return err(422, { message = "The given data was invalid.", errors = errors })
   end
-  local parent_id = fields.parent_id and fields.parent_id:lower() or share.root
-  if not inside(state, parent_id, share.root) then
+  local parent_id = fields.parent_id and fields.parent_id:lower() or ctx.root
+  local status, headers, body = ctx.before_store(parent_id)
+  if status then
     os.remove(incoming)
-    return err(403, { message = "This action is unauthorized." })
-  end
-  if not share.can_create then
-    os.remove(incoming)
-    return err(401, { type = "error", message = "This user action is not allowed." })
+    return status, headers, body
   end
   local stored = incoming
   if chunked then
@@ -285,20 +289,34 @@ function handlers.upload(state, conn, req, share)
     if fields.is_last_chunk == "0" then return 200, {}, "" end
   end
   local size = file_size(stored)
-  local cap = state.config.upload_limit
-  if cap and size > cap then
+  status, headers, body = ctx.before_create(parent_id, size)
+  if status then
     os.remove(stored)
-    return err(413, { message = "The file is too large." })
+    return status, headers, body
   end
   for _, name in ipairs(fields.path and path_folders(fields.path) or {}) do
-    parent_id = folder_named(state, parent_id, name).id
+    parent_id = M.folder_named(state, parent_id, name).id
   end
   local id = uuid()
   local rec = { id = id, name = fields.name, extension = fields.extension, size = size, parent_id = parent_id,
-    basename = id .. "." .. fields.extension, sha256 = sha256(stored), content_type = file.content_type }
-  os.rename(stored, state.upload_dir .. "/files/" .. id)
+    basename = id .. "." .. fields.extension, sha256 = sha256(stored), content_type = file.content_type,
+    path = state.upload_dir .. "/files/" .. id, created_at = date(), seq = (state.seq or 0) + 1 }
+  state.seq = rec.seq
+  os.rename(stored, rec.path)
   state.files[id] = rec
-  return 201, { { "Content-Type", "application/json" } }, file_doc(share, rec, state.folders[parent_id])
+  return 201, { { "Content-Type", "application/json" } }, M.file_doc(ctx.share, rec, state.folders[parent_id])
+end
+
+function handlers.upload(state, conn, req, share)
+  return M.receive_upload(state, conn, req, { root = share.root, share = share,
+    before_store = function(parent_id)
+      if not inside(state, parent_id, share.root) then return err(403, { message = "This action is unauthorized." }) end
+      if not share.can_create then return err(401, { type = "error", message = "This user action is not allowed." }) end
+    end,
+    before_create = function(_, size)
+      local cap = state.config.upload_limit
+      if cap and size > cap then return err(413, { message = "The file is too large." }) end
+    end })
 end
 
 -- ---- delete and move ----------------------------------------------------------
@@ -306,6 +324,7 @@ end
 local function find_item(state, item, share)
   local list = item.type == "folder" and state.folders or state.files
   local found = type(item.id) == "string" and list[item.id:lower()]
+  if found and found.deleted_at then found = nil end
   if found and inside(state, found.parent_id or found.id, share.root) and found.id ~= share.root then return found end
 end
 
@@ -350,5 +369,8 @@ function handlers.move(state, req, share)
   for _, item in ipairs(doc.items) do find_item(state, item, share).parent_id = to end
   return 200, {}, cjson.encode({ type = "success", message = "Items was successfully moved." })
 end
+
+-- for the owner's routes (mock.drive): one store for both views
+M.uuid, M.add_folder, M.inside, M.date, M.UUID = uuid, add_folder, inside, date, UUID
 
 return M
