@@ -285,18 +285,21 @@ static int random_boundary(char *out, size_t size)
 
 /* A part may be a slice of its file or string: `offset` and `length`
  * (chunked uploads send one file as several requests, each read straight
- * from disk).  Raises on values that are not whole numbers >= 0; length -1
- * means "to the end". */
+ * from disk).  Raises on values that are not whole numbers >= 0; no length
+ * means "to the end" (-1 inside; a -1 from Lua is refused like any
+ * negative number, so the sentinel cannot be passed in). */
 static void read_slice(lua_State *L, int t, int index, curl_off_t *offset, curl_off_t *length)
 {
     double o = fa_optnumfield(L, t, "offset", 0);
-    double n = fa_optnumfield(L, t, "length", -1);
+    double n = fa_optnumfield(L, t, "length", 0);
+    int given;
+    lua_getfield(L, t, "length");
+    given = !lua_isnil(L, -1);
+    lua_pop(L, 1);
     *offset = 0;
     *length = -1;
-    if (!fa_whole_count(o, offset) || (n != -1 && !fa_whole_count(n, length)))
+    if (!fa_whole_count(o, offset) || (given && !fa_whole_count(n, length)))
         luaL_error(L, "multipart part %d: 'offset' and 'length' must be whole numbers from 0 to 2^53", index + 1);
-    if (n == -1)
-        *length = -1;
 }
 
 /* Whether offset (+ length, when given) lies within size; compared without

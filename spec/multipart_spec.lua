@@ -147,6 +147,14 @@ describe("multipart", function()
         assert.matches("whole numbers from 0 to 2%^53", err)
       end
     end
+    -- a length of -1 is no "to the end": only a missing length is (the fuzzer found it)
+    for _, source in ipairs({ { data = "0123456789" }, { path = path } }) do
+      local part = { name = "f", filename = "f", offset = 0, length = -1 }
+      for k, x in pairs(source) do part[k] = x end
+      local ok, err = pcall(core.multipart, { part })
+      assert.is_false(ok)
+      assert.matches("whole numbers from 0 to 2%^53", err)
+    end
     -- in range, but together past the end: refused too (offset + length is not added)
     local ok, err = pcall(core.multipart, { { name = "f", data = "0123456789", offset = 2 ^ 53, length = 2 ^ 53 } })
     assert.is_false(ok)
