@@ -60,7 +60,20 @@ local function open_share(opts, out, token, what)
 end
 
 
+-- TYPE:ID arguments (file:UUID or folder:UUID), for the share and drive commands.
+local function parse_items(args)
+  local items = {}
+  for i, a in ipairs(args) do
+    local kind, id = a:match("^(%a+):(.+)$")
+    if not kind then return nil, "items are TYPE:ID, as file:UUID or folder:UUID (got " .. a .. ")" end
+    items[i] = { type = kind, id = id }
+  end
+  if #items == 0 then return nil, "at least one TYPE:ID is needed" end
+  return items
+end
+
 M.options = client_options
+M.parse_items = parse_items
 M.open_client = open_client
 M.take_token = take_token
 M.open_share = open_share

@@ -83,17 +83,7 @@ function C.logout(opts, out)
   return 0
 end
 
--- TYPE:ID arguments, as the share commands take them.
-local function parse_items(args)
-  local items = {}
-  for i, a in ipairs(args) do
-    local kind, id = a:match("^(%a+):(.+)$")
-    if not kind then return nil, "items are TYPE:ID, as file:UUID or folder:UUID (got " .. a .. ")" end
-    items[i] = { type = kind, id = id }
-  end
-  if #items == 0 then return nil, "at least one TYPE:ID is needed" end
-  return items
-end
+local parse_items = clients.parse_items
 
 -- A command on the drive: call(d, opts, out) -> result | nil, err;
 -- text(result) for the plain line.

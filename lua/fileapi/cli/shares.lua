@@ -44,16 +44,7 @@ function C.share_upload(opts, out)
   return out.status
 end
 
-local function parse_items(args)
-  local items = {}
-  for i, a in ipairs(args) do
-    local kind, id = a:match("^(%a+):(.+)$")
-    if not kind then return nil, "items are TYPE:ID, as file:UUID or folder:UUID (got " .. a .. ")" end
-    items[i] = { type = kind, id = id }
-  end
-  if #items == 0 then return nil, "at least one TYPE:ID is needed" end
-  return items
-end
+local parse_items = clients.parse_items
 
 local function share_items(what, verb, call)
   return function(opts, out)

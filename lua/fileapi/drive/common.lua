@@ -20,12 +20,14 @@ function M.request(self, method, path, doc)
   return req
 end
 
--- A typed error in a 2xx body as an error object of its kind.
+-- A typed error in a 2xx body as nil, err of its kind; nil for a success.
 local function typed(self, doc, res)
   local kind, message = filesro.typed_error(doc)
   if not kind then return nil end
   return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
 end
+
+M.typed = typed
 
 -- A call answered with a document: the decoded JSON object and the response.
 function M.send_doc(self, req)

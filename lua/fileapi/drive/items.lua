@@ -40,10 +40,8 @@ function D:upload(source, opts)
   end, true)
   if not res then return nil, err end
   local doc = engine.decode_json(res.body)
-  local kind, message = filesro.typed_error(doc)
-  if kind then
-    return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
-  end
+  local _, terr = common.typed(self, doc, res)
+  if terr then return nil, terr end
   return common.flat(self, doc, res, "a file document")
 end
 
@@ -188,8 +186,8 @@ function D:navigation(opts)
   if not res then return nil, err end
   local doc = engine.decode_json(res.body)
   if type(doc) ~= "table" then return self.transport:protocol_error(res, "the response is not a folder tree") end
-  local kind, message = filesro.typed_error(doc)
-  if kind then return self.transport:fail(util.new_error(kind, message, { status = res.status })) end
+  local _, terr = common.typed(self, doc, res)
+  if terr then return nil, terr end
   return doc
 end
 
