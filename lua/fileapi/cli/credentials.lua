@@ -22,14 +22,22 @@ function M.path()
   return M.folder() .. "/credentials.json"
 end
 
--- The stored tokens, or nil (and why) when there are none that make sense.
-function M.load(path)
-  local f = io.open(path or M.path(), "rb")
+-- A stored JSON object: the table; false when the file holds none; nil
+-- when there is no file.
+local function read_doc(path)
+  local f = io.open(path, "rb")
   if not f then return nil end
   local text = f:read("*a")
   f:close()
   local ok, doc = pcall(cjson.decode, text)
-  if not ok or type(doc) ~= "table" then return nil, "the stored credentials cannot be read: run fileapi login" end
+  return ok and type(doc) == "table" and doc or false
+end
+
+-- The stored tokens, or nil (and why) when there are none that make sense.
+function M.load(path)
+  local doc = read_doc(path or M.path())
+  if doc == nil then return nil end
+  if not doc then return nil, "the stored credentials cannot be read: run fileapi login" end
   for _, k in ipairs(M.FIELDS) do
     local want = k == "expires_at" and "number" or "string"
     if type(doc[k]) ~= want then return nil, "the stored credentials lack " .. k .. ": run fileapi login" end
@@ -78,12 +86,9 @@ function M.drive_path()
 end
 
 function M.load_drive(path)
-  local f = io.open(path or M.drive_path(), "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  local ok, doc = pcall(cjson.decode, text)
-  if not ok or type(doc) ~= "table" or type(doc.token) ~= "string" then
+  local doc = read_doc(path or M.drive_path())
+  if doc == nil then return nil end
+  if not doc or type(doc.token) ~= "string" then
     return nil, "the stored files.ro token cannot be read: run fileapi drive-login"
   end
   return doc
