@@ -21,9 +21,10 @@ endif
 
 # The mock always runs on lua5.4 with LuaSocket, cjson and LuaSec (HTTPS).
 PKGS := $(LUA_PKGS) lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev lua-cjson lua-socket lua-sec openssl lua-busted lua-argparse \
-	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl strace
+	lua-check luarocks libcurl4-openssl-dev pkg-config gcc make cppcheck nginx-light libnginx-mod-http-lua curl strace \
+	libhiredis-dev libssl-dev redis-server lua-nginx-redis
 # The benchmark's sink is nginx with its Lua module; /usr/bin/time measures.
-BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl
+BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl redis-server
 # Sanitizers, valgrind and libFuzzer for the memory-safety stages of `make test`.
 CHECK_PKGS := clang libclang-rt-14-dev valgrind
 
@@ -34,17 +35,26 @@ HDRS := $(wildcard csrc/*.h)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-function -Wformat=2
 CFLAGS ?= -O2 -g
+# The fleet's store (fileapi.store) needs hiredis outside nginx and
+# libcrypto for its key names and sealed tokens; a build without their
+# headers still builds, and `store` then says what it needs.
+HAVE_HIREDIS := $(shell pkg-config --exists hiredis 2>/dev/null && echo yes)
+HAVE_CRYPTO := $(shell pkg-config --exists libcrypto 2>/dev/null && echo yes)
+STORE_CFLAGS := $(if $(HAVE_HIREDIS),-DFA_HAVE_HIREDIS $(shell pkg-config --cflags hiredis)) \
+	$(if $(HAVE_CRYPTO),-DFA_HAVE_CRYPTO $(shell pkg-config --cflags libcrypto))
+STORE_LIBS := $(if $(HAVE_HIREDIS),$(shell pkg-config --libs hiredis)) \
+	$(if $(HAVE_CRYPTO),$(shell pkg-config --libs libcrypto))
 FA_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN) \
-	$(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null)
-FA_LDFLAGS = -shared $(shell pkg-config --libs libcurl 2>/dev/null) -lm -lpthread
+	$(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null) $(STORE_CFLAGS)
+FA_LDFLAGS = -shared $(shell pkg-config --libs libcurl 2>/dev/null) $(STORE_LIBS) -lm -lpthread
 
 # LuaRocks builds with `make rock` (build.type = "make"): the same flags, with
 # Lua's and curl's folders as LuaRocks found them.  Warnings stay on but do
 # not fail a user's install on a newer compiler.
 LUA_INCDIR ?= $(shell pkg-config --variable=includedir $(LUA_PC) 2>/dev/null)
 ROCK_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(filter-out -Werror,$(WARN)) \
-	-I$(LUA_INCDIR) $(if $(CURL_INCDIR),-I$(CURL_INCDIR))
-ROCK_LIBS = $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) -lcurl -lm -lpthread
+	-I$(LUA_INCDIR) $(if $(CURL_INCDIR),-I$(CURL_INCDIR)) $(STORE_CFLAGS)
+ROCK_LIBS = $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) -lcurl $(STORE_LIBS) -lm -lpthread
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BUILD := build/asan-$(LUA)
@@ -124,8 +134,8 @@ test-valgrind: deps check-deps build
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c99 -D_POSIX_C_SOURCE=200809L -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer $(SAN_FLAGS) \
-		$(shell pkg-config --cflags lua5.4 libcurl) -o $@ $< $(SRCS) \
-		$(shell pkg-config --libs lua5.4 libcurl) -lm -lpthread
+		$(shell pkg-config --cflags lua5.4 libcurl) $(STORE_CFLAGS) -o $@ $< $(SRCS) \
+		$(shell pkg-config --libs lua5.4 libcurl) $(STORE_LIBS) -lm -lpthread
 
 # Each target for FUZZ_TIME seconds from the seed corpus (copied, so the
 # checkout is never written to).
@@ -155,8 +165,8 @@ clean:
 build/harness/harness: spec/c/harness.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 $(SAN_FLAGS) \
-		$(shell pkg-config --cflags lua5.4 libcurl) -o $@ $< $(SRCS) \
-		$(shell pkg-config --libs lua5.4 libcurl) -lm -lpthread
+		$(shell pkg-config --cflags lua5.4 libcurl) $(STORE_CFLAGS) -o $@ $< $(SRCS) \
+		$(shell pkg-config --libs lua5.4 libcurl) $(STORE_LIBS) -lm -lpthread
 
 test-oom: deps check-deps build build/harness/harness
 	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \

@@ -39,6 +39,8 @@ external_dependencies = {
 }
 -- The C core is built by the Makefile's `rock` target, so the rock gets the
 -- same flags as `make` (C99, warnings, only luaopen_fileapi_core exported).
+-- hiredis and libcrypto are linked where pkg-config finds them (`store`
+-- outside nginx needs both; without them the rest works and `store` says so).
 build = {
   type = "make",
   build_target = "rock",
@@ -79,6 +81,10 @@ build = {
       ["fileapi.oauth"] = "lua/fileapi/oauth.lua",
       ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",
+      ["fileapi.store"] = "lua/fileapi/store/init.lua",
+      ["fileapi.store.budget"] = "lua/fileapi/store/budget.lua",
+      ["fileapi.store.redis"] = "lua/fileapi/store/redis.lua",
+      ["fileapi.store.tokens"] = "lua/fileapi/store/tokens.lua",
       ["fileapi.tree"] = "lua/fileapi/tree.lua",
       ["fileapi.util"] = "lua/fileapi/util.lua",
     },

@@ -345,6 +345,42 @@ local function mkdir_rows()
   out("mkdir ratio fileapi/curl %.2f; connection reuse is worth %.1fx", f / c, f / fresh)
 end
 
+-- The fleet's store: the same mkdir calls with the budget in a Redis on
+-- loopback against the process's own budget, per call.
+local redis_dir
+local function stop_redis()
+  if not redis_dir then return end
+  local f = io.open(redis_dir .. "/redis.pid")
+  if f then
+    sh("kill " .. f:read("*l") .. " 2>/dev/null")
+    f:close()
+  end
+  socket.sleep(0.2)
+  sh("rm -rf " .. q(redis_dir))
+  redis_dir = nil
+end
+
+local function store_rows()
+  redis_dir = work .. "-redis"
+  local rport = free_port()
+  assert(sh(("mkdir -p %s && redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
+    .. " --pidfile %s/redis.pid --logfile %s/redis.log --dir %s"):format(q(redis_dir), rport, q(redis_dir),
+    q(redis_dir), q(redis_dir))))
+  socket.sleep(0.3)
+  local url = ("redis://127.0.0.1:%d/0"):format(rport)
+  local r = duel({
+    { name = "local", cmd = fileapi .. " mkdir " .. base .. "/v1 " .. CALLS },
+    { name = "store", cmd = fileapi .. " mkdir-store " .. base .. "/v1 " .. CALLS .. " " .. q(url),
+      before = "redis-cli -p " .. rport .. " FLUSHALL >/dev/null" },
+  })
+  stop_redis()
+  local function per_call(name, key) return median(r[name], key) / CALLS * 1e6 end
+  out("store  mkdir x%d  local budget  wall %6.1f us/call  CPU %6.1f us/call   Redis store  wall %6.1f us/call"
+    .. "  CPU %6.1f us/call   the store costs %+.1f us wall, %+.1f us CPU per call", CALLS, per_call("local", "wall"),
+    per_call("local", "cpu"), per_call("store", "wall"), per_call("store", "cpu"),
+    per_call("store", "wall") - per_call("local", "wall"), per_call("store", "cpu") - per_call("local", "cpu"))
+end
+
 local ok, err = pcall(function()
   start_sink()
   out("fileapi bench: %d alternating runs after a warm-up, medians; sink: nginx on %s", RUNS, base)
@@ -359,7 +395,9 @@ local ok, err = pcall(function()
   if not only or only == "share" then share_rows(256) end
   if not only or only == "drive" then drive_rows(256) end
   if not only or only == "mkdir" then mkdir_rows() end
+  if not only or only == "store" then store_rows() end
 end)
+stop_redis()
 stop_sink()
 if not ok then
   io.stderr:write("bench failed: ", tostring(err), "\n")

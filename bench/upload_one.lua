@@ -10,6 +10,10 @@ if mode == "upload" then
 elseif mode == "mkdir" then
   local client = assert(files.new({ api_key = "bench-key", base_url = base }))
   for _ = 1, tonumber(arg3) do assert(client:mkdir("d")) end
+elseif mode == "mkdir-store" then
+  -- the same calls, the budget in a fleet's Redis (arg[4]: its URL)
+  local client = assert(files.new({ api_key = "bench-key", base_url = base, store = { url = arg[4] } }))
+  for _ = 1, tonumber(arg3) do assert(client:mkdir("d")) end
 elseif mode == "mkdir-fresh" then
   for _ = 1, tonumber(arg3) do
     local client = assert(files.new({ api_key = "bench-key", base_url = base }))

@@ -28,6 +28,8 @@ int luaopen_fileapi_core(lua_State *L)
     fa_open_fs(L);
     fa_open_retry_after(L);
     fa_open_system(L);
+    fa_open_store(L);
+    fa_open_seal(L);
     lua_pushliteral(L, FA_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, info->version);

@@ -73,6 +73,11 @@ int fa_open_regular(const char *path, curl_off_t *size, const char **why);
 void fa_inode_id(char *out, size_t size, unsigned long long dev, unsigned long long ino);
 void fa_open_fs(lua_State *L);
 
+/* store.c: core.redis, a hiredis connection (when built with hiredis) */
+void fa_open_store(lua_State *L);
+/* seal.c: core.sha256, core.seal, core.unseal (when built with libcrypto) */
+void fa_open_seal(lua_State *L);
+
 /* session.c: the session userdata (request.c, transfer.c, results.c are
  * its parts, behind transfer.h) */
 void fa_open_session(lua_State *L);

@@ -17,7 +17,8 @@ FILEAPI_RUN_DIR=$(mktemp -d)
 export FILEAPI_RUN_DIR
 cleanup() {
     for f in "$FILEAPI_RUN_DIR"/*.pid; do
-        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+        # a server a spec paused (SIGSTOP) must be woken to take the signal
+        [ -f "$f" ] && kill -CONT "$(cat "$f")" 2>/dev/null && kill "$(cat "$f")" 2>/dev/null
     done
     rm -rf "$FILEAPI_RUN_DIR"
 }

@@ -55,7 +55,7 @@ local function oauth_keeper(opts, topts, secrets)
   local ht, err = transport.new(hopts, secrets)
   if not ht then return nil, err end
   return oauth.keeper({ oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, token_transport = ht,
-    secrets = secrets }), nil, ht
+    secrets = secrets, store = topts.store }), nil, ht
 end
 
 --- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }

@@ -8,7 +8,8 @@
 -- threads of a client wait for the one under way; with token_dict, the
 -- workers of an nginx share the tokens and a lock in that lua_shared_dict
 -- (the others wait for the new token and never send the old refresh token);
--- a fleet would plug its store in at the same seam (shared_tokens below).
+-- with `store`, every machine of a fleet shares them the same way
+-- (fileapi.store.tokens, at the seam of shared_tokens below).
 -- A refresh the token endpoint refuses (invalid_grant, any 400 or 401)
 -- leaves the keeper failing fast with that error until set_tokens.
 local core = require "fileapi.core"
@@ -208,10 +209,15 @@ function M.keeper(cfg)
   private[k] = { client_id = o.client_id, client_secret = o.client_secret, access_token = o.access_token,
     refresh_token = o.refresh_token, expires_at = o.expires_at or 0, on_tokens = cfg.on_tokens,
     base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets }
+  local subject = o.client_id .. "\0" .. o.refresh_token
   if cfg.token_dict then
     local ngx = rawget(_G, "ngx")
-    private[k].shared = shared_tokens(ngx.shared[cfg.token_dict],
-      "fileapi:oauth:" .. ngx.md5(o.client_id .. "\0" .. o.refresh_token))
+    private[k].shared = shared_tokens(ngx.shared[cfg.token_dict], "fileapi:oauth:" .. ngx.md5(subject))
+  end
+  if cfg.store then
+    -- the fleet's record, over this nginx's (or nothing) while the store is away
+    private[k].shared = require("fileapi.store.tokens").record(require("fileapi.store").open(cfg.store), subject,
+      "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, private[k].shared)
   end
   k.refreshable = true
   return k
@@ -301,7 +307,7 @@ function Keeper:refresh(sleep, deadline, stale)
   local ok, a, b = pcall(function()
     if not p.shared then return do_refresh(self) end
     while not p.shared.lock() do -- another worker is at it: wait for its token
-      sleep(0.005)
+      sleep(p.shared.poll or 0.005)
       adopt(self)
       if p.dead then return nil, p.dead end
       if fresh(p, stale) then return true end

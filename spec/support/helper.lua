@@ -219,6 +219,82 @@ function M.start_nginx(mock, opts)
   error("nginx did not answer")
 end
 
+-- A real Redis (Debian's redis-server) on a free loopback port, with no
+-- persistence; stopped by :stop(), or by spec/run.sh if a spec dies first.
+local Redis = {}
+Redis.__index = Redis
+
+function Redis:url(db) return ("redis://127.0.0.1:%d/%d"):format(self.port, db or 0) end
+
+-- redis-cli's answer to one command (its arguments given as a list).
+function Redis:cli(args)
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = sh_quote(tostring(a)) end
+  local p = assert(io.popen(("redis-cli -p %d %s%s 2>&1"):format(self.port,
+    self.password and ("-a " .. sh_quote(self.password) .. " --no-auth-warning ") or "", table.concat(parts, " "))))
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("%s+$", ""))
+end
+
+function Redis:pid()
+  local f = io.open(self.dir .. "/redis.pid")
+  if not f then return nil end
+  local pid = f:read("*l")
+  f:close()
+  return pid
+end
+
+function Redis:signal(name)
+  local pid = self:pid()
+  if pid then os.execute(("kill -%s %s 2>/dev/null"):format(name, pid)) end
+end
+
+function Redis:start()
+  assert(os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
+    .. " --pidfile %s --logfile %s --dir %s%s"):format(self.port, sh_quote(self.dir .. "/redis.pid"),
+    sh_quote(self.dir .. "/redis.log"), sh_quote(self.dir),
+    self.password and (" --requirepass " .. sh_quote(self.password)) or "")))
+  for _ = 1, 100 do
+    local pid = self:pid()
+    if pid then
+      remember_pid("redis-" .. self.port, pid)
+      local c = socket.connect("127.0.0.1", self.port)
+      if c then c:close() return self end
+    end
+    socket.sleep(0.05)
+  end
+  error("redis-server did not start")
+end
+
+-- Gone at once, as a crash: SIGKILL.
+function Redis:kill()
+  self:signal("CONT")
+  self:signal("KILL")
+  for _ = 1, 100 do
+    local c = socket.connect("127.0.0.1", self.port)
+    if not c then break end
+    c:close()
+    socket.sleep(0.02)
+  end
+  os.remove(self.dir .. "/redis.pid")
+end
+
+function Redis:stop()
+  if self.stopped then return end
+  self.stopped = true
+  self:kill()
+  os.execute("rm -rf " .. sh_quote(self.dir))
+end
+
+-- opts.password: started with requirepass.
+function M.start_redis(opts)
+  local dir = M.tmpname(".redis")
+  assert(os.execute("mkdir -p " .. sh_quote(dir)))
+  local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts and opts.password }, Redis)
+  return r:start()
+end
+
 -- nginx with the specs' own config (spec/support/nginx/test.conf) and
 -- handlers; opts as for start_nginx (workers, say).
 function M.start_test_nginx(mock, opts)

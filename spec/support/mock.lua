@@ -57,7 +57,7 @@ local function record(conn_id, req)
   local rec = {
     conn = conn_id, method = req.method, target = req.target, path = req.path,
     query = req.query, headers = req.headers, header_list = req.header_list,
-    body = "", body_length = req.length, body_read = false,
+    body = "", body_length = req.length, body_read = false, at = require("socket").gettime(),
   }
   state.requests[#state.requests + 1] = rec
   return rec

@@ -105,6 +105,24 @@ function M.paced()
   reply(out)
 end
 
+-- One mkdir on this worker's fleet client: the budget in the store the
+-- query names (?store=redis://...&window=3), over this nginx's own dict
+-- while the store is away.
+local fleet
+function M.fleet()
+  local args = ngx.req.get_uri_args()
+  fleet = fleet or assert(files.new({ timeout = 120, retries = tonumber(args.retries) or 2,
+    rate_limit_dict = "fileapi_rate", rate_window = tonumber(args.window),
+    store = { url = args.store, timeout = tonumber(args.store_timeout) } }))
+  local t = ngx.now()
+  local item, err = fleet:mkdir("fleet")
+  ngx.update_time()
+  local out = summary(item, err)
+  out.worker = ngx.worker.pid()
+  out.seconds = ngx.now() - t
+  reply(out)
+end
+
 -- One mkdir on this worker's OAuth client, made from the first request's
 -- tokens; every worker's client shares them through token_dict.
 local oauth_client
@@ -112,7 +130,7 @@ function M.oauth_mkdir()
   local spec = input()
   if not oauth_client then
     oauth_client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
-      oauth = spec.oauth, token_dict = "fileapi_tokens", timeout = 30, retries = 0,
+      oauth = spec.oauth, token_dict = "fileapi_tokens", timeout = 30, retries = 0, store = spec.store,
       on_tokens = function() ngx.log(ngx.WARN, "fileapi-test: on_tokens ran in this worker") end }))
   end
   local out = summary(oauth_client:mkdir("o"))

@@ -147,6 +147,19 @@ local function server_wait(server, now)
   return server.reset + RESET_MARGIN - now
 end
 
+-- Only the newest `limit` sends matter (UNKNOWN_KEEP before the server
+-- has named its limit): the log never grows with the number of calls.
+local function append(log, now, limit)
+  log[#log + 1] = now
+  local keep = limit or UNKNOWN_KEEP
+  if #log > keep + 64 then -- trimmed in batches, not on every call
+    local newest = {}
+    for i = #log - keep + 1, #log do newest[#newest + 1] = log[i] end
+    log = newest
+  end
+  return log
+end
+
 -- Seconds until a request may go, and whether that wait is past what the
 -- client can justify; 0 records one as sent now.
 local function try_take(b, now)
@@ -164,15 +177,7 @@ local function try_take(b, now)
     wait = max(wait, log_wait(b, log, limit, now))
   end
   if wait > 0 then return wait, wait > b.window + b.max_wait end
-  -- Only the newest `limit` sends matter (UNKNOWN_KEEP before the server
-  -- has named its limit): the log never grows with the number of calls.
-  log[#log + 1] = now
-  local keep = limit or UNKNOWN_KEEP
-  if #log > keep + 64 then -- trimmed in batches, not on every call
-    local newest = {}
-    for i = #log - keep + 1, #log do newest[#newest + 1] = log[i] end
-    log = newest
-  end
+  log = append(log, now, limit)
   -- this send takes one of what the server said remains, until it says again
   if server and server.remaining and server.remaining > 0 then server.remaining = server.remaining - 1 end
   b:save(log, server)
@@ -204,6 +209,18 @@ function Budget:acquire(sleep, on_wait)
     if sleep(wait) == false then return false end
     waited = waited + wait
   end
+end
+
+-- A send the fleet's store let go: in the own log too, so that this
+-- process can take over at once when the store fails.
+function Budget:record()
+  local now = core.time()
+  self:if_unlocked(function()
+    local log, server = self:load(now)
+    local limit = self.cap
+    if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
+    self:save(append(log, now, limit), server)
+  end)
 end
 
 -- Requests sent and not yet answered, by this process (per worker in

@@ -12,6 +12,8 @@ local cosocket = require "fileapi.http.cosocket"
 local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
 local options = require "fileapi.http.options"
+local store = require "fileapi.store"
+local fleet_budget = require "fileapi.store.budget"
 
 local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
 local tostring = tostring
@@ -100,6 +102,8 @@ function M.check_options(opts, fname, own)
   if out.max_response < 1 then return nil, "max_response must be at least 1 byte" end
   local ok, why = check_rate_options(opts, out, fname)
   if not ok then return nil, why end
+  out.store, why = store.check(opts.store, fname)
+  if out.store == nil then return nil, why end
   out.allow_insecure = out.allow_insecure or false
   out.retry_unsafe = out.retry_unsafe or false
   return out
@@ -120,6 +124,9 @@ function M.new(opts, secrets, rate_key)
     curl = function(creq) return session:perform(creq) end }
   opts.proxy = nil
   t.budget = budget.new(opts, rate_key)
+  if opts.store and t.budget then
+    t.budget = fleet_budget.new(t.budget, store.open(opts.store), rate_key or "", opts)
+  end
   return t
 end
 
@@ -363,10 +370,10 @@ local function attempts_loop(self, req, perform, sleep)
   local res, err, used_auth
   local on_wait = self.opts.on_wait
   while true do
-    local go, too_long = true, nil
-    if self.budget then go, too_long = self.budget:acquire(sleep, on_wait) end
+    local go, too_long, why = true, nil, nil
+    if self.budget then go, too_long, why = self.budget:acquire(sleep, on_wait) end
     if not go then
-      err = too_long and util.new_error("rate_limited", format(
+      err = why or too_long and util.new_error("rate_limited", format(
         "the rate limit allows the next request in %.0f s, longer than this client waits"
         .. " (rate_window, max_retry_wait)", too_long), { retryable = true, retry_after = too_long })
         or interrupted()
@@ -386,7 +393,7 @@ local function attempts_loop(self, req, perform, sleep)
     res, err = perform(creq)
     if self.budget then
       if res then self.budget:observe(res.headers, res.status) end
-      self.budget:done()
+      self.budget:done(res, err)
     end
     if d then download.settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end

@@ -6,7 +6,7 @@
 -- every other place against this list: the request contract, the C core's
 -- reading of the request table, the cosocket transport and the README.
 --
--- name, type ("number" | "string" | "boolean" | "function" | "rate"),
+-- name, type ("number" | "string" | "boolean" | "function" | "rate" | "table"),
 -- default, where it is honoured (curl, ngx: the transports that read it
 -- from the request; "engine" for the engine's own), and what it means.
 local M = {}
@@ -45,6 +45,9 @@ M.LIST = {
     doc = "seconds of the rolling window the limit counts over (the APIs': a minute)" },
   { name = "rate_limit_dict", type = "string", honoured = "engine", shown = "none",
     doc = "inside nginx: a `lua_shared_dict` name; every worker's clients for the same key share one budget" },
+  { name = "store", type = "table", honoured = "engine", shown = "none",
+    doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
+      .. "(see Beyond one machine)" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
     doc = "`function(seconds)` told before each wait for the rate limit or a `Retry-After`" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",

@@ -1,0 +1,186 @@
+-- The fleet's shared store (DESIGN.md, "Fleet: shared state across
+-- machines"): the rate budget's log, the fleet-wide "wait until" mark and
+-- OAuth's token and refresh lock, in one Redis that every machine using the
+-- same key points at.
+--
+--   store = { url = "redis://[[user]:password@]host[:port][/db]", prefix = "fileapi:",
+--             timeout = 0.1, on_unavailable = "local" | "wait" }
+--
+-- A store that fails (refused, slow, killed, READONLY, an auth error) is
+-- taken as unavailable for a second: with "local" the callers fall back to
+-- their own state at once, with "wait" they wait for it within their call's
+-- time.  The first failure of an outage is warned about once per process
+-- (nginx's error log inside nginx); the URL's password never shows.
+local util = require "fileapi.util"
+local core = require "fileapi.core"
+local redis = require "fileapi.store.redis"
+
+local type, tonumber, tostring, format = type, tonumber, tostring, string.format
+
+local M = {}
+
+M.FIELDS = { "url", "prefix", "timeout", "on_unavailable" }
+M.RETRY_AFTER = 1 -- seconds an unavailable store is left alone
+M.DEFAULT_TIMEOUT = 0.1
+
+local Store = {}
+Store.__index = Store
+
+local function pct_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- redis://[[user]:password@]host[:port][/db]
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if scheme == "rediss" then
+    return nil, "store: rediss:// (TLS) is not supported by the Redis clients of Debian 12 "
+      .. "(hiredis 0.14, lua-resty-redis 0.27): reach Redis over loopback, a private network or a TLS tunnel"
+  end
+  if scheme ~= "redis" then return nil, "store.url must look like redis://host:port/db" end
+  local cfg = {}
+  local auth, hostpart = rest:match("^(.*)@([^@]*)$")
+  if auth then
+    local user, password = auth:match("^([^:]*):(.*)$")
+    if not user then user, password = nil, auth end
+    cfg.user = user ~= "" and user and pct_decode(user) or nil
+    cfg.password = pct_decode(password)
+    if cfg.password == "" then cfg.password = nil end
+  else
+    hostpart = rest
+  end
+  local host, port, db = hostpart:match("^%[?([%w%.%-:]-)%]?:(%d+)/?(%d*)$")
+  if not host then host, db = hostpart:match("^([%w%.%-]+)/?(%d*)$") end
+  if not host or host == "" then return nil, "store.url must name a host: redis://host:port/db" end
+  cfg.host, cfg.port, cfg.db = host, tonumber(port) or 6379, tonumber(db) or 0
+  if cfg.port < 1 or cfg.port > 65535 then return nil, "store.url's port must be from 1 to 65535" end
+  return cfg
+end
+
+-- The store option, checked: a wrong type raises (as every option does), a
+-- bad value is nil, message.  Returns the configuration for M.open.
+function M.check(store, fname)
+  if store == nil then return false end
+  if type(store) ~= "table" then
+    error(format("bad option 'store' to '%s' (table expected, got %s)", fname, type(store)), 4)
+  end
+  util.check_keys(store, fname .. " store", M.FIELDS, 5)
+  local url = util.check_field(store, "url", "string", fname)
+  local prefix = util.check_field(store, "prefix", "string", fname) or "fileapi:"
+  local timeout = util.check_field(store, "timeout", "number", fname) or M.DEFAULT_TIMEOUT
+  local mode = util.check_field(store, "on_unavailable", "string", fname) or "local"
+  if not url then return nil, "store.url is required (redis://host:port/db)" end
+  if util.has_control(url) or util.has_control(prefix) then return nil, "store.url and store.prefix must be plain text" end
+  if not (timeout > 0 and timeout <= 60) then return nil, "store.timeout must be more than 0 and at most 60 seconds" end
+  if mode ~= "local" and mode ~= "wait" then return nil, 'store.on_unavailable must be "local" or "wait"' end
+  local cfg, why = parse_url(url)
+  if not cfg then return nil, why end
+  cfg.prefix, cfg.timeout, cfg.on_unavailable = prefix, timeout, mode
+  cfg.pool = format("fileapi-store:%s:%d:%d:%s", cfg.host, cfg.port, cfg.db, core.sha256 and cfg.password
+    and core.sha256(cfg.password):sub(1, 16) or "")
+  return cfg
+end
+
+-- One store per configuration per process (per nginx worker), whichever
+-- clients use it: one connection, one health, one warning.
+local opened = {}
+
+function M.open(cfg)
+  local id = cfg.pool .. "\0" .. cfg.prefix .. "\0" .. cfg.on_unavailable .. "\0" .. cfg.timeout
+  local s = opened[id]
+  if not s then
+    s = setmetatable({ cfg = cfg, link = redis.link(cfg), down_until = 0, warned = false,
+      where = format("redis %s:%d/%d", cfg.host, cfg.port, cfg.db), failures = 0 }, Store)
+    opened[id] = s
+  end
+  return s
+end
+
+-- The name of a shared key: the prefix, a kind, and a hash of what it is
+-- about (a credential never goes to the store in clear).  The braces keep
+-- one subject's keys in one Redis Cluster slot.
+function Store:key(kind, subject, part)
+  return format("%s%s:{%s}:%s", self.cfg.prefix, kind, core.sha256(subject), part)
+end
+
+local function warn(text)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log then
+    ngx.log(ngx.WARN, text)
+  else
+    io.stderr:write(text, "\n")
+  end
+end
+
+function Store:usable()
+  return core.time() >= self.down_until
+end
+
+function Store:failed(message)
+  self.down_until = core.time() + M.RETRY_AFTER
+  self.failures = self.failures + 1
+  self.last_error = message
+  if not self.warned then
+    self.warned = true
+    warn(format("fileapi: the store (%s) is unavailable (%s); %s until it answers again", self.where,
+      tostring(message):sub(1, 200), self.cfg.on_unavailable == "wait"
+        and "calls wait for it within their timeout" or "pacing and tokens fall back to this process's own"))
+  end
+end
+
+function Store:answered()
+  if self.warned then
+    self.warned = false
+    if os.getenv("FILEAPI_DEBUG") then warn(format("fileapi: the store (%s) answers again", self.where)) end
+  end
+end
+
+-- Runs a script (fileapi.store.redis's script()); reply, or nil and a
+-- message once the store has been marked unavailable.
+function Store:eval(script, keys, args)
+  if not self:usable() then return nil, self.last_error or "unavailable" end
+  if not core.sha256 then
+    self:failed("fileapi was built without libcrypto")
+    return nil, self.last_error
+  end
+  local ok, reply, err = pcall(redis.eval, self.link, script, keys, args)
+  if not ok then reply, err = nil, reply end
+  if reply == nil then
+    self:failed(err)
+    return nil, err
+  end
+  self:answered()
+  return reply
+end
+
+-- Plain commands, for the token record: same health as eval.
+function Store:call(...)
+  if not self:usable() then return nil, self.last_error or "unavailable" end
+  local ok, reply, err = pcall(self.link.call, ...)
+  if not ok then reply, err = nil, reply end
+  if reply == nil then
+    self:failed(err)
+    return nil, err
+  end
+  self:answered()
+  return reply
+end
+
+-- For "wait": sleeps (yielding in nginx) until the store may be tried
+-- again, if that is before the deadline.  Returns whether it slept.
+function Store:wait_until_usable(sleep, deadline)
+  local at = self.down_until
+  if at > deadline then return false end
+  local d = at - core.time()
+  if d > 0 and sleep(d) == false then return false end
+  return true
+end
+
+-- The error a "wait" caller returns when the store stayed away.
+function Store:unavailable_error()
+  return util.new_error("network", format("the store (%s) did not answer within the call's time (%s)", self.where,
+    tostring(self.last_error or "unavailable"):sub(1, 200)), { retryable = true })
+end
+
+M.Store = Store
+return M

@@ -1,0 +1,323 @@
+-- A fleet sharing one key through one Redis (`store`): 3 nginx instances
+-- (own prefixes and ports, 2 workers each) and 2 plain-Lua processes.  The
+-- mock allows 30 requests in any 3 s, so 300 calls take 27 s at best.
+local helper = require "helper"
+local core = require "fileapi.core"
+local cjson = require "cjson"
+
+local LIMIT, WINDOW = 30, 3
+local socket_time = require("socket").gettime
+local q = helper.sh_quote
+
+local function ideal(calls) return (calls / LIMIT - 1) * WINDOW end
+
+local function read_file(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- The JSON lines of a member's or curl's output, and the rest of its lines.
+local function results_of(text)
+  local out, other = {}, {}
+  for line in text:gmatch("[^\n]+") do
+    local ok, d = pcall(cjson.decode, line)
+    if ok and type(d) == "table" then
+      if not d.done then out[#out + 1] = d end
+    else
+      other[#other + 1] = line
+    end
+  end
+  return out, other
+end
+
+-- How close the server saw the fleet come to its limit: the least time
+-- between a request and the one LIMIT later, less the window (negative:
+-- the server counted more than LIMIT in a window).  The budget's margin
+-- less this is the spread of delays between taking a slot and arriving.
+local function min_slack(mock, since)
+  local at = {}
+  for _, r in ipairs(mock:requests()) do
+    if r.path == "/v1/files" and r.method == "POST" and r.at >= (since or 0) then at[#at + 1] = r.at end
+  end
+  table.sort(at)
+  local least = math.huge
+  for i = LIMIT + 1, #at do least = math.min(least, at[i] - at[i - LIMIT] - WINDOW) end
+  return least
+end
+
+local function count(text, pattern)
+  local _, n = text:gsub(pattern, "")
+  return n
+end
+
+describe("a fleet sharing one budget through Redis #nginx", function()
+  local mock, redis
+  local nginxes = {}
+
+  setup(function()
+    mock = helper.start_mock()
+    redis = helper.start_redis()
+    for i = 1, 3 do nginxes[i] = helper.start_test_nginx(mock, { workers = 2 }) end
+  end)
+  teardown(function()
+    for _, n in ipairs(nginxes) do pcall(n.stop, n) end
+    if redis then redis:stop() end
+    mock:stop()
+  end)
+  before_each(function()
+    mock:reset()
+    mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
+    redis:cli({ "FLUSHALL" })
+  end)
+
+  -- Two plain-Lua members, `calls` each, starting at `at`.
+  local function start_members(calls, at, doc, mode)
+    local members = {}
+    for i = 1, 2 do
+      local out = helper.tmpname(".member")
+      local env = ("FLEET_MODE=%s FLEET_CALLS=%d FLEET_START_AT=%.3f FLEET_DOC=%s"):format(mode or "paced", calls, at,
+        q(cjson.encode(doc)))
+      assert(os.execute(("env %s sh %s %s %s >%s 2>&1 &"):format(env, q(helper.root .. "/tools/with-paths.sh"),
+        helper.lua, q(helper.support .. "/fleet_client.lua"), q(out))))
+      members[i] = out
+    end
+    return members
+  end
+
+  -- `calls` curl requests spread over the three nginx, `parallel` at once,
+  -- from `at`; returns the file its answers go to and the file that says done.
+  local function start_nginx_calls(calls, query, parallel, at)
+    local urls, out, done = helper.tmpname(".urls"), helper.tmpname(".curl"), helper.tmpname(".done")
+    local f = assert(io.open(urls, "w"))
+    for i = 1, calls do f:write(nginxes[(i - 1) % #nginxes + 1]:url("/fleet?" .. query), "\n") end
+    f:close()
+    local wait = math.max(0, at - core.time())
+    assert(os.execute(("(sleep %.3f; xargs -P %d -n 1 sh -c 'curl -s --max-time 120 \"$0\"; echo' <%s >>%s; touch %s) &")
+      :format(wait, parallel, q(urls), q(out), q(done))))
+    return { out = out, done = done, urls = urls }
+  end
+
+  local function wait_all(members, calls, deadline, during)
+    while core.time() < deadline do
+      if during then during() end
+      local finished = io.open(calls.done) ~= nil
+      for _, m in ipairs(members) do
+        if not read_file(m):find('{"done":true}', 1, true) then finished = false end
+      end
+      if finished then return true end
+      core.sleep(0.1)
+    end
+    return false
+  end
+
+  -- Every call's result, the members' other output lines, and the files removed.
+  local function collect(members, calls)
+    local all, other = {}, {}
+    for _, m in ipairs(members) do
+      local r, o = results_of(read_file(m))
+      for _, d in ipairs(r) do all[#all + 1] = d end
+      other[#other + 1] = table.concat(o, "\n")
+      os.remove(m)
+    end
+    local nginx_results = results_of(read_file(calls.out))
+    for _, d in ipairs(nginx_results) do all[#all + 1] = d end
+    for _, p in ipairs({ calls.out, calls.done, calls.urls }) do os.remove(p) end
+    return all, other, nginx_results
+  end
+
+  local function failures(all)
+    local bad = {}
+    for _, d in ipairs(all) do
+      if not d.ok then bad[#bad + 1] = cjson.encode(d) end
+    end
+    return bad
+  end
+
+  local function run(member_calls, nginx_calls, doc, query, during)
+    local at = core.time() + 1.5
+    local members = start_members(member_calls, at, doc)
+    local calls = start_nginx_calls(nginx_calls, query, 30, at)
+    local finished = wait_all(members, calls, at + 120, during)
+    local elapsed = core.time() - at
+    local all, other, via_nginx = collect(members, calls)
+    assert.is_true(finished, "the fleet did not finish")
+    return all, other, via_nginx, elapsed
+  end
+
+  it("300 calls from 3 nginx and 2 processes: zero 429s, within 1.15x the ideal 27 s #slow", function()
+    local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = { url = redis:url() } }
+    local all, _, via_nginx, elapsed = run(60, 180, doc, "window=" .. WINDOW .. "&store=" .. redis:url())
+    local workers = {}
+    for _, d in ipairs(via_nginx) do workers[d.worker or "?"] = true end
+    local n = 0
+    for _ in pairs(workers) do n = n + 1 end
+    print(("      fleet: %d calls (%d through %d nginx workers) in %.2f s (ideal %d s, %.3fx), %d rejected;"
+      .. " the closest the server saw: %.3f s to spare (margin %.2f s)"):format(#all, #via_nginx, n, elapsed,
+      ideal(300), elapsed / ideal(300), mock:stats().rejected, min_slack(mock),
+      require("fileapi.store.budget").margin(WINDOW)))
+    assert.same({}, failures(all))
+    assert.same(300, #all)
+    assert.same(0, mock:stats().rejected)
+    assert.is_true(n >= 4, n)
+    assert.is_true(elapsed >= ideal(300) - 0.5 and elapsed <= ideal(300) * 1.15, elapsed)
+  end)
+
+  it("Redis killed mid-way and started again: every call succeeds, one warning per process, pacing resumes #slow",
+    function()
+      local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = { url = redis:url() } }
+      local started = core.time()
+      local killed, restarted = false, false
+      local all, other = run(30, 90, doc, "window=" .. WINDOW .. "&store=" .. redis:url(), function()
+        local t = core.time() - started
+        if not killed and t > 4 then
+          redis:kill()
+          killed = true
+        elseif killed and not restarted and t > 7 then
+          redis:start()
+          restarted = true
+        end
+      end)
+      assert.is_true(killed and restarted)
+      -- every process that ran while Redis was away warned once
+      local per_member = {}
+      for i, text in ipairs(other) do per_member[i] = count(text, "the store %(redis [^)]*%) is unavailable") end
+      local per_worker = {}
+      for _, n in ipairs(nginxes) do
+        for pid in n:log_tail(100000):gmatch("%[warn%] (%d+)#%d+: [^\n]-the store %(redis") do
+          per_worker[pid] = (per_worker[pid] or 0) + 1
+        end
+      end
+      local warned_workers, most = 0, 0
+      for _, c in pairs(per_worker) do
+        warned_workers = warned_workers + 1
+        most = math.max(most, c)
+      end
+      local log_entries = tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
+        .. " do n = n + redis.call('ZCARD', k) end return n", 0 })) or 0
+      print(("      Redis killed at 4 s, back at 7 s: %d calls, %d failed, %d rejected (retried), warnings per member %s,"
+        .. " %d nginx workers warned (at most %d each), %d sends in the new Redis's log"):format(#all, #failures(all),
+        mock:stats().rejected, table.concat(per_member, "/"), warned_workers, most, log_entries))
+      assert.same({}, failures(all))
+      assert.same(150, #all)
+      assert.same({ 1, 1 }, per_member)
+      assert.is_true(warned_workers >= 3, warned_workers)
+      assert.same(1, most)
+      assert.is_true(log_entries > 0, "the fleet did not go back to the store")
+    end)
+
+  it("Redis stopped (SIGSTOP): each call is late by at most the store's timeout and a little; then pacing resumes #slow",
+    function()
+      mock:config({ rate_limit = 100000, rate_window = WINDOW })
+      core.sleep(WINDOW + 0.5) -- the last test's sends leave every budget's window
+      local store = { url = redis:url(), timeout = 0.1 }
+      local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = store }
+      redis:signal("STOP")
+      local ok, all = pcall(run, 20, 40, doc, "window=" .. WINDOW .. "&store_timeout=0.1&store=" .. redis:url())
+      redis:signal("CONT")
+      assert(ok, all)
+      local slowest = 0
+      for _, d in ipairs(all) do
+        slowest = math.max(slowest, d.seconds or 99)
+        if (d.seconds or 99) > 0.25 then print("SLOW", cjson.encode(d)) end
+      end
+      -- then the fleet paces together again: 90 calls at 30 per 3 s
+      mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
+      -- the stopped phase's sends leave the server's window (its members are
+      -- gone, and what they sent with them), and the store is tried again
+      core.sleep(WINDOW + 0.5)
+      local back = socket_time()
+      local paced, _, _, elapsed = run(30, 30, doc, "window=" .. WINDOW .. "&store=" .. redis:url())
+      print(("      Redis stopped: %d calls, the slowest %.3f s (store timeout 0.1 s); back: 90 calls in %.2f s"
+        .. " (ideal %d s), %d rejected, %.3f s to spare"):format(#all, slowest, elapsed, ideal(90), mock:stats().rejected,
+        min_slack(mock, back)))
+      assert.same({}, failures(all))
+      assert.same(80, #all)
+      assert.is_true(slowest <= 0.1 + 0.15, slowest)
+      assert.same({}, failures(paced))
+      assert.same(0, mock:stats().rejected)
+      assert.is_true(elapsed >= ideal(90) - 0.5 and elapsed <= ideal(90) * 1.15 + 0.5, elapsed)
+    end)
+end)
+
+describe("OAuth tokens shared by a fleet through Redis #nginx", function()
+  local mock, redis, nginx
+  local CLIENT_ID, SECRET = "app_test", "app-secret-7f3k"
+
+  setup(function()
+    mock = helper.start_mock()
+    redis = helper.start_redis()
+    nginx = helper.start_test_nginx(mock, { workers = 2 })
+  end)
+  teardown(function()
+    if nginx then nginx:stop() end
+    redis:stop()
+    mock:stop()
+  end)
+
+  it("5 processes and 2 nginx workers at the token's expiry: one token request, no failed call", function()
+    mock:config({ oauth_rotate = true })
+    local t = mock:oauth_grant()
+    local at = core.time() + 2
+    -- within REFRESH_AHEAD of its expiry when the calls start: every member needs a new token at once
+    local doc = { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, store = { url = redis:url() }, retries = 0,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_at = at + 30 } }
+    local outs = {}
+    for i = 1, 5 do
+      outs[i] = helper.tmpname(".member")
+      assert(os.execute(("env FLEET_MODE=oauth FLEET_CALLS=10 FLEET_START_AT=%.3f FLEET_DOC=%s sh %s %s %s >%s 2>&1 &")
+        :format(at, q(cjson.encode(doc)), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
+          q(helper.support .. "/fleet_client.lua"), q(outs[i]))))
+    end
+    local body, out, done = helper.tmpname(".json"), helper.tmpname(".curl"), helper.tmpname(".done")
+    local f = assert(io.open(body, "w"))
+    f:write(cjson.encode(doc))
+    f:close()
+    assert(os.execute(("(sleep %.3f; seq 40 | xargs -P 20 -I{} sh -c 'curl -s --max-time 60 -X POST --data-binary @%s %s;"
+      .. " echo' >>%s; touch %s) &"):format(at - core.time(), q(body), q(nginx:url("/oauth_mkdir")), q(out), q(done))))
+    local deadline = at + 60
+    local texts
+    repeat
+      core.sleep(0.1)
+      texts = {}
+      local finished = io.open(done) ~= nil
+      for i, m in ipairs(outs) do
+        texts[i] = read_file(m)
+        if not texts[i]:find('{"done":true}', 1, true) then finished = false end
+      end
+    until finished or core.time() > deadline
+    local all, on_tokens = {}, 0
+    for _, text in ipairs(texts) do
+      local r = results_of(text)
+      for _, d in ipairs(r) do all[#all + 1] = d end
+      on_tokens = on_tokens + count(text, "on_tokens ran in this process")
+    end
+    local via_nginx = results_of(read_file(out))
+    for _, d in ipairs(via_nginx) do all[#all + 1] = d end
+    local log = nginx:log_tail(100000)
+    on_tokens = on_tokens + count(log, "on_tokens ran in this worker")
+    for _, p in ipairs(outs) do os.remove(p) end
+    for _, p in ipairs({ body, out, done }) do os.remove(p) end
+    local bad = {}
+    for _, d in ipairs(all) do
+      if not d.ok then bad[#bad + 1] = cjson.encode(d) end
+    end
+    local stats = mock:stats()
+    print(("      OAuth fleet: %d calls from 5 processes and nginx, %d failed, %d token request(s), on_tokens ran %d"
+      .. " time(s)"):format(#all, #bad, stats.token_requests, on_tokens))
+    assert.same({}, bad)
+    assert.same(90, #all)
+    assert.same(1, stats.token_requests)
+    assert.same(1, on_tokens)
+    local everything = table.concat(texts, "\n") .. log
+    local record = redis:cli({ "KEYS", "*:oauth:*:token" })
+    assert.matches("^fileapi:oauth:{%x+}:token$", record)
+    everything = everything .. redis:cli({ "HGETALL", record })
+    for _, secret in ipairs({ SECRET, t.refresh_token, t.access_token }) do
+      assert.is_nil(everything:find(secret, 1, true), "a secret in the store, a log or the output")
+    end
+  end)
+end)
