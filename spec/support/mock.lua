@@ -41,6 +41,7 @@ local stop = false
 local function reset()
   state.requests, state.faults, state.storage_faults = {}, {}, {}
   state.connections, state.api_requests, state.rejected = 0, 0, 0
+  state.rejected_at = {}
   state.keep = 1024 * 1024
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
   mkp.reset(state)
@@ -220,7 +221,8 @@ local function admin(conn, req)
     if #out == 0 then out = cjson.empty_array or {} end
   elseif p == "/_mock/stats" then
     out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
-      rejected = state.rejected or 0, token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes }
+      rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
+      token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then

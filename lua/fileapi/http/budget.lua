@@ -35,6 +35,9 @@ local function margin(window)
 end
 -- A wait for the server's Reset: the server named the moment itself.
 local RESET_MARGIN = 0.05
+-- A Reset in whole seconds (a UNIX time, rounded up) can name a moment up
+-- to a second past the window it closes.
+M.RESET_SLACK = 1
 
 local function whole_count(text)
   local v = tonumber(text)
@@ -162,7 +165,7 @@ end
 
 -- Seconds until a request may go, and whether that wait is past what the
 -- client can justify; 0 records one as sent now.
-local function try_take(b, now)
+local function try_take(b, now, peek)
   local log, server = b:load(now)
   local limit = b.cap
   if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
@@ -171,12 +174,13 @@ local function try_take(b, now)
   if said then
     -- a reset farther than a whole window away is nothing a rate window
     -- explains: say so instead of sleeping on it
-    if said > b.window + margin(b.window) then return said, true end
+    if said > b.window + margin(b.window) + M.RESET_SLACK then return said, true end
     wait = max(wait, said, log_wait(b, log, b.cap, now))
   else
     wait = max(wait, log_wait(b, log, limit, now))
   end
   if wait > 0 then return wait, wait > b.window + b.max_wait end
+  if peek then return 0 end
   log = append(log, now, limit)
   -- this send takes one of what the server said remains, until it says again
   if server and server.remaining and server.remaining > 0 then server.remaining = server.remaining - 1 end
@@ -209,6 +213,12 @@ function Budget:acquire(sleep, on_wait)
     if sleep(wait) == false then return false end
     waited = waited + wait
   end
+end
+
+-- Seconds until one more request may go (0: now), taking nothing, and
+-- whether that wait is past what the client can justify.
+function Budget:wait_time()
+  return try_take(self, core.time(), true)
 end
 
 -- A send the fleet's store let go: in the own log too, so that this

@@ -17,6 +17,7 @@
 -- obeying the server's headers.
 local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
+local local_budget = require "fileapi.http.budget"
 
 local tonumber, tostring, format, max, min = tonumber, tostring, string.format, math.max, math.min
 local running = coroutine.running
@@ -59,10 +60,10 @@ redis.call('ZADD', KEYS[4], now, ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * window)
 redis.call('PEXPIRE', KEYS[4], math.ceil(2000 * window) + 1000)
 local peers = redis.call('ZCARD', KEYS[4])
-if wait > 0 then return {0, string.format('%.4f', wait), learned or '', peers} end
+if wait > 0 then return {0, string.format('%.4f', wait), learned or '', peers, n} end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((window + margin) * 1000) + 1000)
-return {1, string.format('%.6f', now), learned or '', peers}
+return {1, string.format('%.6f', now), learned or '', peers, n + 1}
 ]])
 
 -- KEYS: the log, the mark, the limit, the peers (who took part in the last
@@ -95,6 +96,13 @@ redis.call('PEXPIRE', KEYS[1], 600000)
 return 1
 ]])
 local MAX_REPLAY = 100
+
+-- A slot moved to Redis's now, if it is still in the log.
+M.SETTLE = redis.script([[
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) + tonumber(t[2]) / 1e6, ARGV[1])
+return 1
+]])
 
 local Fleet = {}
 Fleet.__index = Fleet
@@ -133,8 +141,7 @@ end
 
 -- While the store is away, this budget's share of the limit: the others
 -- that took part lately are taking theirs.
-local function fall_back(self, sleep, on_wait)
-  self.away_since = self.away_since or core.time()
+local function share_cap(self)
   -- the limit the server named last to any worker sharing this budget
   local _, server = self.loc:load(core.time())
   local limit = server and server.limit or tonumber(self.known_limit or "")
@@ -143,12 +150,51 @@ local function fall_back(self, sleep, on_wait)
     local share = math.max(1, math.floor(limit / self.peers))
     cap = cap and min(cap, share) or share
   end
-  self.loc.cap = cap
-  return self.loc:acquire(sleep, on_wait)
+  -- in the outage's first window, the server still counts the fleet's
+  -- sends before it: each sends again as its own leave the window, and its
+  -- share of what the fleet left unused (a process that never reached the
+  -- store knows nothing of that window, and takes its share)
+  if self.first_window_until and core.time() < self.first_window_until and limit and self.fleet_count then
+    local unused = math.max(0, limit - self.fleet_count)
+    cap = min(cap or math.huge, math.max(1, self.own_recent + math.floor(unused / math.max(1, self.peers))))
+  end
+  return cap
+end
+
+-- One try on this process's own budget while the store is away: true
+-- (taken), or seconds to wait, or false and seconds when the wait is past
+-- what the client can justify.  Waits are cut at the store's next try, so
+-- that a call asleep here notices the store's return.
+local function try_own(self, sleep, on_wait)
+  if not self.away_since then
+    local now = core.time()
+    self.away_since, self.first_window_until = now, now + self.window
+    self.own_recent = #self.loc:load(now)
+  end
+  self.loc.cap = share_cap(self)
+  local wait, too_long = self.loc:wait_time()
+  if too_long then return false, wait end
+  if wait <= 0 then return self.loc:acquire(sleep, on_wait) end
+  return min(wait, max(self.store.down_until - core.time(), 0.01))
+end
+
+-- From the store's return to a window after, the others may still be on
+-- their own budgets, which the store's log does not hold: a send needs
+-- this budget's share as well as the store's slot.
+local function share_wait(self)
+  if not (self.settling_until or self.away_since) then return 0 end
+  if self.settling_until and core.time() >= self.settling_until then
+    self.settling_until = nil
+    return 0
+  end
+  self.loc.cap = share_cap(self)
+  local wait = self.loc:wait_time()
+  self.loc.cap = self.own_cap
+  return wait
 end
 
 local function took(self, member)
-  self.held[running() or MAIN] = member
+  self.held[running() or MAIN] = { member = member, at = core.time() }
   self.loc:record()
   self.loc:in_flight(1)
   return true
@@ -158,6 +204,7 @@ end
 replay = function(self)
   local since = self.away_since
   self.away_since = nil
+  self.settling_until = core.time() + self.window + M.margin(self.window)
   if not self.offset then return end
   local log = self.loc:load(core.time())
   local args = { format("%.6f", self.offset) }
@@ -170,34 +217,46 @@ replay = function(self)
   if #args > 1 then self.store:eval(M.REPLAY, self.keys, args) end
 end
 
+-- One try at a slot: true (taken), or seconds to wait, or nil when the
+-- store failed (it is then marked unavailable).
+local function try_slot(self)
+  local own = share_wait(self)
+  if own > 0 then return own end
+  local member = new_member()
+  local r = self.store:eval(M.ACQUIRE, self.keys, { self.window, M.margin(self.window), self.cap, member, PROBE,
+    self.peer })
+  if not r then return nil end
+  if self.away_since then replay(self) end
+  self.loc.cap = self.own_cap
+  self.known_limit = r[3] ~= "" and r[3] or nil
+  self.peers, self.fleet_count = tonumber(r[4]) or 1, tonumber(r[5])
+  if tonumber(r[1]) ~= 1 then return max(tonumber(r[2]) or 0.05, 0.001) end
+  self.offset = tonumber(r[2]) - core.time()
+  return took(self, member)
+end
+
 -- As fileapi.http.budget's acquire: true; or false, seconds (too long to
 -- wait); or false when a sleep was interrupted; or false, nil, err when the
 -- store stayed away from a "wait" caller.
 function Fleet:acquire(sleep, on_wait)
-  local waited, started = 0, core.time()
-  local deadline = started + (self.wait_for or (self.window + self.max_wait))
+  local waited = 0
+  local deadline = core.time() + (self.wait_for or (self.window + self.max_wait))
   while true do
-    if not self.store:usable() then
-      if self.store.cfg.on_unavailable ~= "wait" then return fall_back(self, sleep, on_wait) end
-      if not self.store:wait_until_usable(sleep, deadline) then return false, nil, self.store:unavailable_error() end
+    local got, too_long
+    if self.store:usable() then
+      got = try_slot(self)
+    elseif self.store.cfg.on_unavailable ~= "wait" then
+      got, too_long = try_own(self, sleep, on_wait)
+      if got == false then return false, too_long end
+    elseif not self.store:wait_until_usable(sleep, deadline) then
+      return false, nil, self.store:unavailable_error()
     end
-    local member = new_member()
-    local r = self.store:eval(M.ACQUIRE, self.keys, { self.window, M.margin(self.window), self.cap, member, PROBE,
-      self.peer })
-    if r then
-      if self.away_since then replay(self) end
-      self.loc.cap = self.own_cap
-      self.known_limit = r[3] ~= "" and r[3] or nil
-      self.peers = tonumber(r[4]) or 1
-      if tonumber(r[1]) == 1 then
-        self.offset = tonumber(r[2]) - core.time()
-        return took(self, member)
-      end
-      local wait = max(tonumber(r[2]) or 0.05, 0.001)
-      if waited + wait > self.window + self.max_wait then return false, wait end
-      if on_wait and wait >= 0.05 then pcall(on_wait, wait) end
-      if sleep(wait) == false then return false end
-      waited = waited + wait
+    if got == true then return true end
+    if got then
+      if waited + got > self.window + self.max_wait then return false, got end
+      if on_wait and got >= 0.05 then pcall(on_wait, got) end
+      if sleep(got) == false then return false end
+      waited = waited + got
     end
   end
 end
@@ -211,7 +270,9 @@ local function said_block(self, headers, status, now)
     local until_reset = reset + 0.05 - now
     -- a reset past a whole window is nothing a window explains: the
     -- process's own budget answers rate_limited for it instead
-    if until_reset > 0 and until_reset <= self.window + M.margin(self.window) then block = max(block, until_reset) end
+    if until_reset > 0 and until_reset <= self.window + M.margin(self.window) + local_budget.RESET_SLACK then
+      block = max(block, until_reset)
+    end
   end
   return block
 end
@@ -221,7 +282,8 @@ end
 function Fleet:observe(headers, status)
   self.loc:observe(headers, status)
   if not headers then return end
-  local member = self.held[running() or MAIN]
+  local held = self.held[running() or MAIN]
+  local member = held and held.member
   local now = core.time()
   local block = said_block(self, headers, status, now)
   local limit = headers["x-ratelimit-limit"] and self.loc.last and self.loc.last.limit
@@ -234,14 +296,21 @@ function Fleet:observe(headers, status)
   if limit ~= "" then self.known_limit = limit end
 end
 
--- An attempt is over; one that never left gives its slot back.
+-- An attempt is over.  One that never left gives its slot back.  One that
+-- took long (a new connection, a slow server, a big body) may have reached
+-- the server well after its slot's time, by more than the margin covers:
+-- its slot is moved to now, when it has surely arrived.  Fast ones, most of
+-- them, cost nothing more.
 function Fleet:done(res, err)
   self.loc:done()
   local co = running() or MAIN
-  local member = self.held[co]
+  local held = self.held[co]
   self.held[co] = nil
-  if member and not res and err and err.request_sent == false and self.store:usable() then
-    self.store:call("ZREM", self.keys[1], member)
+  if not held or not self.store:usable() then return end
+  if not res and err and err.request_sent == false then
+    self.store:call("ZREM", self.keys[1], held.member)
+  elseif core.time() - held.at >= M.margin(self.window) / 2 then
+    self.store:eval(M.SETTLE, self.keys, { held.member })
   end
 end
 

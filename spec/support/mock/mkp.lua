@@ -67,7 +67,11 @@ local function rate_limited(state, key)
   if not over then keep[#keep + 1] = now end
   state.windows[key] = keep
   local frees = keep[1] and keep[1] + window or now
-  if over then state.rejected = (state.rejected or 0) + 1 end
+  if over then
+    state.rejected = (state.rejected or 0) + 1
+    state.rejected_at = state.rejected_at or {}
+    table.insert(state.rejected_at, now)
+  end
   return over, limit - #keep, frees, frees - now
 end
 
