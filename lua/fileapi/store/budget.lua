@@ -56,9 +56,11 @@ elseif not learned and n > 0 then
   local r = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   if tonumber(r[2]) > now - probe then wait = math.max(wait, 0.02) end
 end
-redis.call('ZADD', KEYS[4], now, ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * window)
-redis.call('PEXPIRE', KEYS[4], math.ceil(2000 * window) + 1000)
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[4], now, ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * window)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(2000 * window) + 1000)
+end
 local peers = redis.call('ZCARD', KEYS[4])
 if wait > 0 then return {0, string.format('%.4f', wait), learned or '', peers, n} end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
@@ -223,8 +225,10 @@ local function try_slot(self)
   local own = share_wait(self)
   if own > 0 then return own end
   local member = new_member()
-  local r = self.store:eval(M.ACQUIRE, self.keys, { self.window, M.margin(self.window), self.cap, member, PROBE,
-    self.peer })
+  -- this budget's presence among the peers, renewed a few times a window
+  local now, peer = core.time(), ""
+  if now - (self.peer_told or 0) >= min(1, self.window / 4) then peer, self.peer_told = self.peer, now end
+  local r = self.store:eval(M.ACQUIRE, self.keys, { self.window, M.margin(self.window), self.cap, member, PROBE, peer })
   if not r then return nil end
   if self.away_since then replay(self) end
   self.loc.cap = self.own_cap
