@@ -49,15 +49,20 @@ end
 
 local stop_client_nginx
 
-local function stop_sink()
-  if stop_client_nginx then stop_client_nginx() end
-  local f = io.open(work .. "/nginx/nginx.pid")
+-- Stops the server whose pid file is given, then removes its folder.
+local function stop_server(pid_file, dir)
+  local f = io.open(pid_file)
   if f then
     sh("kill " .. f:read("*l") .. " 2>/dev/null")
     f:close()
   end
   socket.sleep(0.2)
-  sh("rm -rf " .. q(work))
+  sh("rm -rf " .. q(dir))
+end
+
+local function stop_sink()
+  if stop_client_nginx then stop_client_nginx() end
+  stop_server(work .. "/nginx/nginx.pid", work)
 end
 
 local function sink_stats()
@@ -350,13 +355,7 @@ end
 local redis_dir
 local function stop_redis()
   if not redis_dir then return end
-  local f = io.open(redis_dir .. "/redis.pid")
-  if f then
-    sh("kill " .. f:read("*l") .. " 2>/dev/null")
-    f:close()
-  end
-  socket.sleep(0.2)
-  sh("rm -rf " .. q(redis_dir))
+  stop_server(redis_dir .. "/redis.pid", redis_dir)
   redis_dir = nil
 end
 

@@ -1,6 +1,8 @@
 -- A fleet sharing one key through one Redis (`store`): 3 nginx instances
 -- (own prefixes and ports, 2 workers each) and 2 plain-Lua processes.  The
 -- mock allows 30 requests in any 3 s, so 300 calls take 27 s at best.
+-- Tagged #fleet: the test run gives these their own stage, beside the
+-- LuaJIT one (they are paced, so mostly idle).
 local helper = require "helper"
 local core = require "fileapi.core"
 local cjson = require "cjson"
@@ -19,19 +21,7 @@ local function read_file(path)
   return text
 end
 
--- The JSON lines of a member's or curl's output, and the rest of its lines.
-local function results_of(text)
-  local out, other = {}, {}
-  for line in text:gmatch("[^\n]+") do
-    local ok, d = pcall(cjson.decode, line)
-    if ok and type(d) == "table" then
-      if not d.done then out[#out + 1] = d end
-    else
-      other[#other + 1] = line
-    end
-  end
-  return out, other
-end
+local results_of = helper.json_lines
 
 -- How close the server saw the fleet come to its limit: the least time
 -- between a request and the one LIMIT later, less the window (negative:
@@ -53,7 +43,7 @@ local function count(text, pattern)
   return n
 end
 
-describe("a fleet sharing one budget through Redis #nginx", function()
+describe("a fleet sharing one budget through Redis #nginx #fleet", function()
   local mock, redis
   local nginxes = {}
 
@@ -119,7 +109,7 @@ describe("a fleet sharing one budget through Redis #nginx", function()
     for _, m in ipairs(members) do
       local r, o = results_of(read_file(m))
       for _, d in ipairs(r) do all[#all + 1] = d end
-      other[#other + 1] = table.concat(o, "\n")
+      other[#other + 1] = o
       os.remove(m)
     end
     local nginx_results = results_of(read_file(calls.out))
@@ -170,12 +160,12 @@ describe("a fleet sharing one budget through Redis #nginx", function()
       local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = { url = redis:url() } }
       local started = socket_time()
       local killed, restarted = false, false
-      local all, other = run(30, 90, doc, "window=" .. WINDOW .. "&store=" .. redis:url(), function()
+      local all, other = run(24, 72, doc, "window=" .. WINDOW .. "&store=" .. redis:url(), function()
         local t = socket_time() - started
-        if not killed and t > 4 then
+        if not killed and t > 3.5 then
           redis:kill()
           killed = true
-        elseif killed and not restarted and t > 7 then
+        elseif killed and not restarted and t > 6 then
           redis:start()
           restarted = true
         end
@@ -197,17 +187,17 @@ describe("a fleet sharing one budget through Redis #nginx", function()
       end
       local log_entries = tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
         .. " do n = n + redis.call('ZCARD', k) end return n", 0 })) or 0
-      print(("      Redis killed at 4 s, back at 7 s: %d calls, %d failed, %d rejected (retried), warnings per member %s,"
+      print(("      Redis killed at 3.5 s, back at 6 s: %d calls, %d failed, %d rejected (retried), warnings per member %s,"
         .. " %d nginx workers warned (at most %d each), %d sends in the new Redis's log"):format(#all, #failures(all),
         mock:stats().rejected, table.concat(per_member, "/"), warned_workers, most, log_entries))
       local when = {}
       for i, at in ipairs(mock:stats().rejected_at) do when[i] = ("%.1f"):format(at - started) end
       print("      rejected at (s from the start): " .. table.concat(when, " "))
       assert.same({}, failures(all))
-      assert.same(150, #all)
+      assert.same(120, #all)
       -- each falls back to its share, and in the outage's first window to
-      -- what it sent itself: measured 0 rejected; a few would be retried
-      assert.is_true(mock:stats().rejected <= 5, mock:stats().rejected)
+      -- what it sent itself: measured 0 to 3 rejected, each retried
+      assert.is_true(mock:stats().rejected <= 10, mock:stats().rejected)
       -- a member asleep in a wait while Redis was away never saw it go
       assert.is_true(per_member[1] <= 1 and per_member[2] <= 1 and per_member[1] + per_member[2] >= 1)
       assert.is_true(warned_workers >= 3, warned_workers)
@@ -218,7 +208,9 @@ describe("a fleet sharing one budget through Redis #nginx", function()
   it("Redis stopped (SIGSTOP): each call is late by at most the store's timeout and a little; then pacing resumes #slow",
     function()
       mock:config({ rate_limit = 100000, rate_window = WINDOW })
-      core.sleep(WINDOW + 0.5) -- the last test's sends leave every budget's window
+      -- the last test's sends leave every budget's window: what is measured
+      -- here is the stalled store, not the pacing of a limit the mock dropped
+      core.sleep(WINDOW + 0.5)
       local store = { url = redis:url(), timeout = 0.1 }
       local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = store }
       redis:signal("STOP")
@@ -228,7 +220,7 @@ describe("a fleet sharing one budget through Redis #nginx", function()
       local slowest = 0
       for _, d in ipairs(all) do
         slowest = math.max(slowest, d.seconds or 99)
-        if (d.seconds or 99) > 0.25 then print("SLOW", cjson.encode(d)) end
+        if (d.seconds or 99) > 0.25 then print("      a slow call: " .. cjson.encode(d)) end
       end
       -- then the fleet paces together again: 90 calls at 30 per 3 s
       mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
@@ -249,7 +241,7 @@ describe("a fleet sharing one budget through Redis #nginx", function()
     end)
 end)
 
-describe("OAuth tokens shared by a fleet through Redis #nginx", function()
+describe("OAuth tokens shared by a fleet through Redis #nginx #fleet", function()
   local mock, redis, nginx
   local CLIENT_ID, SECRET = "app_test", "app-secret-7f3k"
 

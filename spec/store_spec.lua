@@ -27,16 +27,8 @@ end
 local function run_member(doc, calls)
   local code, text = helper.run_lua(helper.sh_quote(helper.support .. "/fleet_client.lua"),
     { FLEET_MODE = "paced", FLEET_CALLS = tostring(calls), FLEET_DOC = cjson.encode(doc) })
-  local results, other = {}, {}
-  for line in text:gmatch("[^\n]+") do
-    local ok, d = pcall(cjson.decode, line)
-    if ok and type(d) == "table" then
-      if not d.done then results[#results + 1] = d end
-    else
-      other[#other + 1] = line
-    end
-  end
-  return code, results, table.concat(other, "\n")
+  local results, other = helper.json_lines(text)
+  return code, results, other
 end
 
 describe("the store option", function()

@@ -63,11 +63,21 @@ run_specs() {
 }
 
 run_check lint make -s lint
-run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs
+run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=fleet,prism,oom
+# The fleet specs (3 nginx, Redis, paced for half a minute: mostly idle)
+# run beside the LuaJIT stage, on the builds the first stage made.
+fleet_log=$(mktemp)
+fleet_started=$(date +%s)
+(sh spec/run.sh --tags=fleet >"$fleet_log" 2>&1; echo "exit $?" >>"$fleet_log") &
+fleet_pid=$!
 # Slow specs (big bodies, pacing) run in the first stage only, and so do the
 # nginx specs: nginx always loads the LuaJIT build, so the first stage has
 # already run them on LuaJIT.
-run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx,oom
+run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx,oom,fleet
+wait "$fleet_pid"
+run_specs "fleet specs (beside the LuaJIT stage, $(( $(date +%s) - fleet_started )) s in all)" \
+    sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
+rm -f "$fleet_log"
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 run_specs "specs under ASan/UBSan" make -s test-asan
 run_specs "specs under valgrind" make -s test-valgrind

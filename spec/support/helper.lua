@@ -219,6 +219,21 @@ function M.start_nginx(mock, opts)
   error("nginx did not answer")
 end
 
+-- The JSON lines of a child's output (but a closing {"done":true}), and the
+-- rest of its lines (what fileapi warned), joined.
+function M.json_lines(text)
+  local docs, other = {}, {}
+  for line in text:gmatch("[^\n]+") do
+    local ok, d = pcall(cjson.decode, line)
+    if ok and type(d) == "table" then
+      if not d.done then docs[#docs + 1] = d end
+    else
+      other[#other + 1] = line
+    end
+  end
+  return docs, table.concat(other, "\n")
+end
+
 -- A real Redis (Debian's redis-server) on a free loopback port, with no
 -- persistence; stopped by :stop(), or by spec/run.sh if a spec dies first.
 local Redis = {}

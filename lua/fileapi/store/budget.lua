@@ -169,8 +169,10 @@ end
 -- that a call asleep here notices the store's return.
 local function try_own(self, sleep, on_wait)
   if not self.away_since then
+    -- the sends the store last counted leave the server's window a window
+    -- after that contact
     local now = core.time()
-    self.away_since, self.first_window_until = now, now + self.window
+    self.away_since, self.first_window_until = now, (self.last_contact or 0) + self.window
     self.own_recent = #self.loc:load(now)
   end
   self.loc.cap = share_cap(self)
@@ -233,7 +235,7 @@ local function try_slot(self)
   if self.away_since then replay(self) end
   self.loc.cap = self.own_cap
   self.known_limit = r[3] ~= "" and r[3] or nil
-  self.peers, self.fleet_count = tonumber(r[4]) or 1, tonumber(r[5])
+  self.peers, self.fleet_count, self.last_contact = tonumber(r[4]) or 1, tonumber(r[5]), now
   if tonumber(r[1]) ~= 1 then return max(tonumber(r[2]) or 0.05, 0.001) end
   self.offset = tonumber(r[2]) - core.time()
   return took(self, member)

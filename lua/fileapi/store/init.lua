@@ -137,13 +137,11 @@ end
 
 -- Runs a script (fileapi.store.redis's script()); reply, or nil and a
 -- message once the store has been marked unavailable.
-function Store:eval(script, keys, args)
+-- One operation under the store's health: its reply, or nil and a message
+-- once the store has been marked unavailable (a raise counts as a failure).
+local function guarded(self, fn, ...)
   if not self:usable() then return nil, self.last_error or "unavailable" end
-  if not core.sha256 then
-    self:failed("fileapi was built without libcrypto")
-    return nil, self.last_error
-  end
-  local ok, reply, err = pcall(redis.eval, self.link, script, keys, args)
+  local ok, reply, err = pcall(fn, ...)
   if not ok then reply, err = nil, reply end
   if reply == nil then
     self:failed(err)
@@ -153,17 +151,17 @@ function Store:eval(script, keys, args)
   return reply
 end
 
+function Store:eval(script, keys, args)
+  if not core.sha256 then
+    self:failed("fileapi was built without libcrypto")
+    return nil, self.last_error
+  end
+  return guarded(self, redis.eval, self.link, script, keys, args)
+end
+
 -- Plain commands, for the token record: same health as eval.
 function Store:call(...)
-  if not self:usable() then return nil, self.last_error or "unavailable" end
-  local ok, reply, err = pcall(self.link.call, ...)
-  if not ok then reply, err = nil, reply end
-  if reply == nil then
-    self:failed(err)
-    return nil, err
-  end
-  self:answered()
-  return reply
+  return guarded(self, self.link.call, ...)
 end
 
 -- For "wait": sleeps (yielding in nginx) until the store may be tried
