@@ -2,7 +2,7 @@
 local helper = require "helper"
 local cjson = require "cjson"
 
-describe("fileapi command", function()
+describe("fileapi command #children", function()
   local mock, env
 
   setup(function()

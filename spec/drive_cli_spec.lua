@@ -7,7 +7,7 @@ local cjson = require "cjson"
 
 local ELSEWHERE = "22222222-2222-4222-8222-222222222222"
 
-describe("fileapi drive-* commands", function()
+describe("fileapi drive-* commands #children", function()
   local mock, env, xdg
 
   setup(function()

@@ -1,7 +1,7 @@
 -- Every example runs, in a child process, against the mock.
 local helper = require "helper"
 
-describe("examples", function()
+describe("examples #children", function()
   local mock, env
 
   setup(function()

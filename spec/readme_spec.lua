@@ -9,7 +9,7 @@ local function runnable_blocks()
   return blocks
 end
 
-describe("README examples", function()
+describe("README examples #children", function()
   local mock, dir
 
   setup(function()

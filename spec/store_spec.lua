@@ -246,7 +246,7 @@ describe("a store that fails", function()
     return { base_url = mock.mkp_url, api_key = helper.API_KEY, window = 1, store = store }
   end
 
-  it("refused: the calls go on at once on the process's own budget, with one warning", function()
+  it("refused: the calls go on at once on the process's own budget, with one warning #children", function()
     local code, results, other = run_member(doc({ url = "redis://127.0.0.1:" .. helper.closed_port() }), 5)
     assert.same(0, code, other)
     assert.same(5, #results)
@@ -258,7 +258,7 @@ describe("a store that fails", function()
     assert.same(1, warnings, other)
   end)
 
-  it("a wrong or missing password (NOAUTH) is a failure like any other; the right one works and never shows", function()
+  it("a wrong or missing password (NOAUTH) is a failure like any other; the right one works and never shows #children", function()
     local code, results, other = run_member(doc({ url = redis:url() }), 2)
     assert.same(0, code, other)
     assert.same(2, #results)
@@ -276,7 +276,7 @@ describe("a store that fails", function()
     assert.matches(":log", redis:cli({ "-n", 2, "KEYS", "*" }))
   end)
 
-  it("READONLY (a replica): falls back; the store is used again once it takes writes", function()
+  it("READONLY (a replica): falls back; the store is used again once it takes writes #children", function()
     redis:cli({ "REPLICAOF", "127.0.0.1", helper.closed_port() })
     local url = "redis://:pw-9d2kq@127.0.0.1:" .. redis.port .. "/3"
     local code, results, other = run_member(doc({ url = url }), 2)

@@ -24,6 +24,21 @@ stage_end() {
     echo "   ($1: $(( $(date +%s) - started )) s)"
 }
 
+# Starts a stage in the background, its output to a file that ends with its
+# time and "exit N" (read back through run_check or run_specs).
+in_background() {
+    bg_name=$1
+    bg_log=$2
+    shift 2
+    (
+        bg_started=$(date +%s)
+        "$@" >"$bg_log" 2>&1
+        bg_rc=$?
+        echo "   ($bg_name: $(( $(date +%s) - bg_started )) s)" >>"$bg_log"
+        echo "exit $bg_rc" >>"$bg_log"
+    ) &
+}
+
 run_check() {
     name=$1
     shift
@@ -62,27 +77,35 @@ run_specs() {
     fi
 }
 
-run_check lint make -s lint
 run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=fleet,prism,oom
 # The fleet specs (3 nginx, Redis, paced for half a minute: mostly idle)
 # run beside the LuaJIT stage, on the builds the first stage made.
 fleet_log=$(mktemp)
-fleet_started=$(date +%s)
-(sh spec/run.sh --tags=fleet >"$fleet_log" 2>&1; echo "exit $?" >>"$fleet_log") &
+in_background "fleet specs" "$fleet_log" sh spec/run.sh --tags=fleet
 fleet_pid=$!
 # Slow specs (big bodies, pacing) run in the first stage only, and so do the
 # nginx specs: nginx always loads the LuaJIT build, so the first stage has
 # already run them on LuaJIT.
 run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx,oom,fleet
 wait "$fleet_pid"
-run_specs "fleet specs (beside the LuaJIT stage, $(( $(date +%s) - fleet_started )) s in all)" \
-    sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
-rm -f "$fleet_log"
+run_specs "fleet specs (ran beside the LuaJIT stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
+# The fuzzers are bounded by time, not by work: they run beside the ASan
+# stage, and lint beside the valgrind one (both single-threaded).
+fuzz_log=$(mktemp)
+in_background fuzz "$fuzz_log" make -s fuzz FUZZ_TIME=20
+fuzz_pid=$!
 run_specs "specs under ASan/UBSan" make -s test-asan
+wait "$fuzz_pid"
+run_check "fuzz (ran beside the ASan stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fuzz_log"
+lint_log=$(mktemp)
+in_background lint "$lint_log" make -s lint
+lint_pid=$!
 run_specs "specs under valgrind" make -s test-valgrind
+wait "$lint_pid"
+run_check "lint (ran beside the valgrind stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$lint_log"
 run_specs "allocation failures during transfers (ASan)" make -s test-oom
-run_check fuzz make -s fuzz FUZZ_TIME=20
+rm -f "$fleet_log" "$fuzz_log" "$lint_log"
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"
