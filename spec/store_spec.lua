@@ -192,6 +192,22 @@ describe("clients sharing a store", function()
     assert.is_true(waited >= 0.9 and waited < 1.6, waited)
   end)
 
+  it("a core built without hiredis: calls go on on their own budget, and the store says what it needs", function()
+    local store = require "fileapi.store"
+    local saved = core.redis
+    core.redis = nil
+    local cfg = assert(store.check({ url = redis:url(5) }, "new"))
+    local ok, err = pcall(function()
+      local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, store = { url = redis:url(5) } }))
+      assert(c:mkdir("no-hiredis"))
+      c:close()
+    end)
+    core.redis = saved
+    assert(ok, err)
+    assert.matches("needs hiredis", store.open(cfg).last_error)
+    assert.same("", redis:cli({ "-n", 5, "KEYS", "*" }))
+  end)
+
   it("a script Redis forgot (NOSCRIPT) is sent again with EVAL", function()
     mock:config({ rate_limit = 1000, rate_window = 1 })
     local a = client()
