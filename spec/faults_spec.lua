@@ -4,7 +4,7 @@ local helper = require "helper"
 local files = require "fileapi.files"
 local core = require "fileapi.core"
 
-describe("faults", function()
+describe("faults #waits", function()
   local mock, client
 
   setup(function() mock = helper.start_mock() end)

@@ -6,7 +6,7 @@ local socket = require "socket"
 
 local q = helper.sh_quote
 
-describe("Ctrl-C in the command #toolchain", function()
+describe("Ctrl-C in the command #toolchain #waits", function()
   local mock, big
 
   setup(function()

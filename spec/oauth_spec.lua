@@ -22,7 +22,7 @@ local function consent(url)
   return status, headers and headers.location
 end
 
-describe("OAuth", function()
+describe("OAuth #waits", function()
   local mock
 
   setup(function() mock = helper.start_mock() end)
@@ -267,7 +267,7 @@ describe("OAuth", function()
   end)
 end)
 
-describe("OAuth inside nginx #nginx", function()
+describe("OAuth inside nginx #nginx #waits", function()
   local mock, nginx
 
   setup(function()
@@ -324,7 +324,7 @@ describe("OAuth inside nginx #nginx", function()
   end)
 end)
 
-describe("fileapi login #toolchain", function()
+describe("fileapi login #toolchain #waits", function()
   local mock, home
 
   setup(function()

@@ -8,7 +8,7 @@ local core = require "fileapi.core"
 local LIMIT, WINDOW, CALLS = 30, 3, 300
 local IDEAL = (CALLS / LIMIT - 1) * WINDOW
 
-describe("rate budget", function()
+describe("rate budget #waits", function()
   local mock
 
   setup(function() mock = helper.start_mock() end)
@@ -23,7 +23,7 @@ describe("rate budget", function()
     return assert(files.new(opts))
   end
 
-  it("300 calls from one client: no 429, within 10% of the ideal 27 s #slow #paced", function()
+  it("300 calls from one client: no 429, within 10% of the ideal 27 s #slow", function()
     local c = new_client({ rate_window = WINDOW, retries = 0 })
     local waits = 0
     local t = core.now()
@@ -183,7 +183,7 @@ describe("rate budget", function()
   end)
 end)
 
-describe("rate budget shared by nginx workers #nginx", function()
+describe("rate budget shared by nginx workers #nginx #waits", function()
   local mock, nginx
 
   setup(function()
@@ -195,7 +195,7 @@ describe("rate budget shared by nginx workers #nginx", function()
     mock:stop()
   end)
 
-  it("300 calls over 4 workers sharing rate_limit_dict: no 429, within 10% of 27 s #slow #paced", function()
+  it("300 calls over 4 workers sharing rate_limit_dict: no 429, within 10% of 27 s #slow", function()
     mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
     local out = helper.tmpname(".paced")
     local t = core.now()

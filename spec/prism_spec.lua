@@ -36,7 +36,9 @@ describe("MijnKlantportaal through Prism #prism", function()
     local port = helper.closed_port()
     log = helper.tmpname(".prism.log")
     local pid_file = helper.tmpname(".pid")
-    assert(os.execute(("%s proxy --errors %s %s -p %d >%s 2>&1 & echo $! >%s"):format(helper.sh_quote(prism),
+    -- made here: the background job opens its redirect only when it runs
+    assert(io.open(log, "w")):close()
+    assert(os.execute(("%s proxy --errors %s %s -p %d >>%s 2>&1 & echo $! >%s"):format(helper.sh_quote(prism),
       helper.sh_quote(spec), helper.sh_quote(mock.mkp_url), port, helper.sh_quote(log), helper.sh_quote(pid_file))))
     prism_pid = io.open(pid_file):read("*l")
     os.remove(pid_file)

@@ -79,14 +79,15 @@ run_specs() {
 
 # Both builds first: stages that run side by side must not build the same file.
 make -s LUA=lua5.4 build >/dev/null && make -s LUA=luajit build >/dev/null
-# The long paced specs (#paced: 300 calls at 30 per 3 s, mostly asleep) run
-# beside the first stage.
-paced_log=$(mktemp)
-in_background "paced specs" "$paced_log" sh spec/run.sh --tags=paced
-paced_pid=$!
-run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=paced,fleet,prism,oom
-wait "$paced_pid"
-run_specs "paced specs (ran beside the lua5.4 stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$paced_log"
+# Specs that mostly wait (#waits: pacing, stalls, timeouts, the 300-call
+# runs) run beside the rest of the first stage, on Lua 5.4 too.
+waits_log=$(mktemp)
+in_background "waiting specs" "$waits_log" sh spec/run.sh --tags=waits --exclude-tags=fleet,prism,oom
+waits_pid=$!
+run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=waits,fleet,prism,oom
+wait "$waits_pid"
+run_specs "waiting specs (lua5.4, ran beside the stage above)" \
+    sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$waits_log"
 # The fleet specs (3 nginx, Redis, paced for half a minute: mostly idle)
 # run beside the LuaJIT stage.
 fleet_log=$(mktemp)
@@ -99,22 +100,12 @@ run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tag
 wait "$fleet_pid"
 run_specs "fleet specs (ran beside the LuaJIT stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
-# The fuzzers are bounded by time, not by work: they run beside the ASan
-# stage, and lint beside the valgrind one (both single-threaded).
-fuzz_log=$(mktemp)
-in_background fuzz "$fuzz_log" make -s fuzz FUZZ_TIME=20
-fuzz_pid=$!
 run_specs "specs under ASan/UBSan" make -s test-asan
-wait "$fuzz_pid"
-run_check "fuzz (ran beside the ASan stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fuzz_log"
-lint_log=$(mktemp)
-in_background lint "$lint_log" make -s lint
-lint_pid=$!
 run_specs "specs under valgrind" make -s test-valgrind
-wait "$lint_pid"
-run_check "lint (ran beside the valgrind stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$lint_log"
 run_specs "allocation failures during transfers (ASan)" make -s test-oom
-rm -f "$paced_log" "$fleet_log" "$fuzz_log" "$lint_log"
+run_check lint make -s lint
+run_check fuzz make -s fuzz FUZZ_TIME=20
+rm -f "$waits_log" "$fleet_log"
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"

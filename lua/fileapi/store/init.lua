@@ -70,6 +70,9 @@ function M.check(store, fname)
   local timeout = util.check_field(store, "timeout", "number", fname) or M.DEFAULT_TIMEOUT
   local mode = util.check_field(store, "on_unavailable", "string", fname) or "local"
   if not url then return nil, "store.url is required (redis://host:port/db)" end
+  if not core.sha256 then
+    return nil, "store needs fileapi built with libcrypto (Debian: libssl-dev), for its key names and sealed tokens"
+  end
   if util.has_control(url) or util.has_control(prefix) then return nil, "store.url and store.prefix must be plain text" end
   if not (timeout > 0 and timeout <= 60) then return nil, "store.timeout must be more than 0 and at most 60 seconds" end
   if mode ~= "local" and mode ~= "wait" then return nil, 'store.on_unavailable must be "local" or "wait"' end
@@ -152,10 +155,6 @@ local function guarded(self, fn, ...)
 end
 
 function Store:eval(script, keys, args)
-  if not core.sha256 then
-    self:failed("fileapi was built without libcrypto")
-    return nil, self.last_error
-  end
   return guarded(self, redis.eval, self.link, script, keys, args)
 end
 
