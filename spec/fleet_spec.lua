@@ -155,17 +155,17 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
     assert.is_true(elapsed >= ideal(300) - 0.5 and elapsed <= ideal(300) * 1.15, elapsed)
   end)
 
-  it("Redis killed mid-way and started again: every call succeeds, one warning per process, pacing resumes #slow",
+  it("300 calls, Redis killed mid-way and started again: every call succeeds, one warning per process, pacing resumes #slow",
     function()
       local doc = { base_url = mock.mkp_url, api_key = helper.API_KEY, window = WINDOW, store = { url = redis:url() } }
       local started = socket_time()
       local killed, restarted = false, false
-      local all, other = run(24, 72, doc, "window=" .. WINDOW .. "&store=" .. redis:url(), function()
+      local all, other, _, elapsed = run(60, 180, doc, "window=" .. WINDOW .. "&store=" .. redis:url(), function()
         local t = socket_time() - started
-        if not killed and t > 3.5 then
+        if not killed and t > 10 then
           redis:kill()
           killed = true
-        elseif killed and not restarted and t > 6 then
+        elseif killed and not restarted and t > 17 then
           redis:start()
           restarted = true
         end
@@ -187,14 +187,18 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
       end
       local log_entries = tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
         .. " do n = n + redis.call('ZCARD', k) end return n", 0 })) or 0
-      print(("      Redis killed at 3.5 s, back at 6 s: %d calls, %d failed, %d rejected (retried), warnings per member %s,"
-        .. " %d nginx workers warned (at most %d each), %d sends in the new Redis's log"):format(#all, #failures(all),
-        mock:stats().rejected, table.concat(per_member, "/"), warned_workers, most, log_entries))
+      print(("      Redis killed 8.5 s in, back 7 s later: %d calls in %.2f s (ideal %d s), %d failed, %d rejected"
+        .. " (retried), warnings per member %s, %d nginx workers warned (at most %d each), %d sends in the new"
+        .. " Redis's log"):format(#all, elapsed, ideal(300), #failures(all), mock:stats().rejected,
+        table.concat(per_member, "/"), warned_workers, most, log_entries))
       local when = {}
       for i, at in ipairs(mock:stats().rejected_at) do when[i] = ("%.1f"):format(at - started) end
       print("      rejected at (s from the start): " .. table.concat(when, " "))
       assert.same({}, failures(all))
-      assert.same(120, #all)
+      assert.same(300, #all)
+      -- while Redis is away each process keeps to its share (and in the first
+      -- window to its own sends): safe, a little slower (measured 1.16x)
+      assert.is_true(elapsed <= ideal(300) * 1.3, elapsed)
       -- each falls back to its share, and in the outage's first window to
       -- what it sent itself: measured 0 to 3 rejected, each retried
       assert.is_true(mock:stats().rejected <= 10, mock:stats().rejected)
