@@ -335,7 +335,12 @@ end
 -- token expires within REFRESH_AHEAD seconds.
 function Keeper:header(sleep, timeout)
   local p = private[self]
-  adopt(self)
+  -- a record across the network (the fleet's store) is read again at most
+  -- once a second while this token is fresh; a refresh always reads it
+  if not (p.shared and p.shared.remote and fresh(p, nil) and now() - (self.adopted_at or 0) < 1) then
+    adopt(self)
+    self.adopted_at = now()
+  end
   if p.dead then return nil, p.dead end
   if not fresh(p, nil) then
     local ok, err = self:refresh(sleep, now() + (timeout or 30), nil)

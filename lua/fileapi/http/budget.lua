@@ -150,6 +150,14 @@ local function server_wait(server, now)
   return server.reset + RESET_MARGIN - now
 end
 
+-- The caller's number or the server's limit, whichever is lower (nil:
+-- neither is known).
+local function limit_of(b, server)
+  local limit = b.cap
+  if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
+  return limit
+end
+
 -- Only the newest `limit` sends matter (UNKNOWN_KEEP before the server
 -- has named its limit): the log never grows with the number of calls.
 local function append(log, now, limit)
@@ -167,8 +175,7 @@ end
 -- client can justify; 0 records one as sent now.
 local function try_take(b, now, peek)
   local log, server = b:load(now)
-  local limit = b.cap
-  if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
+  local limit = limit_of(b, server)
   local wait = b.blocked_until - now
   local said = server_wait(server, now)
   if said then
@@ -227,9 +234,7 @@ function Budget:record()
   local now = core.time()
   self:if_unlocked(function()
     local log, server = self:load(now)
-    local limit = self.cap
-    if server and server.limit then limit = limit and min(limit, server.limit) or server.limit end
-    self:save(append(log, now, limit), server)
+    self:save(append(log, now, limit_of(self, server)), server)
   end)
 end
 

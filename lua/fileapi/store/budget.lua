@@ -321,6 +321,5 @@ function Fleet:done(res, err)
 end
 
 function Fleet:said() return self.loc:said() end
-function Fleet:in_flight(delta) return self.loc:in_flight(delta) end
 
 return M

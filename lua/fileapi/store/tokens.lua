@@ -47,7 +47,7 @@ end
 function M.record(store, subject, seal_key, fallback)
   local rec, lock_key = store:key("oauth", subject, "token"), store:key("oauth", subject, "lock")
   local owner = core.random_token(24) or tostring(core.time())
-  local s, locked_in = { poll = 0.02 }, nil
+  local s, locked_in = { poll = 0.02, remote = true }, nil
 
   function s.load()
     local r = store:call("HMGET", rec, "v", "b")
