@@ -35,6 +35,7 @@ local function margin(window)
 end
 -- A wait for the server's Reset: the server named the moment itself.
 local RESET_MARGIN = 0.05
+M.RESET_MARGIN = RESET_MARGIN
 -- A Reset in whole seconds (a UNIX time, rounded up) can name a moment up
 -- to a second past the window it closes.
 M.RESET_SLACK = 1
@@ -289,14 +290,17 @@ end
 
 -- What a response said.  Reset is a UNIX time; Retry-After (seconds or a
 -- date) blocks every request until it has passed, capped by max_retry_wait.
+-- Returns what it took from the headers, checked: { limit, remaining,
+-- reset, retry (seconds) }, each nil where absent or senseless.
 function Budget:observe(headers, status)
-  if not headers then return end
+  if not headers then return nil end
   local now = core.time()
   local limit, remaining, reset = parse_headers(self, headers)
   local retry = headers["retry-after"] and core.retry_after(headers["retry-after"], now)
+  local facts = { limit = limit, remaining = remaining, reset = reset, retry = retry }
   if status == 429 and retry then self.blocked_until = max(self.blocked_until, now + min(retry, self.max_wait)) end
   if status == 429 then self:forget_last() end
-  if not (limit or remaining or reset) then return end
+  if not (limit or remaining or reset) then return facts end
   self:if_unlocked(function()
     local log, server = self:load(now)
     server = server or {}
@@ -310,6 +314,7 @@ function Budget:observe(headers, status)
     self:save(log, server)
   end)
   self.last = { limit = limit, remaining = remaining, reset = reset }
+  return facts
 end
 
 -- A request the server refused with 429 took no slot of its window (a

@@ -267,13 +267,14 @@ function Fleet:acquire(sleep, on_wait)
   end
 end
 
-local function said_block(self, headers, status, now)
+-- How long the fleet is to hold off after an answer: what the process's
+-- own budget took from its headers (checked there).
+local function said_block(self, said, status, now)
   local block = 0
-  local retry = headers["retry-after"] and core.retry_after(headers["retry-after"], now)
-  if status == 429 and retry then block = min(retry, self.max_wait) end
-  local remaining, reset = tonumber(headers["x-ratelimit-remaining"]), tonumber(headers["x-ratelimit-reset"])
-  if remaining == 0 and reset and reset == reset then
-    local until_reset = reset + 0.05 - now
+  if status == 429 and said.retry then block = min(said.retry, self.max_wait) end
+  local reset = said.reset
+  if said.remaining == 0 and reset then
+    local until_reset = reset + local_budget.RESET_MARGIN - now
     -- a reset past a whole window is nothing a window explains: the
     -- process's own budget answers rate_limited for it instead
     if until_reset > 0 and until_reset <= self.window + M.margin(self.window) + local_budget.RESET_SLACK then
@@ -286,14 +287,12 @@ end
 -- What a response said: to the process's own budget, and to the fleet
 -- when it changes anything there (a 429, a block, a limit not yet shared).
 function Fleet:observe(headers, status)
-  self.loc:observe(headers, status)
-  if not headers then return end
+  local said = self.loc:observe(headers, status)
+  if not said then return end
   local held = self.held[running() or MAIN]
   local member = held and held.member
-  local now = core.time()
-  local block = said_block(self, headers, status, now)
-  local limit = headers["x-ratelimit-limit"] and self.loc.last and self.loc.last.limit
-  limit = limit and tostring(limit) or (self.known_limit == nil and "0" or "")
+  local block = said_block(self, said, status, core.time())
+  local limit = said.limit and tostring(said.limit) or (self.known_limit == nil and "0" or "")
   if limit == self.known_limit then limit = "" end
   local give_back = status == 429 and member
   if not (give_back or block > 0 or limit ~= "") or not self.store:usable() then return end
