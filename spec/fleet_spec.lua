@@ -241,7 +241,9 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
       assert.is_true(slowest <= 0.1 + 0.15, slowest)
       assert.same({}, failures(paced))
       assert.same(0, mock:stats().rejected)
-      assert.is_true(elapsed >= ideal(90) - 0.5 and elapsed <= ideal(90) * 1.15 + 0.5, elapsed)
+      -- for a window after the store's return, each process that was on its
+      -- own needs its share as well as the store's slot: up to a window more
+      assert.is_true(elapsed >= ideal(90) - 0.5 and elapsed <= ideal(90) * 1.15 + WINDOW + 0.5, elapsed)
     end)
 end)
 
