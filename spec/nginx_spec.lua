@@ -5,7 +5,7 @@ local cjson = require "cjson"
 local socket = require "socket"
 
 describe("nginx #nginx", function()
-  local mock, nginx, tls_dir, trusted, untrusted
+  local mock, nginx, tls_dir, trusted, untrusted, trusted_cert
 
   setup(function()
     mock = helper.start_mock()
@@ -14,7 +14,8 @@ describe("nginx #nginx", function()
     os.execute("chmod -R a+rX " .. helper.sh_quote(tls_dir))
     trusted = helper.start_mock({ tls = good })
     untrusted = helper.start_mock({ tls = bad })
-    nginx = helper.start_nginx(mock, { ca_file = good.cert })
+    trusted_cert = good.cert
+    nginx = helper.start_nginx(mock)
   end)
 
   teardown(function()
@@ -27,10 +28,29 @@ describe("nginx #nginx", function()
 
   before_each(function() mock:reset() end)
 
-  local function get(path)
-    local status, body, seconds = helper.http_get(nginx:url(path))
-    assert.same(200, status, tostring(body) .. "\nnginx error.log:\n" .. nginx:log_tail())
+  local function get(path, server)
+    server = server or nginx
+    local status, body, seconds = helper.http_get(server:url(path))
+    assert.same(200, status, tostring(body) .. "\nnginx error.log:\n" .. server:log_tail())
     return cjson.decode(body), seconds
+  end
+
+  -- Another nginx with the example config for one test, started with
+  -- opts (env, edit) and stopped also when the test fails.
+  local function with_nginx(opts, fn)
+    local other = helper.start_nginx(mock, opts)
+    local ok, err = pcall(fn, other)
+    other:stop()
+    if not ok then error(err, 0) end
+  end
+
+  -- An edit of the example config: its workers' client options.
+  local function client_options(text)
+    return function(conf)
+      local out, n = conf:gsub("client = { timeout = 30 }", function() return "client = " .. text end)
+      assert(n == 1, "the example config's client options were not found")
+      return out
+    end
   end
 
   it("files.mkdir and files.upload from a content handler", function()
@@ -72,45 +92,59 @@ describe("nginx #nginx", function()
   end)
 
   it("shares.mkdir from a handler, results and errors", function()
-    local doc = get("/share-mkdir?token=editor-token&name=Projects")
+    local doc = get("/share-mkdir?name=Projects")
     assert.is_true(doc.ok)
     assert.same("Projects", doc.result.name)
     assert.same("folder", doc.result.type)
-    local denied = get("/share-mkdir?token=visitor-token&name=Projects")
-    assert.same("forbidden", denied.error.kind)
-    assert.same("Access Denied", denied.error.message)
+    with_nginx({ env = { FILESRO_TOKEN = "visitor-token" } }, function(visitor)
+      local denied = get("/share-mkdir?name=Projects", visitor)
+      assert.same("forbidden", denied.error.kind)
+      assert.same("Access Denied", denied.error.message)
+    end)
   end)
 
+  -- The Files API on a certificate nginx trusts, files.ro on one it does
+  -- not: only cosockets (lua_ssl_trusted_certificate) trust the first.
   it("speaks TLS over cosockets, verifying the certificate", function()
-    local function by_name(m) return "https://localhost:" .. m.port .. "/v1" end
-    local doc = get("/mkdir?transport=ngx&name=OverTLS&base=" .. by_name(trusted))
-    assert.is_true(doc.ok, doc.error and doc.error.message)
-    assert.same("OverTLS", doc.result.name)
-    assert.same('{"directory":"OverTLS"}', trusted:last_request().body)
-    local bad = get("/mkdir?transport=ngx&name=X&base=" .. by_name(untrusted))
-    assert.is_false(bad.ok)
-    assert.same("tls", bad.error.kind)
-    assert.same(0, untrusted:stats().requests)
+    local function by_name(m) return "https://localhost:" .. m.port end
+    with_nginx({ ca_file = trusted_cert, env = { MKP_BASE_URL = by_name(trusted) .. "/v1",
+      FILESRO_BASE_URL = by_name(untrusted) } }, function(tls)
+      local doc = get("/mkdir?name=OverTLS", tls)
+      assert.is_true(doc.ok, doc.error and doc.error.message)
+      assert.same("OverTLS", doc.result.name)
+      assert.same('{"directory":"OverTLS"}', trusted:last_request().body)
+      local bad = get("/share-mkdir?name=X", tls)
+      assert.is_false(bad.ok)
+      assert.same("tls", bad.error.kind)
+      assert.same(0, untrusted:stats().requests)
+    end)
     -- nginx cannot check a certificate against an IP address: forcing
     -- cosockets there is refused rather than left unverified
-    local ip = get("/mkdir?transport=ngx&name=X&base=" .. trusted.mkp_url)
-    assert.same("invalid_argument", ip.error.kind)
+    with_nginx({ ca_file = trusted_cert, env = { MKP_BASE_URL = trusted.mkp_url },
+      edit = client_options('{ timeout = 30, transport = "ngx" }') }, function(ip)
+      local doc = get("/mkdir?name=X", ip)
+      assert.same("invalid_argument", doc.error.kind)
+    end)
   end)
 
   it("the curl transport can be forced, and also works in a handler", function()
-    local doc = get("/mkdir?name=ViaCurl&transport=curl")
-    assert.is_true(doc.ok)
-    assert.same("ViaCurl", doc.result.name)
+    with_nginx({ edit = client_options('{ timeout = 30, transport = "curl" }') }, function(curl)
+      local doc = get("/mkdir?name=ViaCurl", curl)
+      assert.is_true(doc.ok)
+      assert.same("ViaCurl", doc.result.name)
+    end)
   end)
 
-  it("times out over cosockets within 1 s of the setting", function()
-    mock:faults({ { type = "stall", seconds = 5 } })
-    local doc, seconds = get("/mkdir?name=slow&timeout=1")
-    assert.is_false(doc.ok)
-    assert.same("timeout", doc.error.kind)
-    assert.same(1, doc.error.attempts)
-    assert.is_true(seconds >= 1 and seconds < 2, seconds)
-    assert.is_true(get("/mkdir?name=after").ok)
+  it("times out over cosockets at the configured timeout, long before a 5 s stall ends", function()
+    with_nginx({ edit = client_options("{ timeout = 1 }") }, function(quick)
+      mock:faults({ { type = "stall", seconds = 5 } })
+      local doc, seconds = get("/mkdir?name=slow", quick)
+      assert.is_false(doc.ok)
+      assert.same("timeout", doc.error.kind)
+      assert.same(1, doc.error.attempts)
+      assert.is_true(seconds >= 0.9 and seconds < 4, seconds)
+      assert.is_true(get("/mkdir?name=after", quick).ok)
+    end)
   end)
 
   it("replaces a pooled connection the server closed", function()
@@ -134,7 +168,7 @@ describe("nginx #nginx", function()
     mock:faults({ { type = "stall", seconds = 3 } })
     local out = helper.tmpname(".slow")
     assert(os.execute(("curl -s -m 20 -o %s -w '%%{time_total}' %s > %s.time &"):format(helper.sh_quote(out),
-      helper.sh_quote(nginx:url("/mkdir?name=slow&timeout=10")), helper.sh_quote(out))))
+      helper.sh_quote(nginx:url("/mkdir?name=slow")), helper.sh_quote(out))))
     for _ = 1, 100 do
       if mock:stats().requests >= 1 then break end
       socket.sleep(0.02)

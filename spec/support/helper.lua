@@ -168,9 +168,26 @@ function Nginx:stop()
   os.execute("sleep 0.3; rm -rf " .. sh_quote(self.prefix))
 end
 
+-- The `env` arguments that start nginx: the mock's addresses and
+-- credentials, with opts.env's names set over them (false: unset).
+local function nginx_env(mock, extra)
+  local vars = { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base,
+    FILESRO_TOKEN = "editor-token", MKP_OAUTH_BASE_URL = mock.oauth_url, MKP_CLIENT_ID = M.OAUTH_CLIENT_ID,
+    MKP_CLIENT_SECRET = M.OAUTH_CLIENT_SECRET }
+  for k, v in pairs(extra or {}) do vars[k] = v end
+  local unset, set = {}, {}
+  for k, v in pairs(vars) do
+    if v == false then unset[#unset + 1] = "-u " .. k else set[#set + 1] = k .. "=" .. sh_quote(v) end
+  end
+  table.sort(set)
+  return table.concat(unset, " ") .. " " .. table.concat(set, " ")
+end
+
 -- nginx with the example config and handlers, fileapi copied beside them so
 -- the workers (user nobody) can read everything, the API pointed at the mock.
--- opts.ca_file: what cosocket TLS trusts (default: Debian's CA bundle).
+-- opts.ca_file: what cosocket TLS trusts (default: Debian's CA bundle);
+-- opts.env: environment variables set (or, false, unset) over the mock's;
+-- opts.edit: a function given the config's text, returning the one to run.
 function M.start_nginx(mock, opts)
   opts = opts or {}
   local q = sh_quote
@@ -191,13 +208,12 @@ function M.start_nginx(mock, opts)
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@LIB@", lib)
     :gsub("@CA_FILE@", opts.ca_file or "/etc/ssl/certs/ca-certificates.crt")
     :gsub("worker_processes 1;", "worker_processes " .. (opts.workers or 1) .. ";")
+  if opts.edit then conf = opts.edit(conf) end
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
-  local cmd = ("env MKP_API_KEY=%s MKP_BASE_URL=%s FILESRO_BASE_URL=%s MKP_OAUTH_BASE_URL=%s MKP_CLIENT_ID=%s"
-    .. " MKP_CLIENT_SECRET=%s nginx -p %s -c %s -e %s >%s 2>&1")
-    :format(M.API_KEY, q(mock.mkp_url), q(mock.base), q(mock.oauth_url), M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET,
-      q(prefix), q(prefix .. "/nginx.conf"), q(prefix .. "/error.log"), q(prefix .. "/start.log"))
+  local cmd = ("env %s nginx -p %s -c %s -e %s >%s 2>&1"):format(nginx_env(mock, opts.env),
+    q(prefix), q(prefix .. "/nginx.conf"), q(prefix .. "/error.log"), q(prefix .. "/start.log"))
   local ok = os.execute(cmd)
   local server = setmetatable({ prefix = prefix, port = port, base = "http://127.0.0.1:" .. port }, Nginx)
   if not (ok == true or ok == 0) then
