@@ -237,6 +237,25 @@ static int l_mkdir_private(lua_State *L)
     return 1;
 }
 
+/* core.fsync(path) -> true | nil, err: a file's bytes, or a folder's
+ * entries, reach the disk.  A file written and renamed into place survives
+ * a crash only once both the file and its folder are synced. */
+static int l_fsync(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), e;
+    if (fd < 0)
+        return push_errno(L, path);
+    if (fsync(fd) != 0) {
+        e = errno;
+        close(fd);
+        return fa_push_errno(L, path, e);
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* An exclusive lock on a file, held by an open descriptor (flock(2)): the
  * command line's processes refresh stored tokens one at a time. */
 #define FA_LOCK_MT "fileapi.lock"
@@ -259,7 +278,8 @@ static int lock_tostring(lua_State *L)
 }
 
 /* core.lock_file(path, seconds) -> lock | nil, err: waits up to seconds for
- * the lock (the file is made 0600 when missing). */
+ * the lock (the file is made 0600 when missing); a lock still held elsewhere
+ * then is errno_name ETIMEDOUT (seconds 0: one try). */
 static int l_lock_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -295,6 +315,7 @@ void fa_open_fs(lua_State *L)
         {"file_size", l_file_size},
         {"mkdir_private", l_mkdir_private},
         {"lock_file", l_lock_file},
+        {"fsync", l_fsync},
         {NULL, NULL},
     };
     static const luaL_Reg no_methods[] = {{NULL, NULL}};

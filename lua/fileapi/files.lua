@@ -18,7 +18,9 @@ Client.__index = Client
 -- tokens live in the engine's authorizer and the OAuth keeper.
 local private = setmetatable({}, { __mode = "k" })
 
-local NEW_OPTIONS = { "api_key", "oauth", "on_tokens", "token_dict", "oauth_base_url" }
+-- _shared_tokens is internal (the command line's credentials file as
+-- OAuth's shared record: fileapi.cli.credentials), not a documented option.
+local NEW_OPTIONS = { "api_key", "oauth", "on_tokens", "token_dict", "oauth_base_url", "_shared_tokens" }
 local UPLOAD_OPTIONS = { "directory", "filename", "mime", "on_progress" }
 
 M.DEFAULT_BASE_URL = "https://api.mijnklantportaal.nl/v1"
@@ -38,6 +40,7 @@ local function oauth_keeper(opts, topts, secrets)
   local on_tokens = util.check_field(opts, "on_tokens", "function", "new")
   local dict = util.check_field(opts, "token_dict", "string", "new")
   local given = util.check_field(opts, "oauth_base_url", "string", "new")
+  local shared = util.check_field(opts, "_shared_tokens", "table", "new")
   local ok, why = oauth.check_tokens(o, "new")
   if not ok then return nil, why end
   if dict then
@@ -55,7 +58,7 @@ local function oauth_keeper(opts, topts, secrets)
   local ht, err = transport.new(hopts, secrets)
   if not ht then return nil, err end
   return oauth.keeper({ oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, token_transport = ht,
-    secrets = secrets, store = topts.store }), nil, ht
+    secrets = secrets, store = topts.store, shared = shared }), nil, ht
 end
 
 --- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }

@@ -219,6 +219,11 @@ function M.keeper(cfg)
     private[k].shared = require("fileapi.store.tokens").record(require("fileapi.store").open(cfg.store), subject,
       "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, private[k].shared)
   end
+  -- cfg.shared: a record of the caller's with the same four calls (load,
+  -- save, lock, unlock), in place of the ones above.  Internal (files.new's
+  -- _shared_tokens, not a documented option): the command line's
+  -- credentials file, fileapi.cli.credentials.record.
+  if cfg.shared then private[k].shared = cfg.shared end
   k.refreshable = true
   return k
 end

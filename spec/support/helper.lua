@@ -79,6 +79,8 @@ function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_fau
 function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end
 function Mock:seed(t) return self:admin("POST", "/_mock/seed", t) end
 function Mock:oauth_grant() return self:admin("POST", "/_mock/oauth_grant") end
+-- Every access token the mock gave so far lapses at once.
+function Mock:oauth_expire() return self:admin("POST", "/_mock/oauth_expire") end
 -- files.ro's owner side: a sparse file of zeros, seeded team folders, and
 -- what the owner routes recorded (mails, shares, remote URLs, zips).
 function Mock:drive_big_file(t) return self:admin("POST", "/_mock/drive_big_file", t).id end

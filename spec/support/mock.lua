@@ -266,6 +266,8 @@ local function admin(conn, req)
     out = drive.dump(state)
   elseif p == "/_mock/oauth_grant" then
     out = oauth.grant(state)
+  elseif p == "/_mock/oauth_expire" then
+    oauth.expire(state)
   elseif p == "/_mock/oauth_authorize" then
     out = state.oauth.last_authorize or {}
   elseif p == "/_mock/shutdown" then

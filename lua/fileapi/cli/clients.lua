@@ -1,6 +1,7 @@
 -- Clients for the commands, configured from their options: a
 -- MijnKlantportaal client, or a files.ro share (its token from
 -- FILESRO_TOKEN or the first argument, extra headers from --header).
+local core = require "fileapi.core"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 
@@ -14,15 +15,21 @@ local function client_options(opts, out)
     end or nil }
 end
 
--- An API key from MKP_API_KEY; else the tokens `fileapi login` stored.
+-- An API key from MKP_API_KEY; else the tokens `fileapi login` stored;
+-- with neither, an error that says how to get one.
 local function open_client(opts, out, what)
   local copts = client_options(opts, out)
   local client, err
   local key = os.getenv("MKP_API_KEY")
-  if (not key or key == "") and require("fileapi.cli.credentials").load() then
-    client, err = require("fileapi.cli.login").stored_client(copts)
-  else
+  if key and key ~= "" then
     client, err = files.new(copts)
+  else
+    client, err = require("fileapi.cli.login").stored_client(copts, out)
+    if not client and not err then
+      err = core.error({ kind = "invalid_argument", retryable = false, attempts = 0, message = "no API key and "
+        .. "no stored sign-in: set MKP_API_KEY, or sign in with fileapi login --client-id ID --redirect-uri "
+        .. "http://127.0.0.1:PORT/callback (the App Secret from MKP_CLIENT_SECRET)" })
+    end
   end
   if not client then return nil, out:fail(what, err) end
   return client

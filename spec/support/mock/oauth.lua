@@ -121,6 +121,11 @@ function M.grant(state)
   return issue(state, true)
 end
 
+-- Every access token given so far lapses now (refresh tokens live on).
+function M.expire(state)
+  for access in pairs(state.oauth.access) do state.oauth.access[access] = now() - 1 end
+end
+
 function M.handle(state, conn, req)
   if req.method == "GET" and req.path == "/oauth/authorize" then
     http.read_body(conn, req, 0)
