@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <curl/curl.h>
 #include "compat.h"
+#include "gen/kinds.h"
 
 #define FA_VERSION "0.1.0"
 
@@ -37,7 +38,6 @@ void fa_error_push(lua_State *L, const char *kind, const char *message);
 void fa_error_set_errno(lua_State *L, int e);
 /* nil, err for an io failure with errno e: "<what>: <strerror>" */
 int fa_push_errno(lua_State *L, const char *what, int e);
-const char *fa_kind_for_status(long status);
 const char *fa_kind_for_curl(CURLcode code);
 /* tostring of the value at idx into out, protected: for what a callback raised */
 void fa_describe(lua_State *L, int idx, char *out, size_t size);

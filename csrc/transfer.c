@@ -492,6 +492,13 @@ static long to_ms(double seconds)
     return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0);
 }
 
+/* A row of gen/options.h sets its libcurl option on c from r as its `as`
+ * says; a bespoke row has its own code (idle_expired, buffer_body). */
+#define SET_ms(opt, v) curl_easy_setopt(c, opt, to_ms(v))
+#define SET_string(opt, v) do { if ((v) != NULL) curl_easy_setopt(c, opt, v); } while (0)
+#define SET_bespoke(opt, v) do { } while (0)
+#define SET_OPTION(name, type, lo, hi, missing, curlopt, as) SET_##as(curlopt, r->name);
+
 static void configure_method(CURL *c, const struct request *r, struct xfer *x)
 {
     int has_body = x->mp != NULL || r->body != NULL;
@@ -541,14 +548,7 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
     curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
     if (x->sink != NULL || x->writer_idx != 0)
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024L);
-    if (r->user_agent)
-        curl_easy_setopt(c, CURLOPT_USERAGENT, r->user_agent);
-    if (r->ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
-    if (r->proxy)
-        curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
+    FA_REQUEST_OPTIONS(SET_OPTION) /* each row that names a libcurl option */
     configure_method(c, r, x);
     /* always: the progress callback is where an interrupt is noticed */
     {

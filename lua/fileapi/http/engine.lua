@@ -12,6 +12,7 @@ local cosocket = require "fileapi.http.cosocket"
 local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
 local options = require "fileapi.http.options"
+local kinds = require "fileapi.kinds"
 local store = require "fileapi.store"
 local fleet_budget = require "fileapi.store.budget"
 
@@ -163,9 +164,7 @@ local function request_for(self, req)
     cancelled = function() return self.closing end,
   }
   -- the options the transports read travel in the request itself
-  for _, opt in ipairs(options.LIST) do
-    if opt.request then creq[opt.name] = o[opt.name] end
-  end
+  for _, opt in ipairs(options.REQUEST) do creq[opt.name] = o[opt.name] end
   creq.proxy = private[self].proxy
   creq.user_agent = o.user_agent or M.USER_AGENT
   return request.check(creq)
@@ -186,7 +185,7 @@ end
 -- The API's own words where it sent any: {message} and Laravel's {errors};
 -- then the API module's own reading of its bodies (refine_error), if any.
 local function http_error(self, res)
-  local kind = core.kind_for_status(res.status)
+  local kind = kinds.for_status(res.status)
   local doc = decode_json(res.body)
   local message, fields, oauth_error
   if type(doc) == "table" then

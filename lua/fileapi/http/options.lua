@@ -1,22 +1,38 @@
--- The transport options, in one list: every client's constructor takes
--- them (files.new, shares.new and the rest), the engine checks them and
--- fills in defaults from here, the ones marked `request` travel in the
--- request table that both transports take (fileapi.http.request), and the
--- README's options table is rendered from it.  spec/tables_spec.lua holds
--- every other place against this list: the request contract, the C core's
--- reading of the request table, the cosocket transport and the README.
+-- The transport options, in one list: the only place an option is written.
+-- Every client's constructor takes them (files.new, shares.new and the
+-- rest) and the engine checks them and fills in defaults from here; the
+-- ones marked `request` travel in the request table that both transports
+-- take (fileapi.http.request).  tools/gen.lua makes the README's options
+-- table and the C core's csrc/gen/options.h from it (`make gen`), and
+-- spec/tables_spec.lua fails while either is stale.  Adding an option is a
+-- row here, `make gen`, and the cosocket transport's code for it when it
+-- travels to nginx too.
 --
--- name, type ("number" | "string" | "boolean" | "function" | "rate" | "table"),
--- default, where it is honoured (curl, ngx: the transports that read it
--- from the request; "engine" for the engine's own), and what it means.
+-- A row: name; type ("number" | "string" | "boolean" | "function" | "rate" |
+-- "table"); default; where it is honoured (curl, ngx: the transports that
+-- read it from the request; "engine" for the engine's own); doc, its
+-- meaning (`shown`: the default as the README shows it).  For `request`
+-- rows, what the C core does with them:
+--   range    numbers accepted (the C core refuses others)
+--   curlopt, as  the libcurl option it sets, and how: "ms" (seconds, to
+--            milliseconds rounded up) or "string" (when given)
+--   bespoke  no libcurl option: where its own code is
+--   missing  "default" when an absent field means the default, not none
+local ipairs, tostring = ipairs, tostring
+
 local M = {}
 
 M.LIST = {
   { name = "timeout", type = "number", default = nil, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_TIMEOUT_MS", as = "ms",
     shown = "none", doc = "seconds for a whole attempt" },
   { name = "connect_timeout", type = "number", default = 10, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_CONNECTTIMEOUT_MS", as = "ms",
     doc = "seconds to establish the connection" },
   { name = "idle_timeout", type = "number", default = 60, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 },
+    -- libcurl's low-speed check averages over whole seconds and fires late
+    bespoke = "transfer.c: idle_expired, on every progress tick",
     doc = "abort when no byte moves for this long (whole seconds, rounded up)" },
   { name = "retries", type = "number", default = 2, honoured = "engine",
     doc = "extra attempts, only where safe (see Retries)" },
@@ -27,13 +43,16 @@ M.LIST = {
   { name = "backoff", type = "number", default = 0.5, honoured = "engine",
     doc = "first backoff in seconds; doubles per attempt, with jitter" },
   { name = "max_response", type = "number", default = 1024 * 1024, request = true, honoured = "curl ngx",
+    range = { 1, 1e12 }, missing = "default", bespoke = "transfer.c: buffer_body",
     shown = "1 MiB", doc = "larger API responses fail with kind `protocol`" },
   { name = "ca_file", type = "string", request = true, honoured = "curl", shown = "libcurl's",
+    curlopt = "CURLOPT_CAINFO", as = "string",
     doc = "CA bundle to verify the server with (libcurl only; in nginx, `lua_ssl_trusted_certificate`)" },
   { name = "proxy", type = "string", request = true, honoured = "curl", shown = "none",
+    curlopt = "CURLOPT_PROXY", as = "string",
     doc = "proxy URL (libcurl only); credentials in it are treated as secrets" },
   { name = "user_agent", type = "string", request = true, honoured = "curl ngx", shown = "`fileapi/VERSION libcurl/VERSION`",
-    doc = "User-Agent header" },
+    curlopt = "CURLOPT_USERAGENT", as = "string", doc = "User-Agent header" },
   { name = "allow_insecure", type = "boolean", default = false, honoured = "engine",
     doc = "allow plain `http://` to a non-loopback host" },
   { name = "transport", type = "string", default = "auto", honoured = "engine", shown = '`"auto"`',
@@ -45,6 +64,7 @@ M.LIST = {
     doc = "seconds of the rolling window the limit counts over (the APIs': a minute)" },
   { name = "rate_limit_dict", type = "string", honoured = "engine", shown = "none",
     doc = "inside nginx: a `lua_shared_dict` name; every worker's clients for the same key share one budget" },
+  -- checked by the store itself (fileapi.store: store.check), which the engine calls
   { name = "store", type = "table", honoured = "engine", shown = "none",
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
       .. "(see Beyond one machine)" },
@@ -56,18 +76,18 @@ M.LIST = {
 
 M.BY_NAME = {}
 M.NAMES = {}
+M.REQUEST = {} -- the rows both transports take in the request table
 for i, o in ipairs(M.LIST) do
   M.BY_NAME[o.name] = o
   M.NAMES[i] = o.name
+  if o.request then M.REQUEST[#M.REQUEST + 1] = o end
 end
 
 -- The rows of the README's options table, in the list's order.
 function M.markdown()
   local rows = {}
   for _, o in ipairs(M.LIST) do
-    local shown = o.shown
-    if shown == nil then shown = (o.default == 1024 * 1024) and "1 MiB" or tostring(o.default) end
-    rows[#rows + 1] = ("| `%s` | %s | %s |"):format(o.name, shown, o.doc)
+    rows[#rows + 1] = ("| `%s` | %s | %s |"):format(o.name, o.shown or tostring(o.default), o.doc)
   end
   return table.concat(rows, "\n")
 end
