@@ -48,7 +48,7 @@ int fa_push_errno(lua_State *L, const char *what, int e)
 {
     lua_pushnil(L);
     lua_pushfstring(L, "%s: %s", what, strerror(e));
-    fa_error_push(L, "io", lua_tostring(L, -1));
+    fa_error_push(L, FA_KIND(io), lua_tostring(L, -1));
     lua_remove(L, -2);
     fa_error_set_errno(L, e);
     return 2;

@@ -32,6 +32,16 @@ static inline int fa_whole_count(double v, curl_off_t *out)
 /* core.c: the one exported symbol */
 __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
 
+/* An error kind as C names it: FA_KIND(io) is "io", and a kind outside the
+ * list (lua/fileapi/kinds.lua, through gen/kinds.h) does not compile. */
+enum fa_kind {
+#define FA_KIND_ENUM(kind) FA_KIND_##kind,
+    FA_KINDS(FA_KIND_ENUM)
+#undef FA_KIND_ENUM
+    FA_KIND_COUNT
+};
+#define FA_KIND(kind) ((void)FA_KIND_##kind, #kind)
+
 /* errors.c */
 void fa_error_push(lua_State *L, const char *kind, const char *message);
 /* err.errno and err.errno_name on the error object at the top */

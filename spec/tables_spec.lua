@@ -180,24 +180,19 @@ describe("the one list of error kinds", function()
     end
   end)
 
-  it("every kind named in the sources is in the list", function()
+  it("every kind named in the Lua sources is in the list (C's do not compile otherwise: FA_KIND)", function()
     local known, found = set(names), 0
-    local function check(glob, patterns)
-      for _, path in ipairs(sources(glob)) do
-        local text = read(path)
-        for _, pattern in ipairs(patterns) do
-          for kind in text:gmatch(pattern) do
-            found = found + 1
-            assert.truthy(known[kind], path .. ": " .. kind)
-          end
+    for _, path in ipairs(sources("lua/fileapi/*.lua lua/fileapi/*/*.lua")) do
+      local text = read(path)
+      for _, pattern in ipairs({ 'new_error%("([%w_]+)"', 'kind = "([%w_]+)"', 'return "([%w_]+)", "',
+          '[^:%w_]fail%("([%w_]+)"', 'return nil, "([%w_]+)", "' }) do
+        for kind in text:gmatch(pattern) do
+          found = found + 1
+          assert.truthy(known[kind], path .. ": " .. kind)
         end
       end
     end
-    check("csrc/*.c", { 'fa_error_push%(L, "([%w_]+)"', 'fail%(x, "([%w_]+)"', 'push_error%(L, "([%w_]+)"',
-      'fa_mp_set_error%(mp, "([%w_]+)"' })
-    check("lua/fileapi/*.lua lua/fileapi/*/*.lua", { 'new_error%("([%w_]+)"', 'kind = "([%w_]+)"',
-      'return "([%w_]+)", "', '[^:%w_]fail%("([%w_]+)"', 'return nil, "([%w_]+)", "' })
-    assert.is_true(found > 50, found)
+    assert.is_true(found > 30, found)
   end)
 
   it("the command line's exit statuses and help come from the list", function()

@@ -3,9 +3,10 @@
 -- and the command line's exit status.  The engine gives an HTTP failure its
 -- kind from here (for_status), whichever transport carried it; the command
 -- line's exit statuses and help come from here; tools/gen.lua makes the
--- README's kinds table and the C core's csrc/gen/kinds.h (its kinds and
--- its map of libcurl's results) from it (`make gen`); spec/tables_spec.lua
--- fails while either is stale.  Adding a kind is a row here and `make gen`.
+-- README's kinds table and the C core's csrc/gen/kinds.h (its kinds, which
+-- C names through FA_KIND() so that another does not compile, and its map
+-- of libcurl's results) from it (`make gen`); spec/tables_spec.lua fails
+-- while either is stale.  Adding a kind is a row here and `make gen`.
 local M = {}
 
 -- statuses: a list, "5xx", or "other" (any other non-2xx); curl: the
