@@ -1,7 +1,7 @@
 -- The one list of transport options and the one list of error kinds, held
 -- against every place that is made from them or must agree with them: the
 -- generated files (the C core's headers, the README's tables: stale fails
--- here), the engine, the request contract, what the C core reads, the
+-- here), the engine's checks, the request contract, what the C core reads, the
 -- cosocket transport, the command line.  An option or a kind added to
 -- its list and not carried through fails here.
 local helper = require "helper"
@@ -67,16 +67,20 @@ describe("the generated files", function()
 end)
 
 describe("the one list of transport options", function()
-  it("the engine takes exactly the listed names, with the listed types and defaults", function()
+  it("the engine takes exactly the listed names, with the listed types, defaults and ranges", function()
     assert.same(keys(set(options.NAMES)), keys(set(engine.OPTION_NAMES)))
     local opts = assert(engine.check_options({}, "new"))
     for _, o in ipairs(options.LIST) do
-      if o.type == "number" or o.type == "boolean" or o.name == "transport" or o.name == "rate_limit" then
-        assert.same(o.default, opts[o.name], o.name)
-      end
-      if o.type ~= "rate" and o.type ~= "function" then
-        local wrong = o.type == "number" and "x" or 5
-        assert.has_error(function() engine.check_options({ [o.name] = wrong }, "new") end, nil, o.name)
+      if o.name ~= "store" then assert.same(o.default, opts[o.name], o.name) end
+      local wrong = (o.type == "number" and "x") or (o.type == "rate" and true) or 5
+      assert.has_error(function() engine.check_options({ [o.name] = wrong }, "new") end, nil, o.name)
+      if o.range then
+        for _, v in ipairs({ o.range[1], o.range[2] }) do assert.truthy(engine.check_options({ [o.name] = v }, "new")) end
+        for _, v in ipairs({ o.range[1] - 0.5, o.range[2] * 2, 0 / 0 }) do
+          local ok, why = engine.check_options({ [o.name] = v }, "new")
+          assert.is_nil(ok, o.name .. " = " .. v)
+          assert.matches(o.name, why)
+        end
       end
     end
   end)
