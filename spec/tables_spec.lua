@@ -1,8 +1,8 @@
 -- The one list of transport options and the one list of error kinds, held
 -- against every place that is made from them or must agree with them: the
 -- generated files (the C core's headers, the README's tables: stale fails
--- here), the engine's checks, the request contract, what the C core reads, the
--- cosocket transport, the command line.  An option or a kind added to
+-- here), the engine's checks, the request contract, what the C core reads,
+-- the cosocket transport, the command line.  An option or a kind added to
 -- its list and not carried through fails here.
 local helper = require "helper"
 local core = require "fileapi.core"
@@ -145,6 +145,24 @@ describe("the one list of transport options", function()
       if o.honoured:find("ngx", 1, true) then want[o.name] = true end
     end
     assert.same(keys(want), keys(used))
+  end)
+
+  it("the command line's transport flags are the rows marked cli, passed on to the client", function()
+    local cli_flags = {}
+    local code, out = helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " mkdir --help")
+    assert.same(0, code)
+    local readme = read("README.md")
+    local given = { quiet = true }
+    for _, o in ipairs(options.CLI) do
+      local flag = "--" .. o.name:gsub("_", "-")
+      cli_flags[#cli_flags + 1] = flag
+      assert.truthy(out:find(flag .. " <" .. o.name .. ">", 1, true), flag)
+      assert.truthy(readme:find(flag, 1, true), "README.md names " .. flag)
+      given[o.name] = o.type == "number" and 7 or "x"
+    end
+    assert.is_true(#cli_flags >= 5)
+    local copts = require("fileapi.cli.clients").options(given, {})
+    for _, o in ipairs(options.CLI) do assert.same(given[o.name], copts[o.name], o.name) end
   end)
 end)
 

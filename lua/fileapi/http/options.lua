@@ -2,11 +2,11 @@
 -- Every client's constructor takes them (files.new, shares.new and the
 -- rest) and the engine checks them and fills in defaults from here; the
 -- ones marked `request` travel in the request table that both transports
--- take (fileapi.http.request).  tools/gen.lua makes the README's options
--- table and the C core's csrc/gen/options.h from it (`make gen`), and
--- spec/tables_spec.lua fails while either is stale.  Adding an option is a
--- row here, `make gen`, and the cosocket transport's code for it when it
--- travels to nginx too.
+-- take (fileapi.http.request); the ones marked `cli` are the command line's
+-- flags.  tools/gen.lua makes the README's options table and the C core's
+-- csrc/gen/options.h from it (`make gen`), and spec/tables_spec.lua fails
+-- while either is stale.  Adding an option is a row here, `make gen`, and
+-- the cosocket transport's code for it when it travels to nginx too.
 --
 -- A row: name; type ("number" | "string" | "boolean" | "function" | "rate" |
 -- "table"); default; where it is honoured (curl, ngx: the transports that
@@ -16,6 +16,8 @@
 --            engine and by the C core alike
 --   check    function(value, opts, row) -> a message when the value is
 --            wrong (opts: all options, defaults filled in)
+--   cli      a flag of the command line (--connect-timeout), with the doc
+--            or this shorter help
 -- and for `request` rows, what the C core does with them:
 --   curlopt, as  the libcurl option it sets, and how: "ms" (seconds, to
 --            milliseconds rounded up) or "string" (when given)
@@ -54,18 +56,18 @@ end
 
 M.LIST = {
   { name = "timeout", type = "number", default = nil, request = true, honoured = "curl ngx",
-    range = { 0, 1e9 }, curlopt = "CURLOPT_TIMEOUT_MS", as = "ms",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_TIMEOUT_MS", as = "ms", cli = true,
     shown = "none", doc = "seconds for a whole attempt" },
   { name = "connect_timeout", type = "number", default = 10, request = true, honoured = "curl ngx",
-    range = { 0, 1e9 }, curlopt = "CURLOPT_CONNECTTIMEOUT_MS", as = "ms",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_CONNECTTIMEOUT_MS", as = "ms", cli = "seconds to connect",
     doc = "seconds to establish the connection" },
   { name = "idle_timeout", type = "number", default = 60, request = true, honoured = "curl ngx",
-    range = { 0, 1e9 },
+    range = { 0, 1e9 }, cli = "abort when no byte moves for this long",
     -- libcurl's low-speed check averages over whole seconds and fires late
     bespoke = "transfer.c: idle_expired, on every progress tick",
     doc = "abort when no byte moves for this long (whole seconds, rounded up)" },
   { name = "retries", type = "number", default = 2, honoured = "engine", check = whole,
-    doc = "extra attempts, only where safe (see Retries)" },
+    cli = "extra attempts where safe", doc = "extra attempts, only where safe (see Retries)" },
   { name = "retry_unsafe", type = "boolean", default = false, honoured = "engine",
     doc = "also retry 500/502/504 and timeouts after the request was sent" },
   { name = "max_retry_wait", type = "number", default = 60, honoured = "engine",
@@ -102,6 +104,7 @@ M.LIST = {
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
     doc = "`function(seconds)` told before each wait for the rate limit or a `Retry-After`" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",
+    cli = "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)",
     doc = "the API's root (each API module names its default below)" },
 }
 
@@ -131,10 +134,12 @@ M.TYPES = {
 M.BY_NAME = {}
 M.NAMES = {}
 M.REQUEST = {} -- the rows both transports take in the request table
+M.CLI = {}     -- the command line's flags
 for i, o in ipairs(M.LIST) do
   M.BY_NAME[o.name] = o
   M.NAMES[i] = o.name
   if o.request then M.REQUEST[#M.REQUEST + 1] = o end
+  if o.cli then M.CLI[#M.CLI + 1] = o end
 end
 
 -- The first option of a wrong Lua type, and what it should be; nil when
