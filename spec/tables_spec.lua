@@ -56,13 +56,13 @@ end
 
 describe("the generated files", function()
   it("are what tools/gen.lua makes of the lists now", function()
+    local stale = {}
     for _, file in ipairs(gen.FILES) do
       local have = read(file.path)
       local want = file.make(have)
-      if have ~= want then
-        error(file.path .. " is stale: run `make gen` (" .. first_difference(have, want) .. ")", 0)
-      end
+      if have ~= want then stale[#stale + 1] = file.path .. " (" .. first_difference(have, want) .. ")" end
     end
+    if #stale > 0 then error("stale, run `make gen`:\n  " .. table.concat(stale, "\n  "), 0) end
   end)
 end)
 
