@@ -48,80 +48,40 @@ int fa_push_errno(lua_State *L, const char *what, int e)
 {
     lua_pushnil(L);
     lua_pushfstring(L, "%s: %s", what, strerror(e));
-    fa_error_push(L, "io", lua_tostring(L, -1));
+    fa_error_push(L, FA_KIND(io), lua_tostring(L, -1));
     lua_remove(L, -2);
     fa_error_set_errno(L, e);
     return 2;
 }
 
-const char *fa_kind_for_status(long status)
-{
-    if (status >= 200 && status < 300)
-        return NULL;
-    switch (status) {
-    case 401: return "unauthorized";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 422: return "validation";
-    case 426: return "storage_full";
-    case 429: return "rate_limited";
-    default: return status >= 500 && status < 600 ? "server" : "http";
-    }
-}
-
-/* Every kind an error may have, as the list in lua/fileapi/kinds.lua
- * (spec/tables_spec.lua holds the two together). */
+/* Every kind an error may have, from the one list (lua/fileapi/kinds.lua). */
 static const char *const kinds[] = {
-    "invalid_argument", "io", "network", "timeout", "tls", "unauthorized", "forbidden", "not_found",
-    "validation", "storage_full", "rate_limited", "server", "http", "protocol", "aborted", "callback", NULL,
+#define KIND_NAME(kind) #kind,
+    FA_KINDS(KIND_NAME)
+#undef KIND_NAME
 };
 
 static int known_kind(const char *kind)
 {
-    int i;
-    for (i = 0; kinds[i] != NULL; i++)
+    size_t i;
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kinds[i], kind) == 0)
             return 1;
     return 0;
 }
 
-#define CODE(c, kind) {c, #c, kind}
-
-/* libcurl's results by kind; any other failure is "network". */
+/* libcurl's results by kind, from the same list; any other is FA_CURL_OTHER. */
 static const struct {
     CURLcode code;
     const char *name, *kind;
 } curl_kinds[] = {
-    CODE(CURLE_OPERATION_TIMEDOUT, "timeout"),
-    CODE(CURLE_SSL_CONNECT_ERROR, "tls"),
-    CODE(CURLE_PEER_FAILED_VERIFICATION, "tls"),
-    CODE(CURLE_SSL_CERTPROBLEM, "tls"),
-    CODE(CURLE_SSL_CIPHER, "tls"),
-    CODE(CURLE_SSL_CACERT_BADFILE, "tls"),
-    CODE(CURLE_SSL_ISSUER_ERROR, "tls"),
-    CODE(CURLE_SSL_PINNEDPUBKEYNOTMATCH, "tls"),
-    CODE(CURLE_SSL_INVALIDCERTSTATUS, "tls"),
-    CODE(CURLE_SSL_CRL_BADFILE, "tls"),
-    CODE(CURLE_SSL_ENGINE_INITFAILED, "tls"),
-    CODE(CURLE_SSL_ENGINE_NOTFOUND, "tls"),
-    CODE(CURLE_SSL_ENGINE_SETFAILED, "tls"),
-    CODE(CURLE_SSL_SHUTDOWN_FAILED, "tls"),
-    CODE(CURLE_USE_SSL_FAILED, "tls"),
-    CODE(CURLE_URL_MALFORMAT, "invalid_argument"),
-    CODE(CURLE_BAD_FUNCTION_ARGUMENT, "invalid_argument"),
-    /* URLs are http(s) by then (session.c): this is an answer that is not
-     * HTTP at all ("Received HTTP/0.9 when not allowed") */
-    CODE(CURLE_UNSUPPORTED_PROTOCOL, "protocol"),
-    CODE(CURLE_WEIRD_SERVER_REPLY, "protocol"),
-    CODE(CURLE_PARTIAL_FILE, "protocol"),
-    CODE(CURLE_BAD_CONTENT_ENCODING, "protocol"),
-    CODE(CURLE_HTTP2, "protocol"),
-    CODE(CURLE_HTTP2_STREAM, "protocol"),
-    CODE(CURLE_TOO_MANY_REDIRECTS, "protocol"),
-    CODE(CURLE_ABORTED_BY_CALLBACK, "aborted"),
-    CODE(CURLE_READ_ERROR, "io"),
-    CODE(CURLE_OUT_OF_MEMORY, "io"),
+#define CURL_KIND(code, kind) {code, #code, #kind},
+    FA_CURL_KINDS(CURL_KIND)
+#undef CURL_KIND
 };
+
+#define NAME_OF(x) #x
+#define NAME(x) NAME_OF(x)
 
 const char *fa_kind_for_curl(CURLcode code)
 {
@@ -131,7 +91,7 @@ const char *fa_kind_for_curl(CURLcode code)
     for (i = 0; i < sizeof curl_kinds / sizeof curl_kinds[0]; i++)
         if (curl_kinds[i].code == code)
             return curl_kinds[i].kind;
-    return "network";
+    return NAME(FA_CURL_OTHER);
 }
 
 /* core.error_tables() -> { kinds = { ... }, curl = { CURLE_NAME = kind } }:
@@ -141,7 +101,7 @@ static int l_error_tables(lua_State *L)
     size_t i;
     lua_createtable(L, 0, 2);
     lua_newtable(L);
-    for (i = 0; kinds[i] != NULL; i++) {
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         lua_pushstring(L, kinds[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
@@ -343,22 +303,11 @@ static int l_is_error(lua_State *L)
     return 1;
 }
 
-static int l_kind_for_status(lua_State *L)
-{
-    const char *kind = fa_kind_for_status((long)luaL_checkinteger(L, 1));
-    if (kind == NULL)
-        lua_pushnil(L);
-    else
-        lua_pushstring(L, kind);
-    return 1;
-}
-
 void fa_open_errors(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"error", l_error},
         {"is_error", l_is_error},
-        {"kind_for_status", l_kind_for_status},
         {"error_tables", l_error_tables},
         {NULL, NULL},
     };

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <curl/curl.h>
 #include "compat.h"
+#include "gen/kinds.h"
 
 #define FA_VERSION "0.1.0"
 
@@ -31,13 +32,22 @@ static inline int fa_whole_count(double v, curl_off_t *out)
 /* core.c: the one exported symbol */
 __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
 
+/* An error kind as C names it: FA_KIND(io) is "io", and a kind outside the
+ * list (lua/fileapi/kinds.lua, through gen/kinds.h) does not compile. */
+enum fa_kind {
+#define FA_KIND_ENUM(kind) FA_KIND_##kind,
+    FA_KINDS(FA_KIND_ENUM)
+#undef FA_KIND_ENUM
+    FA_KIND_COUNT
+};
+#define FA_KIND(kind) ((void)FA_KIND_##kind, #kind)
+
 /* errors.c */
 void fa_error_push(lua_State *L, const char *kind, const char *message);
 /* err.errno and err.errno_name on the error object at the top */
 void fa_error_set_errno(lua_State *L, int e);
 /* nil, err for an io failure with errno e: "<what>: <strerror>" */
 int fa_push_errno(lua_State *L, const char *what, int e);
-const char *fa_kind_for_status(long status);
 const char *fa_kind_for_curl(CURLcode code);
 /* tostring of the value at idx into out, protected: for what a callback raised */
 void fa_describe(lua_State *L, int idx, char *out, size_t size);

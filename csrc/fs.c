@@ -82,7 +82,7 @@ static int l_file_size(lua_State *L)
         return 2;
     }
     lua_pushnil(L);
-    fa_error_push(L, "invalid_argument", lua_tostring(L, -2));
+    fa_error_push(L, FA_KIND(invalid_argument), lua_tostring(L, -2));
     lua_remove(L, -3);
     return 2;
 }

@@ -26,9 +26,9 @@ void fa_mp_set_error(fa_multipart *mp, const char *kind, const char *fmt, ...)
 void fa_mp_set_errno(fa_multipart *mp, int e, const char *what, const char *path)
 {
     if (path != NULL)
-        fa_mp_set_error(mp, "io", "%s: %s: %s", path, what, strerror(e));
+        fa_mp_set_error(mp, FA_KIND(io), "%s: %s: %s", path, what, strerror(e));
     else
-        fa_mp_set_error(mp, "io", "%s: %s", what, strerror(e));
+        fa_mp_set_error(mp, FA_KIND(io), "%s: %s", what, strerror(e));
     mp->err_errno = e;
 }
 
@@ -49,7 +49,7 @@ int fa_multipart_push_cause(fa_multipart *mp, lua_State *L)
 const char *fa_multipart_error(const fa_multipart *mp, const char **message)
 {
     *message = mp->err_msg;
-    return mp->err_kind ? mp->err_kind : "io";
+    return mp->err_kind ? mp->err_kind : FA_KIND(io);
 }
 
 curl_off_t fa_multipart_length(const fa_multipart *mp)
@@ -322,17 +322,17 @@ static int open_file_part(fa_multipart *mp, struct part *p, const char *path, cu
     if (p->fd < 0) {
         int e = errno;
         if (why == NULL) {
-            fa_mp_set_error(mp, "io", "%s: %s", path, strerror(e));
+            fa_mp_set_error(mp, FA_KIND(io), "%s: %s", path, strerror(e));
             mp->err_errno = e;
         } else if (e == 0) {
-            fa_mp_set_error(mp, "invalid_argument", "%s: %s", path, why);
+            fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s: %s", path, why);
         } else {
             fa_mp_set_errno(mp, e, why, path);
         }
         return -1;
     }
     if (!slice_fits(offset, length, size)) {
-        fa_mp_set_error(mp, "io", "%s: the file is shorter than the part to send", path);
+        fa_mp_set_error(mp, FA_KIND(io), "%s: the file is shorter than the part to send", path);
         return -1;
     }
     if (offset > 0 && lseek(p->fd, (off_t)offset, SEEK_SET) != (off_t)offset) {
@@ -430,7 +430,7 @@ int fa_mp_new(lua_State *L)
     } else if (random_boundary(mp->boundary, sizeof mp->boundary) != 0) {
         fa_mp_close(mp, L);
         lua_pushnil(L);
-        fa_error_push(L, "io", "no random bytes for a multipart boundary (/dev/urandom)");
+        fa_error_push(L, FA_KIND(io), "no random bytes for a multipart boundary (/dev/urandom)");
         return 2;
     }
     snprintf(mp->content_type, sizeof mp->content_type, "multipart/form-data; boundary=%s",

@@ -30,12 +30,12 @@ static int call_ref(fa_multipart *mp, lua_State *L, int ref, const char *what)
         fa_describe(L, -1, msg, sizeof msg);
         fa_mp_unref(L, &mp->cause_ref);
         mp->cause_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* err.cause: the value itself */
-        fa_mp_set_error(mp, "callback", "%s raised: %s", what, msg);
+        fa_mp_set_error(mp, FA_KIND(callback), "%s raised: %s", what, msg);
         return -1;
     }
     if (mp->close_pending) {
         lua_pop(L, 1);
-        fa_mp_set_error(mp, "invalid_argument", "%s closed its own multipart body", what);
+        fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s closed its own multipart body", what);
         return -1;
     }
     return 0;
@@ -59,7 +59,7 @@ static int call_reader(fa_multipart *mp, lua_State *L, struct part *p)
         return -1;
     }
     if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
-        fa_mp_set_error(mp, "callback", "reader returned a %s, not a string or nil",
+        fa_mp_set_error(mp, FA_KIND(callback), "reader returned a %s, not a string or nil",
                   luaL_typename(L, -1));
         lua_pop(L, 1);
         return -1;
@@ -81,19 +81,19 @@ static long read_reader(fa_multipart *mp, lua_State *L, struct part *p, char *bu
             lua_pop(L, 1);
             snprintf(msg, sizeof msg, "reader ended after %lld of %lld declared bytes",
                      (long long)mp->off, (long long)p->size);
-            fa_mp_set_error(mp, "io", "%s", msg);
+            fa_mp_set_error(mp, FA_KIND(io), "%s", msg);
             return -1;
         }
         chunk = lua_tolstring(L, -1, &len);
         if ((curl_off_t)len > p->size - mp->off) {
             lua_pop(L, 1);
-            fa_mp_set_error(mp, "io", "%s", "reader produced more bytes than its declared size");
+            fa_mp_set_error(mp, FA_KIND(io), "%s", "reader produced more bytes than its declared size");
             return -1;
         }
         if (len == 0) {
             lua_pop(L, 1);
             if (++empties > 64) {
-                fa_mp_set_error(mp, "io", "%s", "reader keeps returning empty strings");
+                fa_mp_set_error(mp, FA_KIND(io), "%s", "reader keeps returning empty strings");
                 return -1;
             }
             continue;
@@ -125,7 +125,7 @@ static int check_reader_end(fa_multipart *mp, lua_State *L, struct part *p)
     extra = !lua_isnil(L, -1) && fa_rawlen(L, -1) > 0;
     lua_pop(L, 1);
     if (extra) {
-        fa_mp_set_error(mp, "io", "%s", "reader produced more bytes than its declared size");
+        fa_mp_set_error(mp, FA_KIND(io), "%s", "reader produced more bytes than its declared size");
         return -1;
     }
     return 0;
@@ -150,7 +150,7 @@ static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *b
             return -1;
         }
         if (r == 0) {
-            fa_mp_set_error(mp, "io", "%s", "the file shrank while it was being uploaded");
+            fa_mp_set_error(mp, FA_KIND(io), "%s", "the file shrank while it was being uploaded");
             return -1;
         }
         return (long)r;
@@ -162,11 +162,11 @@ static long read_content(fa_multipart *mp, lua_State *L, struct part *p, char *b
 static int usable(fa_multipart *mp)
 {
     if (mp->closed || mp->close_pending) {
-        fa_mp_set_error(mp, "invalid_argument", "%s", "multipart body is closed");
+        fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s", "multipart body is closed");
         return 0;
     }
     if (mp->reading) {
-        fa_mp_set_error(mp, "invalid_argument", "%s", "the multipart body is in use by a read in progress");
+        fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s", "the multipart body is in use by a read in progress");
         return 0;
     }
     return 1;
@@ -188,7 +188,7 @@ static long leave(fa_multipart *mp, lua_State *L, long rc)
     if (mp->close_pending) {
         fa_mp_close(mp, L);
         if (rc >= 0 || rc == FA_NEED_READER) {
-            fa_mp_set_error(mp, "invalid_argument", "%s", "the multipart body was closed by its own callback");
+            fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s", "the multipart body was closed by its own callback");
             rc = -1;
         }
     }
@@ -258,7 +258,7 @@ static int check_rewindable(fa_multipart *mp)
     for (i = 0; i < mp->nparts; i++) {
         struct part *p = &mp->parts[i];
         if (p->kind == PART_READER && p->touched && p->rewind_ref == LUA_NOREF) {
-            fa_mp_set_error(mp, "io", "%s", "a reader source without 'rewind' cannot be sent again");
+            fa_mp_set_error(mp, FA_KIND(io), "%s", "a reader source without 'rewind' cannot be sent again");
             return -1;
         }
     }
@@ -314,7 +314,7 @@ static int rewind_parts(fa_multipart *mp, lua_State *L)
                 return -1;
             if (!lua_toboolean(L, -1)) {
                 lua_pop(L, 1);
-                fa_mp_set_error(mp, "io", "%s", "the reader's rewind failed");
+                fa_mp_set_error(mp, FA_KIND(io), "%s", "the reader's rewind failed");
                 return -1;
             }
             lua_pop(L, 1);
@@ -337,7 +337,7 @@ static int push_failure(lua_State *L, fa_multipart *mp)
     fa_error_push(L, kind, msg);
     if (mp->err_errno != 0)
         fa_error_set_errno(L, mp->err_errno);
-    if (strcmp(kind, "callback") == 0 && fa_multipart_push_cause(mp, L))
+    if (strcmp(kind, FA_KIND(callback)) == 0 && fa_multipart_push_cause(mp, L))
         lua_setfield(L, -2, "cause");
     return 2;
 }
@@ -352,7 +352,7 @@ static int read_method(lua_State *L, int pull)
     long r;
     luaL_argcheck(L, n > 0 && n <= (1u << 24), 2, "chunk size out of range");
     if (mp->closed || mp->reading) { /* a reader reading its own body: scratch is in use */
-        fa_mp_set_error(mp, "invalid_argument", "%s",
+        fa_mp_set_error(mp, FA_KIND(invalid_argument), "%s",
                   mp->closed ? "multipart body is closed" : "the multipart body is in use by a read in progress");
         return push_failure(L, mp);
     }

@@ -1,7 +1,7 @@
 /* The request table, read and checked on the C side: the Lua side
  * (fileapi.http.request) checks the whole table first, for both transports;
  * these checks are the core's own guard against bad pointers. */
-#include <math.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include "transfer.h"
@@ -43,6 +43,45 @@ static void read_sink(lua_State *L, int t, struct xfer *x)
     x->received_idx = optfunction(L, t, "on_received");
 }
 
+/* The transport options, a descriptor per row of gen/options.h (made from
+ * lua/fileapi/http/options.lua): read by one loop, into their fields. */
+enum { OPTION_number, OPTION_string };
+
+static const struct option_row {
+    const char *name;
+    int type;
+    size_t offset;
+    double lo, hi, missing;
+} option_rows[] = {
+#define OPTION_ROW(name, type, lo, hi, missing, curlopt, as) \
+    {#name, OPTION_##type, offsetof(struct request, name), lo, hi, missing},
+    FA_REQUEST_OPTIONS(OPTION_ROW)
+#undef OPTION_ROW
+};
+
+#define OPTION_COUNT (sizeof option_rows / sizeof option_rows[0])
+
+static void read_options(lua_State *L, int t, struct request *r)
+{
+    size_t i, len;
+    for (i = 0; i < OPTION_COUNT; i++) {
+        const struct option_row *o = &option_rows[i];
+        char *field = (char *)r + o->offset;
+        if (o->type == OPTION_number) {
+            double v = fa_optnumfield(L, t, o->name, o->missing);
+            /* NaN fails too; milliseconds of a timeout must fit a long */
+            if (!(v >= o->lo && v <= o->hi))
+                luaL_error(L, "request: '%s' is out of range", o->name);
+            memcpy(field, &v, sizeof v);
+        } else {
+            const char *s = fa_optstrfield(L, t, o->name, &len);
+            if (s != NULL && has_ctl(s, len))
+                luaL_error(L, "request: '%s' has control characters", o->name);
+            memcpy(field, &s, sizeof s);
+        }
+    }
+}
+
 /* Reads and checks every field before anything is allocated, so a wrong
  * type raises with nothing to leak. */
 void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
@@ -57,21 +96,7 @@ void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     if (r->method != NULL && (len == 0 || has_ctl(r->method, len) || strchr(r->method, ' ')))
         luaL_error(L, "request: invalid 'method'");
     r->body = fa_optstrfield(L, t, "body", &r->body_len);
-    r->ca_file = fa_optstrfield(L, t, "ca_file", NULL);
-    r->proxy = fa_optstrfield(L, t, "proxy", NULL);
-    r->user_agent = fa_optstrfield(L, t, "user_agent", &len);
-    if (r->user_agent != NULL && has_ctl(r->user_agent, len))
-        luaL_error(L, "request: 'user_agent' has control characters");
-    r->timeout = fa_optnumfield(L, t, "timeout", 0);
-    r->connect_timeout = fa_optnumfield(L, t, "connect_timeout", 0);
-    r->idle_timeout = fa_optnumfield(L, t, "idle_timeout", 0);
-    r->max_response = fa_optnumfield(L, t, "max_response", FA_DEFAULT_MAX_RESPONSE);
-    if (!(r->max_response >= 1 && r->max_response <= 1e12))
-        luaL_error(L, "request: 'max_response' out of range");
-    /* milliseconds must fit a long: NaN and huge values are refused here */
-    if (!(r->timeout >= 0 && r->timeout <= 1e9) || !(r->connect_timeout >= 0 && r->connect_timeout <= 1e9) ||
-        !(r->idle_timeout >= 0 && r->idle_timeout <= 1e9))
-        luaL_error(L, "request: a timeout is out of range (0 to 1e9 seconds)");
+    read_options(L, t, r);
     lua_getfield(L, t, "expect_continue");
     r->expect_continue = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -146,22 +171,24 @@ int fa_is_http_url(const char *url)
 }
 
 /* Every field fa_read_request reads, for spec/tables_spec.lua to hold
- * against the request contract (fileapi.http.request): a field added to
- * one and not the other fails there.  `cancelled` is the cosocket
- * transport's: this session learns of close() by itself. */
-static const char *const request_fields[] = {
-    "url", "method", "body", "ca_file", "proxy", "user_agent", "timeout", "connect_timeout",
-    "idle_timeout", "max_response", "expect_continue", "headers", "multipart", "on_progress",
-    "sink", "decide", "on_received", NULL,
+ * against the request contract (fileapi.http.request): the call's own
+ * fields, then the options' rows.  `cancelled` is the cosocket transport's:
+ * this session learns of close() by itself. */
+static const char *const call_fields[] = {
+    "url", "method", "body", "expect_continue", "headers", "multipart", "on_progress", "sink", "decide", "on_received",
 };
 
 static int l_request_fields(lua_State *L)
 {
-    int i;
-    lua_newtable(L);
-    for (i = 0; request_fields[i] != NULL; i++) {
-        lua_pushstring(L, request_fields[i]);
-        lua_rawseti(L, -2, i + 1);
+    size_t i, n = sizeof call_fields / sizeof call_fields[0];
+    lua_createtable(L, (int)(n + OPTION_COUNT), 0);
+    for (i = 0; i < n; i++) {
+        lua_pushstring(L, call_fields[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    for (i = 0; i < OPTION_COUNT; i++) {
+        lua_pushstring(L, option_rows[i].name);
+        lua_rawseti(L, -2, (int)(n + i) + 1);
     }
     return 1;
 }

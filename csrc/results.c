@@ -82,11 +82,11 @@ static void push_callback_error(lua_State *L, const struct xfer *x)
 {
     char text[400];
     if (x->fail_msg[0] != '\0') {
-        fa_error_push(L, "callback", x->fail_msg);
+        fa_error_push(L, FA_KIND(callback), x->fail_msg);
     } else {
         fa_describe(L, x->cause_idx, text, sizeof text);
         lua_pushfstring(L, "%s raised: %s", x->raised_by ? x->raised_by : "a callback", text);
-        fa_error_push(L, "callback", lua_tostring(L, -1));
+        fa_error_push(L, FA_KIND(callback), lua_tostring(L, -1));
         lua_remove(L, -2);
     }
     if (!lua_isnil(L, x->cause_idx)) {
@@ -98,12 +98,12 @@ static void push_callback_error(lua_State *L, const struct xfer *x)
 int fa_push_failure(lua_State *L, const struct outcome *o, const struct xfer *x)
 {
     lua_pushnil(L);
-    if (x->fail_kind != NULL && strcmp(x->fail_kind, "callback") == 0)
+    if (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(callback)) == 0)
         push_callback_error(L, x);
     else if (x->fail_kind != NULL)
         fa_error_push(L, x->fail_kind, x->fail_msg);
     else if (x->oom)
-        fa_error_push(L, "io", "not enough memory");
+        fa_error_push(L, FA_KIND(io), "not enough memory");
     else
         fa_error_push(L, fa_kind_for_curl(o->code), o->errbuf[0] ? o->errbuf : curl_easy_strerror(o->code));
     if (x->fail_errno != 0)
@@ -144,10 +144,10 @@ int fa_push_early_failure(lua_State *L, const struct xfer *x)
     if (x->oom)
         return luaL_error(L, "not enough memory");
     lua_pushnil(L);
-    if (x->fail_kind != NULL && strcmp(x->fail_kind, "callback") == 0)
+    if (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(callback)) == 0)
         push_callback_error(L, x);
     else
-        fa_error_push(L, x->fail_kind ? x->fail_kind : "io", x->fail_msg);
+        fa_error_push(L, x->fail_kind ? x->fail_kind : FA_KIND(io), x->fail_msg);
     if (x->fail_errno != 0)
         fa_error_set_errno(L, x->fail_errno);
     return 2;

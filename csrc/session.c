@@ -39,7 +39,7 @@ static int s_perform(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checkstack(L, 40, "fileapi: perform");
     if (s->busy || s->close_pending) /* called from one of the running call's callbacks */
-        return push_error(L, "invalid_argument",
+        return push_error(L, FA_KIND(invalid_argument),
                           "the client is busy: a call from inside one of its own callbacks");
     memset(&x, 0, sizeof x);
     x.s = s;
@@ -47,7 +47,7 @@ static int s_perform(lua_State *L)
     x.last_sent = -1;
     fa_read_request(L, 2, &r, &x);
     if (!fa_is_http_url(r.url)) /* as the cosocket transport answers */
-        return push_error(L, "invalid_argument", "not an http(s) URL");
+        return push_error(L, FA_KIND(invalid_argument), "not an http(s) URL");
     x.max_body = (size_t)r.max_response;
     x.idle_timeout = r.idle_timeout;
     lua_pushcfunction(L, fa_trampoline);
@@ -71,7 +71,7 @@ static int s_perform(lua_State *L)
         if (s->close_pending)
             session_release(s);
         return x.oom ? luaL_error(L, "not enough memory")
-                     : push_error(L, "aborted", "the client was closed by a callback during the call");
+                     : push_error(L, FA_KIND(aborted), "the client was closed by a callback during the call");
     }
     s->body.len = s->head.len = 0;
     fa_transfer(s, &r, &x, hdrs, &o);
@@ -137,7 +137,7 @@ static int l_session(lua_State *L)
     s->curl = curl_easy_init();
     if (s->curl == NULL) {
         lua_pushnil(L);
-        fa_error_push(L, "io", "libcurl could not create a handle");
+        fa_error_push(L, FA_KIND(io), "libcurl could not create a handle");
         return 2;
     }
     s->closed = 0;

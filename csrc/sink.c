@@ -161,12 +161,12 @@ static int l_file_sink(lua_State *L)
     if (lstat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) {
             lua_pushnil(L);
-            fa_error_push(L, "invalid_argument", "the destination is a directory");
+            fa_error_push(L, FA_KIND(invalid_argument), "the destination is a directory");
             return 2;
         }
         if (!overwrite) {
             lua_pushnil(L);
-            fa_error_push(L, "io", "the destination exists (pass overwrite = true to replace it)");
+            fa_error_push(L, FA_KIND(io), "the destination exists (pass overwrite = true to replace it)");
             return 2;
         }
     }
@@ -266,7 +266,7 @@ static int k_commit(lua_State *L)
         if (e != EEXIST)
             return fa_push_errno(L, "cannot rename the file into place", e);
         lua_pushnil(L);
-        fa_error_push(L, "io", "the destination appeared during the download; not replaced");
+        fa_error_push(L, FA_KIND(io), "the destination appeared during the download; not replaced");
         fa_error_set_errno(L, e);
         return 2;
     }

@@ -78,7 +78,7 @@ static void fail_errno(struct xfer *x, const char *what, int e)
     if (x->fail_kind != NULL)
         return;
     snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
-    fail(x, "io", msg);
+    fail(x, FA_KIND(io), msg);
     x->fail_errno = e;
 }
 
@@ -87,12 +87,12 @@ static void fail_errno(struct xfer *x, const char *what, int e)
 static int cancelled(struct xfer *x)
 {
     if (fa_interrupted()) {
-        fail(x, "aborted", "interrupted");
+        fail(x, FA_KIND(aborted), "interrupted");
         return 1;
     }
     if (!x->s->close_pending)
         return 0;
-    fail(x, "aborted", "the client was closed by a callback during the call");
+    fail(x, FA_KIND(aborted), "the client was closed by a callback during the call");
     return 1;
 }
 
@@ -128,14 +128,14 @@ static void job_decide(lua_State *L, struct lcall *c)
     mode = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
     if (mode == NULL) {
         const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        fail(x, "protocol", why ? why : "the response cannot be used");
+        fail(x, FA_KIND(protocol), why ? why : "the response cannot be used");
         c->stop = 1;
         return;
     }
     x->sinking = strcmp(mode, "sink") == 0;
     x->skip = 0;
     if (!lua_isnil(L, -1) && !to_count(L, -1, &x->skip)) {
-        fail(x, "protocol", "decide gave a skip that is not a whole number of bytes");
+        fail(x, FA_KIND(protocol), "decide gave a skip that is not a whole number of bytes");
         c->stop = 1;
     }
 }
@@ -151,7 +151,7 @@ static void job_write(lua_State *L, struct lcall *c)
         char msg[400];
         snprintf(msg, sizeof msg, "the writer failed: %s",
                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)");
-        fail(x, "io", msg);
+        fail(x, FA_KIND(io), msg);
         c->stop = 1;
     }
 }
@@ -170,7 +170,7 @@ static void job_progress(lua_State *L, struct lcall *c)
         call_user(L, x, 2, 1, "on_progress");
     }
     if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-        fail(x, "aborted", "the progress callback returned false");
+        fail(x, FA_KIND(aborted), "the progress callback returned false");
         c->stop = 1;
     }
 }
@@ -190,7 +190,7 @@ static void job_body(lua_State *L, struct lcall *c)
         const char *msg, *kind = fa_multipart_error(x->mp, &msg);
         fail(x, kind, msg);
         x->fail_errno = fa_multipart_errno(x->mp);
-        c->body_cause = strcmp(kind, "callback") == 0;
+        c->body_cause = strcmp(kind, FA_KIND(callback)) == 0;
     }
 }
 
@@ -241,7 +241,7 @@ static int run_lua(struct xfer *x, struct lcall *c)
     } else if (rc != 0) {
         /* what the callback raised, kept as it is for err.cause */
         lua_replace(L, x->cause_idx);
-        fail(x, "callback", "");
+        fail(x, FA_KIND(callback), "");
         if (x->raised_by == NULL)
             x->raised_by = "a callback";
         c->stop = 1;
@@ -261,7 +261,7 @@ static int buffer_body(struct xfer *x, const char *ptr, size_t n)
     if (n > x->max_body || x->s->body.len > x->max_body - n) {
         char msg[96];
         snprintf(msg, sizeof msg, "the response body is larger than %zu bytes", x->max_body);
-        fail(x, "protocol", msg);
+        fail(x, FA_KIND(protocol), msg);
         return -1;
     }
     if (buf_append(&x->s->body, ptr, n) != 0) {
@@ -358,7 +358,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         return run_lua(x, &c) == 0 ? n : 0;
     }
     if (n > FA_MAX_HEADERS || x->s->head.len > FA_MAX_HEADERS - n) {
-        fail(x, "protocol", "the response headers are too large");
+        fail(x, FA_KIND(protocol), "the response headers are too large");
         return 0;
     }
     if (buf_append(&x->s->head, ptr, n) != 0) {
@@ -404,7 +404,7 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
     if (offset != 0 || origin != SEEK_SET)
         return CURL_SEEKFUNC_CANTSEEK;
     if (x->handed >= x->total) {
-        fail(x, "network", "the connection closed without an answer after the request was sent; "
+        fail(x, FA_KIND(network), "the connection closed without an answer after the request was sent; "
                            "not sending it again, since the server may have acted on it");
         return CURL_SEEKFUNC_CANTSEEK;
     }
@@ -453,7 +453,7 @@ static int idle_expired(struct xfer *x, curl_off_t moved)
     {
         char msg[96];
         snprintf(msg, sizeof msg, "no data moved for %.1f seconds (idle_timeout)", now - x->last_move);
-        fail(x, "timeout", msg);
+        fail(x, FA_KIND(timeout), msg);
     }
     return 1;
 }
@@ -491,6 +491,13 @@ static long to_ms(double seconds)
 {
     return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0);
 }
+
+/* A row of gen/options.h sets its libcurl option on c from r as its `as`
+ * says; a bespoke row has its own code (idle_expired, buffer_body). */
+#define SET_ms(opt, v) curl_easy_setopt(c, opt, to_ms(v))
+#define SET_string(opt, v) do { if ((v) != NULL) curl_easy_setopt(c, opt, v); } while (0)
+#define SET_bespoke(opt, v) do { } while (0)
+#define SET_OPTION(name, type, lo, hi, missing, curlopt, as) SET_##as(curlopt, r->name);
 
 static void configure_method(CURL *c, const struct request *r, struct xfer *x)
 {
@@ -541,14 +548,7 @@ static void configure(CURL *c, const struct request *r, struct xfer *x, struct c
     curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
     if (x->sink != NULL || x->writer_idx != 0)
         curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024L);
-    if (r->user_agent)
-        curl_easy_setopt(c, CURLOPT_USERAGENT, r->user_agent);
-    if (r->ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
-    if (r->proxy)
-        curl_easy_setopt(c, CURLOPT_PROXY, r->proxy);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(r->timeout));
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(r->connect_timeout));
+    FA_REQUEST_OPTIONS(SET_OPTION) /* each row that names a libcurl option */
     configure_method(c, r, x);
     /* always: the progress callback is where an interrupt is noticed */
     {
@@ -576,7 +576,7 @@ CURLcode fa_transfer(fa_session *s, const struct request *r, struct xfer *x, str
         if (uploaded >= x->total)
             report_progress(x, x->payload_total); /* the transfer is over: no abort left */
     }
-    if (code == CURLE_OK && (x->s->close_pending || (x->fail_kind != NULL && strcmp(x->fail_kind, "aborted") == 0))) {
+    if (code == CURLE_OK && (x->s->close_pending || (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(aborted)) == 0))) {
         cancelled(x);
         code = CURLE_ABORTED_BY_CALLBACK; /* closed, or stopped by that last report */
     }

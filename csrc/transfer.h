@@ -7,9 +7,9 @@
 #define FILEAPI_TRANSFER_H
 
 #include "fileapi.h"
+#include "gen/options.h"
 
 #define FA_MAX_HEADERS (128 * 1024)
-#define FA_DEFAULT_MAX_RESPONSE (1024 * 1024)
 #define FA_KEEP_BUFFER (256 * 1024)
 
 typedef struct {
@@ -65,11 +65,16 @@ struct xfer {
 /* The Lua side (fileapi.http.request) checks the whole table first, for both
  * transports; these checks are the core's own guard against bad pointers. */
 struct request {
-    const char *url, *method, *body, *ca_file, *proxy, *user_agent;
+    const char *url, *method, *body;
     size_t body_len;
-    double timeout, connect_timeout, idle_timeout, max_response;
     int headers_idx;
     int expect_continue;
+    /* the transport options: a field per row of gen/options.h */
+#define FA_OPTION_TYPE_number double
+#define FA_OPTION_TYPE_string const char *
+#define FA_OPTION_FIELD(name, type, lo, hi, missing, curlopt, as) FA_OPTION_TYPE_##type name;
+    FA_REQUEST_OPTIONS(FA_OPTION_FIELD)
+#undef FA_OPTION_FIELD
 };
 
 /* What a finished transfer left, read into C before the handle is reset. */

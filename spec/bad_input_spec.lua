@@ -47,6 +47,9 @@ describe("bad input", function()
     { "an empty base URL", function() return files.new({ api_key = "k", base_url = "" }) end },
     { "a negative timeout", function() return files.new({ api_key = "k", timeout = -1 }) end },
     { "NaN connect_timeout", function() return files.new({ api_key = "k", connect_timeout = 0 / 0 }) end },
+    -- refused at new(), as on every transport, not by libcurl's alone at the first call
+    { "a timeout past its range", function() return files.new({ api_key = "k", timeout = 2e9 }) end },
+    { "an idle_timeout past its range", function() return files.new({ api_key = "k", idle_timeout = 1e10 }) end },
     { "fractional retries", function() return files.new({ api_key = "k", retries = 1.5 }) end },
     { "an empty directory name", function() return client:mkdir("") end },
     { "a huge directory name", function() return client:mkdir(huge) end },

@@ -4,6 +4,7 @@
 -- expectations, and the two results compared with each other.
 local helper = require "helper"
 local conformance = require "conformance"
+local kinds = require "fileapi.kinds"
 
 local function raw(text, keep) return { type = "steps", steps = { { send = text } }, keep = keep } end
 
@@ -155,6 +156,22 @@ local CASES = {
       assert.same(1000, out.writer_bytes)
     end },
 }
+
+-- Every HTTP status the kinds list names (and a 5xx, and another) fails
+-- with the kind its row says, on both transports: a kind added there is
+-- met here without another line.
+local EXAMPLES = { ["5xx"] = { 502 }, other = { 418 } }
+for _, k in ipairs(kinds.LIST) do
+  local statuses = type(k.statuses) == "table" and k.statuses or EXAMPLES[k.statuses] or {}
+  for _, status in ipairs(statuses) do
+    CASES[#CASES + 1] = { ("HTTP %d: kind %s, from the kinds list"):format(status, k.kind),
+      { raw(("HTTP/1.1 %d Status\r\nContent-Length: 2\r\n\r\n{}"):format(status), true) }, {},
+      function(out)
+        assert.same(k.kind, out.kind)
+        assert.same(status, out.status)
+      end }
+  end
+end
 
 -- The 256 MiB bodies run in one stage only (see tools/suite.sh).
 local BIG = {

@@ -1,9 +1,12 @@
--- The error kinds, in one list: what each means, the HTTP statuses and
--- libcurl results that map to it, and the command line's exit status.  The
--- C core keeps the same list (csrc/errors.c: its kinds and its map of curl
--- codes) and refuses an error object of any other kind; the command line's
--- exit statuses and help, and the README's kinds table, are made from this
--- one; spec/tables_spec.lua holds every place against it.
+-- The error kinds, in one list: the only place a kind is written.  Each
+-- row: what it means, the HTTP statuses and libcurl results that map to it,
+-- and the command line's exit status.  The engine gives an HTTP failure its
+-- kind from here (for_status), whichever transport carried it; the command
+-- line's exit statuses and help come from here; tools/gen.lua makes the
+-- README's kinds table and the C core's csrc/gen/kinds.h (its kinds, which
+-- C names through FA_KIND() so that another does not compile, and its map
+-- of libcurl's results) from it (`make gen`); spec/tables_spec.lua fails
+-- while either is stale.  Adding a kind is a row here and `make gen`.
 local M = {}
 
 -- statuses: a list, "5xx", or "other" (any other non-2xx); curl: the
@@ -33,6 +36,8 @@ M.LIST = {
     meaning = "too many requests; also without sending, when the budget would wait longer than it can justify" },
   { kind = "server", exit = 10, statuses = "5xx", meaning = "the server failed" },
   { kind = "http", exit = 10, statuses = "other", meaning = "any other status that is not 2xx" },
+  -- CURLE_UNSUPPORTED_PROTOCOL: URLs are http(s) by then (session.c), so
+  -- this is an answer that is not HTTP at all ("Received HTTP/0.9 when not allowed")
   { kind = "protocol", exit = 10, curl = { "CURLE_UNSUPPORTED_PROTOCOL", "CURLE_WEIRD_SERVER_REPLY",
     "CURLE_PARTIAL_FILE", "CURLE_BAD_CONTENT_ENCODING", "CURLE_HTTP2", "CURLE_HTTP2_STREAM",
     "CURLE_TOO_MANY_REDIRECTS" },
@@ -44,20 +49,23 @@ M.LIST = {
 }
 
 M.BY_KIND = {}
-for _, k in ipairs(M.LIST) do M.BY_KIND[k.kind] = k end
+local by_status, server, other = {}, nil, nil
+for _, k in ipairs(M.LIST) do
+  M.BY_KIND[k.kind] = k
+  if type(k.statuses) == "table" then
+    for _, s in ipairs(k.statuses) do by_status[s] = k.kind end
+  elseif k.statuses == "5xx" then
+    server = k.kind
+  elseif k.statuses == "other" then
+    other = k.kind
+  end
+end
 
--- The kind for an HTTP status, as the table says (nil for 2xx).
+-- The kind for an HTTP status, as the list says (nil for 2xx): the one map
+-- of statuses, for both transports.
 function M.for_status(status)
   if status >= 200 and status < 300 then return nil end
-  for _, k in ipairs(M.LIST) do
-    if type(k.statuses) == "table" then
-      for _, s in ipairs(k.statuses) do
-        if s == status then return k.kind end
-      end
-    end
-  end
-  if status >= 500 and status < 600 then return "server" end
-  return "http"
+  return by_status[status] or (status >= 500 and status < 600 and server) or other
 end
 
 -- The command line's exit status for each kind, and the others it uses.

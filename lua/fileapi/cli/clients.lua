@@ -4,15 +4,18 @@
 local core = require "fileapi.core"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
+local options = require "fileapi.http.options"
 
 local M = {}
 
+-- The flags' transport options (fileapi.cli declares them from the list).
 local function client_options(opts, out)
-  return { base_url = opts.base_url, timeout = opts.timeout, connect_timeout = opts.connect_timeout,
-    idle_timeout = opts.idle_timeout, retries = opts.retries,
+  local copts = {
     on_wait = not opts.quiet and function(seconds)
       out.err:write(("fileapi: waiting %.1f s (rate limit)\n"):format(seconds))
     end or nil }
+  for _, o in ipairs(options.CLI) do copts[o.name] = opts[o.name] end
+  return copts
 end
 
 -- An API key from MKP_API_KEY; else the tokens `fileapi login` stored;

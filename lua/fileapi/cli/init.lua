@@ -6,6 +6,7 @@
 local core = require "fileapi.core"
 local argparse = require "argparse"
 local output = require "fileapi.cli.output"
+local options = require "fileapi.http.options"
 
 local M = {}
 
@@ -32,12 +33,20 @@ local function number(name)
   end
 end
 
+-- The transport options marked `cli` in their list (fileapi.http.options):
+-- connect_timeout is --connect-timeout, with the list's help and default.
+local function transport_flags(cmd)
+  for _, o in ipairs(options.CLI) do
+    local flag = "--" .. o.name:gsub("_", "-")
+    local help = type(o.cli) == "string" and o.cli or o.doc
+    if o.default ~= nil then help = ("%s (default %s)"):format(help, tostring(o.default)) end
+    local opt = cmd:option(flag, help)
+    if o.type == "number" then opt:convert(number(flag)) end
+  end
+end
+
 local function common(cmd)
-  cmd:option("--base-url", "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)")
-  cmd:option("--timeout", "seconds for a whole attempt"):convert(number("--timeout"))
-  cmd:option("--connect-timeout", "seconds to connect (default 10)"):convert(number("--connect-timeout"))
-  cmd:option("--idle-timeout", "abort when no byte moves for this long (default 60)"):convert(number("--idle-timeout"))
-  cmd:option("--retries", "extra attempts where safe (default 2)"):convert(number("--retries"))
+  transport_flags(cmd)
   cmd:flag("--json", "print a JSON object per line as each item finishes")
   cmd:flag("--quiet", "no progress bar, no waiting messages")
   return cmd

@@ -6,6 +6,7 @@
 -- mode), sinks, error mapping and the retry policy are shared with libcurl.
 local core = require "fileapi.core"
 local request = require "fileapi.http.request"
+local options = require "fileapi.http.options"
 
 local M = {}
 
@@ -26,6 +27,8 @@ local PIECE = 65536
 local BATCH = 8 * PIECE
 local MAX_HEADERS = 128 * 1024
 local EXPECT_WAIT_MS = 1000
+-- an absent max_response means the default, as in the C core (`missing`)
+local MAX_RESPONSE = options.BY_NAME.max_response.default
 
 function M.available()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
@@ -397,7 +400,7 @@ end
 
 local function read_response(sock, creq, facts, budget, status, headers)
   local method = creq.method or "GET"
-  local max = floor(creq.max_response or 1048576)
+  local max = floor(creq.max_response or MAX_RESPONSE)
   local target, tkind, tmessage = body_target(creq, facts, status, headers)
   if not target then return nil, tkind, tmessage end
   local kind, message = read_body(sock, creq, method, status, headers, target, max)

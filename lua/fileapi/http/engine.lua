@@ -12,6 +12,7 @@ local cosocket = require "fileapi.http.cosocket"
 local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
 local options = require "fileapi.http.options"
+local kinds = require "fileapi.kinds"
 local store = require "fileapi.store"
 local fleet_budget = require "fileapi.store.budget"
 
@@ -35,77 +36,22 @@ local private = setmetatable({}, { __mode = "k" })
 
 M.USER_AGENT = format("fileapi/%s libcurl/%s", core.version, core.curl_version)
 
--- Names, types and defaults come from the one list (fileapi.http.options).
+-- Names, types, defaults and checks come from the one list (fileapi.http.options).
 M.OPTION_NAMES = options.NAMES
-
-local function names_of(kind)
-  local out = {}
-  for _, o in ipairs(options.LIST) do
-    if o.type == kind then out[#out + 1] = o.name end
-  end
-  return out
-end
-local NUMBER_OPTIONS, STRING_OPTIONS, BOOLEAN_OPTIONS = names_of("number"), names_of("string"), names_of("boolean")
-
--- rate_limit: "auto" (default), a number of requests per rate_window
--- seconds (60), or false; rate_limit_dict only where nginx has that dict.
-local function check_rate_options(opts, out, fname)
-  local rl = opts.rate_limit
-  if rl ~= nil and rl ~= false and type(rl) ~= "string" and type(rl) ~= "number" then
-    error(format("bad option 'rate_limit' to '%s' (\"auto\", a number or false expected, got %s)", fname, type(rl)), 4)
-  end
-  out.on_wait = util.check_field(opts, "on_wait", "function", fname)
-  if rl == nil then rl = "auto" end
-  if type(rl) == "string" and rl ~= "auto" then return nil, 'rate_limit must be "auto", a number or false' end
-  if type(rl) == "number" and (rl < 1 or rl ~= math.floor(rl) or rl == math.huge) then
-    return nil, "rate_limit must be a whole number of requests >= 1"
-  end
-  out.rate_limit = rl
-  if out.rate_window == 0 then return nil, "rate_window must be more than 0 seconds" end
-  if out.rate_limit_dict then
-    local ngx = rawget(_G, "ngx")
-    if not (ngx and ngx.shared and ngx.shared[out.rate_limit_dict]) then
-      return nil, "rate_limit_dict: no lua_shared_dict named " .. out.rate_limit_dict
-    end
-  end
-  return true
-end
 
 -- Raises for wrong types (all of them first) and unknown names (`own`
 -- lists the API module's names besides the transport's); returns the
 -- normalised options, or nil and a message for a bad value.
 function M.check_options(opts, fname, own)
   util.check_keys(opts, fname, M.OPTION_NAMES, own or {}, 4)
-  local out = {}
-  for _, group in ipairs({ { NUMBER_OPTIONS, "number" }, { STRING_OPTIONS, "string" },
-      { BOOLEAN_OPTIONS, "boolean" } }) do
-    for _, k in ipairs(group[1]) do out[k] = util.check_field(opts, k, group[2], fname) end
+  local wrong, expected = options.wrong_type(opts)
+  if wrong then
+    error(format("bad option '%s' to '%s' (%s expected, got %s)", wrong, fname, expected, type(opts[wrong])), 3)
   end
-  for _, k in ipairs(NUMBER_OPTIONS) do
-    local v = out[k]
-    if v ~= nil and (v ~= v or v < 0 or v == math.huge) then
-      return nil, k .. " must be a finite number >= 0"
-    end
-    if v == nil then out[k] = options.BY_NAME[k].default end
-  end
-  for _, k in ipairs(STRING_OPTIONS) do
-    if out[k] ~= nil and util.has_control(out[k]) then return nil, k .. " must not contain control characters" end
-  end
-  if out.retries ~= math.floor(out.retries) then return nil, "retries must be a whole number" end
-  out.transport = out.transport or "auto"
-  if out.transport ~= "auto" and out.transport ~= "curl" and out.transport ~= "ngx" then
-    return nil, 'transport must be "auto", "curl" or "ngx"'
-  end
-  if out.transport == "ngx" and (out.ca_file or out.proxy) then
-    return nil, "ca_file and proxy need the curl transport (in nginx, use lua_ssl_trusted_certificate)"
-  end
-  if out.max_response < 1 then return nil, "max_response must be at least 1 byte" end
-  local ok, why = check_rate_options(opts, out, fname)
-  if not ok then return nil, why end
+  local out, why = options.normalise(opts)
+  if not out then return nil, why end
   out.store, why = store.check(opts.store, fname)
   if out.store == nil then return nil, why end
-  out.allow_insecure = out.allow_insecure or false
-  out.retry_unsafe = out.retry_unsafe or false
   return out
 end
 
@@ -163,9 +109,7 @@ local function request_for(self, req)
     cancelled = function() return self.closing end,
   }
   -- the options the transports read travel in the request itself
-  for _, opt in ipairs(options.LIST) do
-    if opt.request then creq[opt.name] = o[opt.name] end
-  end
+  for _, opt in ipairs(options.REQUEST) do creq[opt.name] = o[opt.name] end
   creq.proxy = private[self].proxy
   creq.user_agent = o.user_agent or M.USER_AGENT
   return request.check(creq)
@@ -186,7 +130,7 @@ end
 -- The API's own words where it sent any: {message} and Laravel's {errors};
 -- then the API module's own reading of its bodies (refine_error), if any.
 local function http_error(self, res)
-  local kind = core.kind_for_status(res.status)
+  local kind = kinds.for_status(res.status)
   local doc = decode_json(res.body)
   local message, fields, oauth_error
   if type(doc) == "table" then

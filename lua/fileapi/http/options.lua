@@ -1,25 +1,73 @@
--- The transport options, in one list: every client's constructor takes
--- them (files.new, shares.new and the rest), the engine checks them and
--- fills in defaults from here, the ones marked `request` travel in the
--- request table that both transports take (fileapi.http.request), and the
--- README's options table is rendered from it.  spec/tables_spec.lua holds
--- every other place against this list: the request contract, the C core's
--- reading of the request table, the cosocket transport and the README.
+-- The transport options, in one list: the only place an option is written.
+-- Every client's constructor takes them (files.new, shares.new and the
+-- rest) and the engine checks them and fills in defaults from here; the
+-- ones marked `request` travel in the request table that both transports
+-- take (fileapi.http.request); the ones marked `cli` are the command line's
+-- flags.  tools/gen.lua makes the README's options table and the C core's
+-- csrc/gen/options.h from it (`make gen`), and spec/tables_spec.lua fails
+-- while either is stale.  Adding an option is a row here, `make gen`, and
+-- the cosocket transport's code for it when it travels to nginx too.
 --
--- name, type ("number" | "string" | "boolean" | "function" | "rate" | "table"),
--- default, where it is honoured (curl, ngx: the transports that read it
--- from the request; "engine" for the engine's own), and what it means.
+-- A row: name; type ("number" | "string" | "boolean" | "function" | "rate" |
+-- "table"); default; where it is honoured (curl, ngx: the transports that
+-- read it from the request; "engine" for the engine's own); doc, its
+-- meaning (`shown`: the default as the README shows it).  Then, as needed:
+--   range    numbers accepted (default: 0 to any finite number), by the
+--            engine and by the C core alike
+--   check    function(value, opts, row) -> a message when the value is
+--            wrong (opts: all options, defaults filled in)
+--   cli      a flag of the command line (--connect-timeout), with the doc
+--            or this shorter help
+-- and for `request` rows, what the C core does with them:
+--   curlopt, as  the libcurl option it sets, and how: "ms" (seconds, to
+--            milliseconds rounded up) or "string" (when given)
+--   bespoke  no libcurl option: where its own code is
+--   missing  "default" when an absent field means the default, not none
+local type, ipairs, tostring, floor, huge, find = type, ipairs, tostring, math.floor, math.huge, string.find
+
 local M = {}
+
+local function whole(v, _, o)
+  if v ~= floor(v) then return o.name .. " must be a whole number" end
+end
+
+local function known_transport(v, opts)
+  if v ~= "auto" and v ~= "curl" and v ~= "ngx" then return 'transport must be "auto", "curl" or "ngx"' end
+  if v == "ngx" and (opts.ca_file or opts.proxy) then
+    return "ca_file and proxy need the curl transport (in nginx, use lua_ssl_trusted_certificate)"
+  end
+end
+
+local function rate(v)
+  if type(v) == "string" and v ~= "auto" then return 'rate_limit must be "auto", a number or false' end
+  if type(v) == "number" and (v < 1 or v ~= floor(v) or v == huge) then
+    return "rate_limit must be a whole number of requests >= 1"
+  end
+end
+
+local function positive(v, _, o)
+  if v == 0 then return o.name .. " must be more than 0 seconds" end
+end
+
+local function shared_dict(v)
+  local ngx = rawget(_G, "ngx")
+  if not (ngx and ngx.shared and ngx.shared[v]) then return "rate_limit_dict: no lua_shared_dict named " .. v end
+end
 
 M.LIST = {
   { name = "timeout", type = "number", default = nil, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_TIMEOUT_MS", as = "ms", cli = true,
     shown = "none", doc = "seconds for a whole attempt" },
   { name = "connect_timeout", type = "number", default = 10, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 }, curlopt = "CURLOPT_CONNECTTIMEOUT_MS", as = "ms", cli = "seconds to connect",
     doc = "seconds to establish the connection" },
   { name = "idle_timeout", type = "number", default = 60, request = true, honoured = "curl ngx",
+    range = { 0, 1e9 }, cli = "abort when no byte moves for this long",
+    -- libcurl's low-speed check averages over whole seconds and fires late
+    bespoke = "transfer.c: idle_expired, on every progress tick",
     doc = "abort when no byte moves for this long (whole seconds, rounded up)" },
-  { name = "retries", type = "number", default = 2, honoured = "engine",
-    doc = "extra attempts, only where safe (see Retries)" },
+  { name = "retries", type = "number", default = 2, honoured = "engine", check = whole,
+    cli = "extra attempts where safe", doc = "extra attempts, only where safe (see Retries)" },
   { name = "retry_unsafe", type = "boolean", default = false, honoured = "engine",
     doc = "also retry 500/502/504 and timeouts after the request was sent" },
   { name = "max_retry_wait", type = "number", default = 60, honoured = "engine",
@@ -27,47 +75,104 @@ M.LIST = {
   { name = "backoff", type = "number", default = 0.5, honoured = "engine",
     doc = "first backoff in seconds; doubles per attempt, with jitter" },
   { name = "max_response", type = "number", default = 1024 * 1024, request = true, honoured = "curl ngx",
+    range = { 1, 1e12 }, missing = "default", bespoke = "transfer.c: buffer_body",
     shown = "1 MiB", doc = "larger API responses fail with kind `protocol`" },
   { name = "ca_file", type = "string", request = true, honoured = "curl", shown = "libcurl's",
+    curlopt = "CURLOPT_CAINFO", as = "string",
     doc = "CA bundle to verify the server with (libcurl only; in nginx, `lua_ssl_trusted_certificate`)" },
   { name = "proxy", type = "string", request = true, honoured = "curl", shown = "none",
+    curlopt = "CURLOPT_PROXY", as = "string",
     doc = "proxy URL (libcurl only); credentials in it are treated as secrets" },
   { name = "user_agent", type = "string", request = true, honoured = "curl ngx", shown = "`fileapi/VERSION libcurl/VERSION`",
-    doc = "User-Agent header" },
+    curlopt = "CURLOPT_USERAGENT", as = "string", doc = "User-Agent header" },
   { name = "allow_insecure", type = "boolean", default = false, honoured = "engine",
     doc = "allow plain `http://` to a non-loopback host" },
   { name = "transport", type = "string", default = "auto", honoured = "engine", shown = '`"auto"`',
+    check = known_transport,
     doc = '`"curl"`, `"ngx"` (nginx cosockets), or `"auto"`: cosockets where the nginx phase allows them' },
-  { name = "rate_limit", type = "rate", default = "auto", honoured = "engine", shown = '`"auto"`',
+  { name = "rate_limit", type = "rate", default = "auto", honoured = "engine", shown = '`"auto"`', check = rate,
     doc = "pace requests within the service's rate limit (see Rate limits); a number N also keeps any "
       .. "`rate_window` at ≤ N requests; `false`: off" },
-  { name = "rate_window", type = "number", default = 60, honoured = "engine",
+  { name = "rate_window", type = "number", default = 60, honoured = "engine", check = positive,
     doc = "seconds of the rolling window the limit counts over (the APIs': a minute)" },
-  { name = "rate_limit_dict", type = "string", honoured = "engine", shown = "none",
+  { name = "rate_limit_dict", type = "string", honoured = "engine", shown = "none", check = shared_dict,
     doc = "inside nginx: a `lua_shared_dict` name; every worker's clients for the same key share one budget" },
+  -- checked by the store itself (fileapi.store: store.check), which the engine calls
   { name = "store", type = "table", honoured = "engine", shown = "none",
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
       .. "(see Beyond one machine)" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
     doc = "`function(seconds)` told before each wait for the rate limit or a `Retry-After`" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",
+    cli = "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)",
     doc = "the API's root (each API module names its default below)" },
+}
+
+-- Per type: what a value must be (else a raise: a programming error) and
+-- the check of its value (else nil and a message).
+local function in_range(o, v)
+  local range = o.range or { 0, huge }
+  if v ~= v or v < range[1] or v > range[2] or v == huge then
+    if not o.range then return o.name .. " must be a finite number >= 0" end
+    return ("%s must be a number from %.14g to %.14g"):format(o.name, range[1], range[2])
+  end
+end
+
+M.TYPES = {
+  number = { expected = "number", check = in_range },
+  string = { expected = "string", check = function(o, v)
+    if find(v, "[%z\1-\31\127]") then return o.name .. " must not contain control characters" end
+  end },
+  boolean = { expected = "boolean" },
+  ["function"] = { expected = "function" },
+  table = { expected = "table" },
+  rate = { expected = '"auto", a number or false', is = function(v)
+    return v == false or type(v) == "string" or type(v) == "number"
+  end },
 }
 
 M.BY_NAME = {}
 M.NAMES = {}
+M.REQUEST = {} -- the rows both transports take in the request table
+M.CLI = {}     -- the command line's flags
 for i, o in ipairs(M.LIST) do
   M.BY_NAME[o.name] = o
   M.NAMES[i] = o.name
+  if o.request then M.REQUEST[#M.REQUEST + 1] = o end
+  if o.cli then M.CLI[#M.CLI + 1] = o end
+end
+
+-- The first option of a wrong Lua type, and what it should be; nil when
+-- all are right.
+function M.wrong_type(opts)
+  for _, o in ipairs(M.LIST) do
+    local v, t = opts[o.name], M.TYPES[o.type]
+    if v ~= nil and not (t.is and t.is(v) or type(v) == t.expected) then return o.name, t.expected end
+  end
+end
+
+-- The options with defaults filled in, or nil and what is wrong with a
+-- value (types already right: see wrong_type).
+function M.normalise(opts)
+  local out = {}
+  for _, o in ipairs(M.LIST) do
+    local v = opts[o.name]
+    if v == nil then v = o.default end
+    out[o.name] = v
+  end
+  for _, o in ipairs(M.LIST) do
+    local v, t = out[o.name], M.TYPES[o.type]
+    local why = v ~= nil and ((t.check and t.check(o, v)) or (o.check and o.check(v, out, o)))
+    if why then return nil, why end
+  end
+  return out
 end
 
 -- The rows of the README's options table, in the list's order.
 function M.markdown()
   local rows = {}
   for _, o in ipairs(M.LIST) do
-    local shown = o.shown
-    if shown == nil then shown = (o.default == 1024 * 1024) and "1 MiB" or tostring(o.default) end
-    rows[#rows + 1] = ("| `%s` | %s | %s |"):format(o.name, shown, o.doc)
+    rows[#rows + 1] = ("| `%s` | %s | %s |"):format(o.name, o.shown or tostring(o.default), o.doc)
   end
   return table.concat(rows, "\n")
 end
