@@ -4,11 +4,14 @@
  * lua-resty-redis gives them, so one Lua layer serves both.
  *
  * core.redis(host, port, timeout) -> conn | nil, message
- * conn:call(name, arg...) -> reply | nil, message, "server" | "io"
+ * conn:call(name, arg...) -> reply | nil, message, "server" | "io" | "closed"
  *   string and status replies are strings, integers numbers, nil is false,
  *   arrays tables; an error reply is nil, its text, "server"; a failed
- *   connection (refused, timed out, closed) is nil, message, "io", after
- *   which the connection is closed: a reply half read cannot be resynced.
+ *   connection is nil, message and "closed" when Redis had closed it (end
+ *   of file, reset: CLIENT KILL, its idle timeout, a restart; the command
+ *   never reached a server that reads it), "io" otherwise (a timeout: the
+ *   command may have run); either way the connection is closed then: a
+ *   reply half read cannot be resynced.
  * conn:close(): idempotent, also __gc and __close.
  *
  * Built only when hiredis's headers were found (FA_HAVE_HIREDIS); without
@@ -16,6 +19,7 @@
 #include "fileapi.h"
 
 #ifdef FA_HAVE_HIREDIS
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <sys/time.h>
@@ -163,9 +167,15 @@ static int redis_call(lua_State *L)
     fa_setmetatable(L, FA_REPLY_MT);
     rep = (redisReply *)redisCommandArgv(r->c, argc, argv, lens);
     if (rep == NULL) {
+        int why = errno;
+        int closed = r->c->err == REDIS_ERR_EOF
+            || (r->c->err == REDIS_ERR_IO && (why == ECONNRESET || why == EPIPE));
         lua_pushnil(L);
         lua_pushfstring(L, "redis: %s", r->c->err ? r->c->errstr : "no reply");
-        lua_pushliteral(L, "io");
+        if (closed)
+            lua_pushliteral(L, "closed");
+        else
+            lua_pushliteral(L, "io");
         redisFree(r->c);
         r->c = NULL;
         return 3;

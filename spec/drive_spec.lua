@@ -168,6 +168,17 @@ describe("drive", function()
       assert.same(1, #mock:requests()) -- no re-login, no retry
     end)
 
+    it("the docs' typed 401 (\"You are not authorized\") is a refused token: unauthorized", function()
+      mock:faults({ { path = "/api/v1/user", type = "status", status = 401,
+        headers = { ["Content-Type"] = "application/json" },
+        body = '{"type":"error","message":"You are not authorized"}' } })
+      local _, err = d:me()
+      assert.same("unauthorized", err.kind)
+      assert.same(401, err.status)
+      assert.same("You are not authorized", err.message)
+      assert.same(1, #mock:requests())
+    end)
+
     it("create_token: POST /api/v1/user/tokens -> { id, name, token }; delete_token by id or token", function()
       local t = assert(d:create_token("nightly job"))
       assert.same("nightly job", t.name)

@@ -326,3 +326,149 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet", function(
     end
   end)
 end)
+
+describe("the store inside nginx (lua-resty-redis on cosockets) #nginx #fleet", function()
+  local mock, redis, nginx
+  local n = 0
+  local MESSAGE = "Redis Cluster is not supported: point store.url at a single primary"
+
+  setup(function()
+    mock = helper.start_mock()
+    redis = helper.start_redis()
+    nginx = helper.start_test_nginx(mock)
+  end)
+  teardown(function()
+    if nginx then nginx:stop() end
+    redis:stop()
+    mock:stop()
+  end)
+  before_each(function()
+    mock:reset()
+    redis:cli({ "FLUSHALL" })
+  end)
+
+  -- A query for a client of its own (a prefix of its own: its own store and
+  -- health in the worker); the mock sends no rate-limit headers.
+  local function query(url, window, extra)
+    n = n + 1
+    return ("/fleet?retries=0&window=%d&prefix=ngx%d:&store=%s%s"):format(window or 5, n, url, extra or "")
+  end
+
+  local function call(path)
+    local status, body = helper.http_get(nginx:url(path), 60)
+    assert.same(200, status, body)
+    return cjson.decode(body)
+  end
+
+  -- The worker's warnings about a store at url, so far.
+  local function warnings(url, about)
+    local where = url:match("^redis://(.*)$"):gsub("%p", "%%%0")
+    return count(nginx:log_tail(100000), "the store %(redis " .. where .. "%) is unavailable %(" .. (about or ""))
+  end
+
+  local function logged()
+    return tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
+      .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
+  end
+
+  -- One call before and one after `between`: both through the store, no warning.
+  local function across(between)
+    local path = query(redis:url())
+    assert.is_true(call(path).ok)
+    assert.same(1, logged())
+    local before = warnings(redis:url())
+    between()
+    local after = call(path)
+    assert.is_true(after.ok, cjson.encode(after))
+    assert.same(before, warnings(redis:url()), nginx:log_tail(20))
+    return logged()
+  end
+
+  it("CLIENT KILL: the next call opens a new connection, with no warning and no fallback", function()
+    assert.same(2, across(function()
+      assert.same("1", redis:cli({ "CLIENT", "KILL", "TYPE", "normal" }))
+    end))
+  end)
+
+  it("a restart (SIGKILL, then started again empty): the next call reconnects once", function()
+    assert.same(1, across(function()
+      redis:kill()
+      redis:start()
+    end))
+  end)
+
+  it("Redis's idle timeout: the next call reconnects", function()
+    assert.same(2, across(function()
+      redis:cli({ "CONFIG", "SET", "timeout", "1" })
+      local deadline = core.time() + 20
+      repeat
+        core.sleep(0.2)
+        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
+      until clients == 0 or core.time() > deadline
+      redis:cli({ "CONFIG", "SET", "timeout", "0" })
+    end))
+  end)
+
+  it("a pooled connection the network forgot (a firewall, a NAT): the next call opens a new one, no warning", function()
+    local relay = helper.start_forgetful_relay(redis.port)
+    local ok, err = pcall(function()
+      local path = query(relay:url())
+      assert.is_true(call(path).ok)
+      relay:forget()
+      local out = call(path)
+      assert.is_true(out.ok, cjson.encode(out))
+      assert.same(0, warnings(relay:url()), nginx:log_tail(20))
+      assert.same(2, logged())
+    end)
+    relay:stop()
+    assert(ok, err)
+  end)
+
+  it('"local", a server that names no limit: the fallback sends at once, it does not wait out a window', function()
+    local gone = helper.start_redis()
+    local ok, err = pcall(function()
+      local path = query(gone:url(), 10)
+      assert.is_true(call(path).ok)
+      gone:kill()
+      local t = core.now()
+      for _ = 1, 2 do assert.is_true(call(path).ok) end
+      local elapsed = core.now() - t
+      assert.is_true(elapsed < 3, elapsed)
+      assert.same(1, warnings(gone:url()))
+      assert.same(3, #mock:requests())
+    end)
+    gone:stop()
+    assert(ok, err)
+  end)
+
+  it('"wait" on a dead Redis: 2 s at most (the call\'s timeout is 120 s), then network, retryable, nothing sent',
+    function()
+      local t = core.now()
+      local out = call(query("redis://127.0.0.1:" .. helper.closed_port(), 5, "&on_unavailable=wait"))
+      local elapsed = core.now() - t
+      assert.is_false(out.ok)
+      assert.same("network", out.kind)
+      assert.is_true(out.retryable)
+      assert.is_false(out.request_sent)
+      assert.matches("did not answer within", out.message)
+      assert.is_true(elapsed >= 0.9 and elapsed <= 3.5, elapsed)
+      assert.same(0, #mock:requests())
+    end)
+
+  it("a Redis Cluster node (CLUSTERDOWN): said once, plainly; \"wait\" fails at once with invalid_argument", function()
+    local node = helper.start_redis({ args = { "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf" } })
+    local ok, err = pcall(function()
+      local path = query(node:url())
+      for _ = 1, 3 do assert.is_true(call(path).ok) end
+      assert.same(1, warnings(node:url(), MESSAGE:gsub("%p", "%%%0")), nginx:log_tail(20))
+      local out = call(query(node:url(), 5, "&on_unavailable=wait"))
+      assert.is_false(out.ok)
+      assert.same("invalid_argument", out.kind)
+      assert.matches(MESSAGE, out.message, 1, true)
+      assert.matches("CLUSTERDOWN", out.message)
+      assert.is_true(out.seconds < 1, out.seconds)
+    end)
+    node:stop()
+    assert(ok, err)
+  end)
+end)

@@ -319,3 +319,224 @@ describe("a store that fails", function()
     assert.same(0, mock:stats().requests)
   end)
 end)
+
+-- What fileapi warned on stderr while fn ran (the store's warnings go there
+-- outside nginx), and fn's results.
+local function warnings_of(fn)
+  local saved, said = io.stderr, {}
+  rawset(io, "stderr", { write = function(self, ...)
+    for _, s in ipairs({ ... }) do said[#said + 1] = tostring(s) end
+    return self
+  end })
+  local ok, a, b = pcall(fn)
+  rawset(io, "stderr", saved)
+  assert(ok, a)
+  return table.concat(said), a, b
+end
+
+-- The sends in every budget log of a Redis.
+local function logged(redis)
+  return tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
+    .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
+end
+
+describe("a connection Redis dropped", function()
+  local mock, redis
+  local n = 0
+
+  setup(function()
+    mock = helper.start_mock()
+    redis = helper.start_redis({ args = { "--enable-debug-command", "local" } })
+  end)
+  teardown(function()
+    redis:stop()
+    mock:stop()
+  end)
+  before_each(function()
+    mock:reset()
+    redis:cli({ "FLUSHALL" })
+  end)
+
+  -- A client of its own store (a prefix of its own: no health shared with
+  -- another test); the mock sends no rate-limit headers.
+  local function client(extra)
+    n = n + 1
+    local opts = { api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
+      store = { url = redis:url(), prefix = "drop" .. n .. ":" } }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return assert(files.new(opts))
+  end
+
+  -- One call before and one after `between`: both through the store, no warning.
+  local function across(between)
+    local c = client()
+    assert(c:mkdir("before"))
+    assert.same(1, logged(redis))
+    between()
+    local said, item, err = warnings_of(function() return c:mkdir("after") end)
+    c:close()
+    assert.is_truthy(item, err and err.message)
+    assert.same("", said)
+    return logged(redis)
+  end
+
+  it("CLIENT KILL: the next call opens a new connection, with no warning and no fallback", function()
+    assert.same(2, across(function()
+      assert.same("1", redis:cli({ "CLIENT", "KILL", "TYPE", "normal" }))
+    end))
+  end)
+
+  it("a restart (SIGKILL, then started again empty): the next call reconnects once", function()
+    assert.same(1, across(function()
+      redis:kill()
+      redis:start()
+    end))
+  end)
+
+  it("Redis's idle timeout: the next call reconnects", function()
+    assert.same(2, across(function()
+      redis:cli({ "CONFIG", "SET", "timeout", "1" })
+      -- Redis closes idle clients in its cron: until only redis-cli is left
+      local deadline = core.time() + 20
+      repeat
+        core.sleep(0.2)
+        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
+      until clients == 0 or core.time() > deadline
+      redis:cli({ "CONFIG", "SET", "timeout", "0" })
+    end))
+  end)
+
+  it("a timeout is no dropped connection: the store is away at once, not tried twice #waits", function()
+    local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
+      store = { url = redis:url(), prefix = "slow:", timeout = 1 } }))
+    assert(c:mkdir("warm"))
+    local stall = io.popen(("redis-cli -p %d DEBUG SLEEP 3 2>&1"):format(redis.port))
+    core.sleep(0.2)
+    local t = core.now()
+    local said, item = warnings_of(function() return c:mkdir("stalled") end)
+    local elapsed = core.now() - t
+    stall:read("*a")
+    stall:close()
+    c:close()
+    assert.is_truthy(item)
+    assert.matches("is unavailable", said)
+    -- one store timeout (1 s), not two
+    assert.is_true(elapsed >= 0.9 and elapsed < 1.9, elapsed)
+  end)
+end)
+
+describe("a store that is gone", function()
+  local mock
+
+  setup(function() mock = helper.start_mock() end)
+  teardown(function() mock:stop() end)
+  before_each(function() mock:reset() end)
+
+  it('"local", a server that names no limit: the fallback sends at once, it does not wait out a window', function()
+    local redis = helper.start_redis()
+    local ok, err = pcall(function()
+      local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 10, retries = 0,
+        store = { url = redis:url() } }))
+      assert(c:mkdir("through the store"))
+      redis:kill()
+      local t = core.now()
+      local said, item, e = warnings_of(function()
+        local first, ferr = c:mkdir("alone 1")
+        if not first then return nil, ferr end
+        return c:mkdir("alone 2")
+      end)
+      local elapsed = core.now() - t
+      c:close()
+      assert.is_truthy(item, e and e.message)
+      assert.matches("is unavailable", said)
+      -- a window is 10 s here; the mock counts nothing
+      assert.is_true(elapsed < 3, elapsed)
+      assert.same(3, #mock:requests())
+    end)
+    redis:stop()
+    assert(ok, err)
+  end)
+
+  it('"wait" with no call timeout: at most max(2 s, 20 x store.timeout), then network, retryable, nothing sent #waits',
+    function()
+      for _, timeout in ipairs({ 0.1, 0.2 }) do
+        local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, retries = 0,
+          store = { url = "redis://127.0.0.1:" .. helper.closed_port(), on_unavailable = "wait", timeout = timeout } }))
+        local limit = math.max(2, 20 * timeout) -- as the README says
+        local t = core.now()
+        local said, item, err = warnings_of(function() return c:mkdir("w") end)
+        local elapsed = core.now() - t
+        c:close()
+        assert.is_nil(item)
+        -- tried each second until the next try would be past the limit
+        assert.is_true(elapsed >= limit - 1.1 and elapsed <= limit + 1.5, elapsed)
+        assert.same("network", err.kind)
+        assert.is_true(err.retryable)
+        assert.is_false(err.request_sent)
+        assert.matches("did not answer within %d", err.message)
+        assert.matches(("calls wait for it, %g s at most"):format(limit), said, 1, true)
+      end
+      assert.same(0, #mock:requests())
+    end)
+end)
+
+describe("a Redis Cluster", function()
+  local mock, a, b
+  local CLUSTER = { "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf" }
+  local MESSAGE = "Redis Cluster is not supported: point store.url at a single primary"
+
+  setup(function()
+    mock = helper.start_mock()
+    a = helper.start_redis({ args = CLUSTER })
+  end)
+  teardown(function()
+    a:stop()
+    if b then b:stop() end
+    mock:stop()
+  end)
+  before_each(function() mock:reset() end)
+
+  local function client(mode, prefix)
+    return assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
+      store = { url = a:url(), on_unavailable = mode, prefix = prefix } }))
+  end
+
+  -- "local": the calls go on alone; the warning says it plainly, once.
+  -- "wait": invalid_argument at once, nothing sent.
+  local function refused(answer, prefix)
+    local c = client("local", prefix .. "l:")
+    local said = warnings_of(function()
+      for i = 1, 3 do assert(c:mkdir("alone" .. i)) end
+    end)
+    c:close()
+    local _, warned = said:gsub("is unavailable %(" .. MESSAGE:gsub("%p", "%%%0"), "")
+    assert.same(1, warned, said)
+    assert.matches(answer, said)
+    c = client("wait", prefix .. "w:")
+    local t = core.now()
+    local _, item, err = warnings_of(function() return c:mkdir("w") end)
+    local elapsed = core.now() - t
+    c:close()
+    assert.is_nil(item)
+    assert.same("invalid_argument", err.kind)
+    assert.is_false(err.retryable)
+    assert.matches(MESSAGE, err.message, 1, true)
+    assert.is_true(elapsed < 1, elapsed)
+    assert.same(3, #mock:requests())
+  end
+
+  it("a node that serves no slot (CLUSTERDOWN): a clear error, said once", function()
+    refused("CLUSTERDOWN", "down:")
+  end)
+
+  it("a node that redirects (MOVED): the same #waits", function()
+    b = helper.start_redis({ args = CLUSTER })
+    b:cli({ "CLUSTER", "ADDSLOTSRANGE", 0, 16383 })
+    a:cli({ "CLUSTER", "MEET", "127.0.0.1", b.port })
+    -- until the nodes have met: a redirects every key to b
+    local deadline = core.time() + 30
+    while not a:cli({ "SET", "k", "v" }):find("^MOVED") and core.time() < deadline do core.sleep(0.2) end
+    assert.matches("^MOVED", a:cli({ "SET", "k", "v" }))
+    refused("MOVED", "moved:")
+  end)
+end)

@@ -6,6 +6,7 @@
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
 local common = require "fileapi.drive.common"
+local filesro = require "fileapi.filesro"
 
 local type, pairs, ipairs, setmetatable, getenv, tostring, tonumber =
   type, pairs, ipairs, setmetatable, os.getenv, tostring, tonumber
@@ -32,13 +33,6 @@ local function base_url(topts)
     topts.allow_insecure)
 end
 
--- files.ro documents bodies, not statuses: a 401 whose body is typed
--- ("This user action is not allowed.", a plan's or quota's limit) is no
--- refused token: the token may not do this.
-local function refine_error(err, doc)
-  if err.status == 401 and doc.type == "error" then err.kind = "forbidden" end
-end
-
 --- drive.new{ token, base_url, <transport options> } -> drive | nil, err
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
@@ -56,7 +50,8 @@ function M.new(opts)
   local t, err = engine.new(topts, { token, util.pct(token) }, "files.ro-owner:" .. token)
   if not t then return nil, err end
   t.auth = engine.static_auth("Authorization: Bearer " .. token)
-  t.refine_error = refine_error
+  -- a limit's typed 401 is no refused token (filesro.refine_401)
+  t.refine_error = filesro.refine_401
   return setmetatable({ transport = t, api = base .. "/api/v1" }, Drive)
 end
 

@@ -50,6 +50,23 @@ function M.check_item(item, fname)
   return M.check_items({ item }, fname)
 end
 
+-- A 401 is a refused token, as its status says, also when typed: the
+-- documented one is {"type":"error","message":"You are not authorized"}.
+-- Only a limit's typed 401 (a plan or quota that forbids it, the members
+-- limit, another user's token; filesro-account.md) says the token may not
+-- do this: forbidden, so that nobody signs in again over it.
+local LIMIT_401 = {
+  ["This user action is not allowed."] = true,
+  ["You exceed your members limit."] = true,
+  ["You are not entitled to delete this token."] = true,
+}
+
+function M.refine_401(err, doc)
+  if err.status == 401 and type(doc) == "table" and doc.type == "error" and LIMIT_401[doc.message] then
+    err.kind = "forbidden"
+  end
+end
+
 -- The typed 2xx: upstream hands a finished error response to abort(),
 -- which drops its status, so "not found" arrives as 200 {"type":"error"}.
 -- Returns the kind and message of such a body, or nil for a real success.

@@ -285,9 +285,9 @@ end
 
 function Redis:start()
   assert(os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
-    .. " --pidfile %s --logfile %s --dir %s%s"):format(self.port, sh_quote(self.dir .. "/redis.pid"),
+    .. " --pidfile %s --logfile %s --dir %s%s%s"):format(self.port, sh_quote(self.dir .. "/redis.pid"),
     sh_quote(self.dir .. "/redis.log"), sh_quote(self.dir),
-    self.password and (" --requirepass " .. sh_quote(self.password)) or "")))
+    self.password and (" --requirepass " .. sh_quote(self.password)) or "", self.args)))
   for _ = 1, 100 do
     local pid = self:pid()
     if pid then
@@ -320,12 +320,58 @@ function Redis:stop()
   os.execute("rm -rf " .. sh_quote(self.dir))
 end
 
--- opts.password: started with requirepass.
+-- opts.password: started with requirepass; opts.args: more of
+-- redis-server's options, a list ({ "--cluster-enabled", "yes" }).
 function M.start_redis(opts)
+  opts = opts or {}
   local dir = M.tmpname(".redis")
   assert(os.execute("mkdir -p " .. sh_quote(dir)))
-  local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts and opts.password }, Redis)
+  local args = {}
+  for i, a in ipairs(opts.args or {}) do args[i] = " " .. sh_quote(a) end
+  local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts.password, args = table.concat(args) },
+    Redis)
   return r:start()
+end
+
+-- A relay in front of a Redis that forgets its connections as a firewall
+-- or a NAT does (spec/support/forgetful_relay.lua): relay:url(), and
+-- relay:forget(), after which each relayed connection is closed when its
+-- client next sends.
+local Relay = {}
+Relay.__index = Relay
+
+function Relay:url(db) return ("redis://127.0.0.1:%d/%d"):format(self.port, db or 0) end
+
+function Relay:forget()
+  local forget = self.port_file .. ".forget"
+  io.open(forget, "w"):close()
+  for _ = 1, 200 do
+    if not io.open(forget) then return end
+    socket.sleep(0.05)
+  end
+  error("the relay did not forget")
+end
+
+function Relay:stop()
+  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  os.remove(self.port_file)
+end
+
+function M.start_forgetful_relay(to_port)
+  local port_file = M.tmpname(".relay")
+  assert(os.execute(("%s %s --to %d --port-file %s --parent %s >/dev/null 2>&1 &"):format(M.mock_lua,
+    sh_quote(M.support .. "/forgetful_relay.lua"), to_port, sh_quote(port_file), M.pid())))
+  for _ = 1, 200 do
+    local f = io.open(port_file)
+    if f then
+      local port, pid = f:read("*l"):match("^(%d+) (%d+)$")
+      f:close()
+      remember_pid("relay-" .. port, pid)
+      return setmetatable({ port = tonumber(port), pid = pid, port_file = port_file }, Relay)
+    end
+    socket.sleep(0.05)
+  end
+  error("the relay did not start")
 end
 
 -- nginx with the specs' own config (spec/support/nginx/test.conf) and

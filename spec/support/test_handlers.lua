@@ -105,21 +105,25 @@ function M.paced()
   reply(out)
 end
 
--- One mkdir on this worker's fleet client: the budget in the store the
--- query names (?store=redis://...&window=3), over this nginx's own dict
--- while the store is away.
-local fleet
+-- One mkdir on this worker's fleet client for the query: the budget in the
+-- store it names (?store=redis://...&window=3, and store_timeout, prefix,
+-- on_unavailable, retries), over this nginx's own dict while the store is
+-- away.  One client per query, made by its first request.
+local fleets = {}
 function M.fleet()
   local args = ngx.req.get_uri_args()
-  fleet = fleet or assert(files.new({ timeout = 120, retries = tonumber(args.retries) or 2,
+  local query = ngx.var.args or ""
+  fleets[query] = fleets[query] or assert(files.new({ timeout = 120, retries = tonumber(args.retries) or 2,
     rate_limit_dict = "fileapi_rate", rate_window = tonumber(args.window),
-    store = { url = args.store, timeout = tonumber(args.store_timeout) } }))
+    store = { url = args.store, timeout = tonumber(args.store_timeout), prefix = args.prefix,
+      on_unavailable = args.on_unavailable } }))
   local t = ngx.now()
-  local item, err = fleet:mkdir("fleet")
+  local item, err = fleets[query]:mkdir("fleet")
   ngx.update_time()
   local out = summary(item, err)
   out.worker = ngx.worker.pid()
   out.seconds = ngx.now() - t
+  if err then out.retryable, out.request_sent = err.retryable, err.request_sent end
   reply(out)
 end
 

@@ -144,11 +144,14 @@ end
 -- While the store is away, this budget's share of the limit: the others
 -- that took part lately are taking theirs.
 local function share_cap(self)
-  -- the limit the server named last to any worker sharing this budget
+  -- the limit the server named last to any worker sharing this budget; a
+  -- server that names none ("0" in the store) leaves nothing to share out,
+  -- and no window to wait for
   local _, server = self.loc:load(core.time())
   local limit = server and server.limit or tonumber(self.known_limit or "")
+  if limit and limit <= 0 then limit = nil end
   local cap = self.own_cap
-  if limit and limit > 0 and self.peers > 1 then
+  if limit and self.peers > 1 then
     local share = math.max(1, math.floor(limit / self.peers))
     cap = cap and min(cap, share) or share
   end
@@ -243,19 +246,26 @@ end
 
 -- As fileapi.http.budget's acquire: true; or false, seconds (too long to
 -- wait); or false when a sleep was interrupted; or false, nil, err when the
--- store stayed away from a "wait" caller.
+-- store stayed away from a "wait" caller: it waits within the call's
+-- timeout and the store's own limit (Store:wait_limit), counted from when
+-- the store went missing.
 function Fleet:acquire(sleep, on_wait)
   local waited = 0
-  local deadline = core.time() + (self.wait_for or (self.window + self.max_wait))
+  local call_deadline = self.wait_for and core.time() + self.wait_for or math.huge
+  local missing_since
   while true do
     local got, too_long
     if self.store:usable() then
       got = try_slot(self)
+      if got ~= nil then missing_since = nil end
     elseif self.store.cfg.on_unavailable ~= "wait" then
       got, too_long = try_own(self, sleep, on_wait)
       if got == false then return false, too_long end
-    elseif not self.store:wait_until_usable(sleep, deadline) then
-      return false, nil, self.store:unavailable_error()
+    else
+      missing_since = missing_since or core.time()
+      if not self.store:wait_until_usable(sleep, min(call_deadline, missing_since + self.store:wait_limit())) then
+        return false, nil, self.store:unavailable_error(core.time() - missing_since)
+      end
     end
     if got == true then return true end
     if got then

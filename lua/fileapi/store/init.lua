@@ -8,20 +8,29 @@
 --
 -- A store that fails (refused, slow, killed, READONLY, an auth error) is
 -- taken as unavailable for a second: with "local" the callers fall back to
--- their own state at once, with "wait" they wait for it within their call's
--- time.  The first failure of an outage is warned about once per process
--- (nginx's error log inside nginx); the URL's password never shows.
+-- their own state at once, with "wait" they wait for it, a few seconds at
+-- most (Store:wait_limit) and never past their call's timeout.  A
+-- connection Redis dropped is opened again once before anything counts as
+-- a failure (fileapi.store.redis).  The first failure of an outage is
+-- warned about once per process (nginx's error log inside nginx); the
+-- URL's password never shows.  One Redis primary is supported: a Redis
+-- Cluster's answer (MOVED, ASK, CLUSTERDOWN) says so, plainly.
 local util = require "fileapi.util"
 local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
 
-local type, tonumber, tostring, format = type, tonumber, tostring, string.format
+local type, tonumber, tostring, format, max = type, tonumber, tostring, string.format, math.max
 
 local M = {}
 
 M.FIELDS = { "url", "prefix", "timeout", "on_unavailable" }
 M.RETRY_AFTER = 1 -- seconds an unavailable store is left alone
 M.DEFAULT_TIMEOUT = 0.1
+-- "wait" waits for a store that does not answer this long at most: a
+-- restart or a dropped connection is back well within it, and a store that
+-- is gone fails the call in seconds, not after rate_window + max_retry_wait.
+-- A slower store (a larger timeout) is given proportionally longer.
+M.WAIT_AT_LEAST, M.WAIT_TIMEOUTS = 2, 20
 
 local Store = {}
 Store.__index = Store
@@ -119,19 +128,28 @@ function Store:usable()
   return core.time() >= self.down_until
 end
 
-function Store:failed(message)
+-- What callers do while the store is away, for its warning.
+function Store:fallback()
+  if self.cfg.on_unavailable ~= "wait" then return "pacing and tokens fall back to this process's own" end
+  if self.misconfigured then return "calls fail with invalid_argument" end
+  return format("calls wait for it, %g s at most (and within their timeout)", self:wait_limit())
+end
+
+function Store:failed(message, how)
   self.down_until = core.time() + M.RETRY_AFTER
   self.failures = self.failures + 1
   self.last_error = message
+  -- a Redis Cluster: waiting brings nothing; the configuration is wrong
+  self.misconfigured = how == "cluster" or nil
   if not self.warned then
     self.warned = true
     warn(format("fileapi: the store (%s) is unavailable (%s); %s until it answers again", self.where,
-      tostring(message):sub(1, 200), self.cfg.on_unavailable == "wait"
-        and "calls wait for it within their timeout" or "pacing and tokens fall back to this process's own"))
+      tostring(message):sub(1, 200), self:fallback()))
   end
 end
 
 function Store:answered()
+  self.misconfigured = nil
   if self.warned then
     self.warned = false
     if os.getenv("FILEAPI_DEBUG") then warn(format("fileapi: the store (%s) answers again", self.where)) end
@@ -144,10 +162,10 @@ end
 -- once the store has been marked unavailable (a raise counts as a failure).
 local function guarded(self, fn, ...)
   if not self:usable() then return nil, self.last_error or "unavailable" end
-  local ok, reply, err = pcall(fn, ...)
+  local ok, reply, err, how = pcall(fn, ...)
   if not ok then reply, err = nil, reply end
   if reply == nil then
-    self:failed(err)
+    self:failed(err, how)
     return nil, err
   end
   self:answered()
@@ -163,20 +181,33 @@ function Store:call(...)
   return guarded(self, self.link.call, ...)
 end
 
+-- For "wait": how long a caller waits for a store that does not answer,
+-- at most (its call's timeout may cut it shorter).
+function Store:wait_limit()
+  return max(M.WAIT_AT_LEAST, M.WAIT_TIMEOUTS * self.cfg.timeout)
+end
+
 -- For "wait": sleeps (yielding in nginx) until the store may be tried
--- again, if that is before the deadline.  Returns whether it slept.
+-- again, if that is before the deadline.  Returns whether it slept.  A
+-- Redis Cluster is not waited for.
 function Store:wait_until_usable(sleep, deadline)
   local at = self.down_until
-  if at > deadline then return false end
+  if at > deadline or self.misconfigured then return false end
   local d = at - core.time()
-  if d > 0 and sleep(d) == false then return false end
+  -- nginx sleeps whole milliseconds: less would be a sleep(0), spinning
+  if d > 0 and sleep(max(d, 0.002)) == false then return false end
   return true
 end
 
--- The error a "wait" caller returns when the store stayed away.
-function Store:unavailable_error()
-  return util.new_error("network", format("the store (%s) did not answer within the call's time (%s)", self.where,
-    tostring(self.last_error or "unavailable"):sub(1, 200)), { retryable = true })
+-- The error a "wait" caller returns when the store stayed away (waited:
+-- the seconds it waited, if known), or answered as a Redis Cluster.
+function Store:unavailable_error(waited)
+  local why = tostring(self.last_error or "unavailable"):sub(1, 200)
+  if self.misconfigured then
+    return util.new_error("invalid_argument", format("the store (%s): %s", self.where, why), { request_sent = false })
+  end
+  return util.new_error("network", format("the store (%s) did not answer within %s (%s)", self.where,
+    waited and format("%.1f s", waited) or "the call's time", why), { retryable = true, request_sent = false })
 end
 
 M.Store = Store
