@@ -52,6 +52,21 @@ describe("rate budget #waits", function()
     c:close()
   end)
 
+  it("a request that reached the server late holds its slot from its answer, not from its start", function()
+    -- the first request is counted 0.6 s after its slot was taken (a slow
+    -- network, a loaded machine): the fourth must not go when that slot's
+    -- start leaves the window, or the server still counts it
+    mock:config({ rate_limit = 3, rate_window = 2 })
+    mock:faults({ { type = "delay", seconds = 0.6, path = "/v1/files" } })
+    local c = new_client({ rate_window = 2, retries = 0 })
+    for i = 1, 4 do
+      local _, err = c:mkdir("late" .. i)
+      assert.is_nil(err and tostring(err))
+    end
+    c:close()
+    assert.same(0, mock:stats().rejected)
+  end)
+
   it("a number keeps any window at N requests, below the server's limit", function()
     mock:config({ rate_limit = 100, rate_window = 1 })
     local c = new_client({ rate_limit = 4, rate_window = 1 })

@@ -20,7 +20,8 @@
 local core = require "fileapi.core"
 
 local tonumber, tostring, concat, max, min, format = tonumber, tostring, table.concat, math.max, math.min, string.format
-local floor, type, pcall = math.floor, type, pcall
+local abs = math.abs
+local floor, type, pcall, running = math.floor, type, pcall, coroutine.running
 
 local M = {}
 local Budget = {}
@@ -39,6 +40,11 @@ M.RESET_MARGIN = RESET_MARGIN
 -- A Reset in whole seconds (a UNIX time, rounded up) can name a moment up
 -- to a second past the window it closes.
 M.RESET_SLACK = 1
+M.margin = margin
+
+-- The key a thread's slot is held under (the main thread is nil in 5.1).
+local MAIN = {}
+local function holder() return running() or MAIN end
 
 local function whole_count(text)
   local v = tonumber(text)
@@ -125,11 +131,12 @@ end
 
 local UNKNOWN_KEEP = 256
 
--- Runs fn on the log and server facts when nobody else holds them; never
--- waits for the shared dict's lock (a missed update is corrected by the
--- next response).
-function Budget:if_unlocked(fn)
+-- Runs fn on the log and server facts under the shared dict's lock: waiting
+-- for it when given a sleep (which yields in nginx), else only when nobody
+-- else holds it (a missed update is corrected by the next response).
+function Budget:if_unlocked(fn, sleep)
   if not self.dict then return fn() end
+  if sleep then return with_lock(self, sleep, fn) end
   local lock = self.dict_key .. ":lock"
   if self.dict:add(lock, true, 0.5) then
     pcall(fn)
@@ -212,7 +219,7 @@ function Budget:acquire(sleep, on_wait)
       wait, too_long = try_take(self, now)
     end
     if wait <= 0 then
-      self:in_flight(1)
+      self:hold(now)
       return true
     end
     -- however the facts move, one call never waits past window + max_wait
@@ -237,6 +244,14 @@ function Budget:record()
     local log, server = self:load(now)
     self:save(append(log, now, limit_of(self, server)), server)
   end)
+  self:hold(now)
+end
+
+-- The slot taken at `at` is this thread's until its attempt is over.
+function Budget:hold(at)
+  self.held = self.held or {}
+  self.held[holder()] = at
+  self:in_flight(1)
 end
 
 -- Requests sent and not yet answered, by this process (per worker in
@@ -246,9 +261,44 @@ function Budget:in_flight(delta)
   return self.flying
 end
 
--- An attempt is over (answered or not).
-function Budget:done()
+-- The slot at `at` moved to `to` (nil: given back), in log order.  The
+-- shared dict keeps milliseconds: its nearest entry is the slot.
+local function move_slot(log, at, to)
+  local best
+  for i = #log, 1, -1 do
+    if abs(log[i] - at) < 0.0015 and (not best or abs(log[i] - at) < abs(log[best] - at)) then best = i end
+  end
+  if not best then return false end
+  table.remove(log, best)
+  if to then
+    local i = #log
+    while i > 0 and log[i] > to do i = i - 1 end
+    table.insert(log, i + 1, to)
+  end
+  return true
+end
+
+-- An attempt is over (answered or not).  One that never left, or that the
+-- server refused with 429 (a throttle counts what it lets through), gives
+-- its slot back.  One that took long (a new connection, a loaded machine, a
+-- big body) may have reached the server well after its slot's time, by more
+-- than the margin covers: its slot moves to now, when it has surely
+-- arrived.  Fast ones, most of them, cost nothing more.  sleep: for the
+-- shared dict's lock (it yields in nginx).
+function Budget:done(res, err, sleep)
   self:in_flight(-1)
+  local at = self.held and self.held[holder()]
+  if not at then return end
+  self.held[holder()] = nil
+  local now = core.time()
+  local give_back = (res and res.status == 429) or (not res and err and err.request_sent == false)
+  if not give_back and now - at < margin(self.window) / 2 then return end
+  local to = not give_back and now or nil
+  local function settle()
+    local log, server = self:load(now)
+    if move_slot(log, at, to) then self:save(log, server) end
+  end
+  self:if_unlocked(settle, sleep)
 end
 
 -- A header value that is ignored, noted once per budget: in nginx's log, or
@@ -292,14 +342,13 @@ end
 -- date) blocks every request until it has passed, capped by max_retry_wait.
 -- Returns what it took from the headers, checked: { limit, remaining,
 -- reset, retry (seconds) }, each nil where absent or senseless.
-function Budget:observe(headers, status)
+function Budget:observe(headers, status, sleep)
   if not headers then return nil end
   local now = core.time()
   local limit, remaining, reset = parse_headers(self, headers)
   local retry = headers["retry-after"] and core.retry_after(headers["retry-after"], now)
   local facts = { limit = limit, remaining = remaining, reset = reset, retry = retry }
   if status == 429 and retry then self.blocked_until = max(self.blocked_until, now + min(retry, self.max_wait)) end
-  if status == 429 then self:forget_last() end
   if not (limit or remaining or reset) then return facts end
   self:if_unlocked(function()
     local log, server = self:load(now)
@@ -312,19 +361,9 @@ function Budget:observe(headers, status)
     server.remaining = left
     server.reset = reset
     self:save(log, server)
-  end)
+  end, sleep)
   self.last = { limit = limit, remaining = remaining, reset = reset }
   return facts
-end
-
--- A request the server refused with 429 took no slot of its window (a
--- throttle counts the requests it lets through): out of the log.
-function Budget:forget_last()
-  self:if_unlocked(function()
-    local log, server = self:load(core.time())
-    table.remove(log)
-    self:save(log, server)
-  end)
 end
 
 -- { limit, remaining, reset, ignored } as the server last said, or nil.

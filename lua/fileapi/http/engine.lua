@@ -336,8 +336,8 @@ local function attempts_loop(self, req, perform, sleep)
     creq.headers = d and download.resume_headers(d, headers) or headers
     res, err = perform(creq)
     if self.budget then
-      if res then self.budget:observe(res.headers, res.status) end
-      self.budget:done(res, err)
+      if res then self.budget:observe(res.headers, res.status, sleep) end
+      self.budget:done(res, err, sleep)
     end
     if d then download.settle(d, res or err) end
     if res and res.status >= 200 and res.status < 300 then break end

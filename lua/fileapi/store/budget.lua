@@ -203,7 +203,6 @@ end
 local function took(self, member)
   self.held[running() or MAIN] = { member = member, at = core.time() }
   self.loc:record()
-  self.loc:in_flight(1)
   return true
 end
 
@@ -296,8 +295,8 @@ end
 
 -- What a response said: to the process's own budget, and to the fleet
 -- when it changes anything there (a 429, a block, a limit not yet shared).
-function Fleet:observe(headers, status)
-  local said = self.loc:observe(headers, status)
+function Fleet:observe(headers, status, sleep)
+  local said = self.loc:observe(headers, status, sleep)
   if not said then return end
   local held = self.held[running() or MAIN]
   local member = held and held.member
@@ -316,8 +315,8 @@ end
 -- the server well after its slot's time, by more than the margin covers:
 -- its slot is moved to now, when it has surely arrived.  Fast ones, most of
 -- them, cost nothing more.
-function Fleet:done(res, err)
-  self.loc:done()
+function Fleet:done(res, err, sleep)
+  self.loc:done(res, err, sleep)
   local co = running() or MAIN
   local held = self.held[co]
   self.held[co] = nil
