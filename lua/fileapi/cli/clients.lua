@@ -9,9 +9,7 @@ local M = {}
 local function client_options(opts, out)
   return { base_url = opts.base_url, timeout = opts.timeout, connect_timeout = opts.connect_timeout,
     idle_timeout = opts.idle_timeout, retries = opts.retries,
-    on_wait = not opts.quiet and function(seconds)
-      out.err:write(("fileapi: waiting %.1f s (rate limit)\n"):format(seconds))
-    end or nil }
+    on_wait = not opts.quiet and function(seconds, reason) out:waiting(seconds, reason) end or nil }
 end
 
 -- An API key from MKP_API_KEY; else the tokens `fileapi login` stored.

@@ -49,7 +49,8 @@ M.LIST = {
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
       .. "(see Beyond one machine)" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
-    doc = "`function(seconds)` told before each wait for the rate limit or a `Retry-After`" },
+    doc = "`function(seconds, reason)` told before each wait; `reason`: `\"rate_limit\"` (pacing), "
+      .. "`\"retry_after\"` (the server's `Retry-After`) or `\"backoff\"` (before another attempt)" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",
     doc = "the API's root (each API module names its default below)" },
 }
