@@ -63,6 +63,7 @@ build = {
       ["fileapi.cli.mkp"] = "lua/fileapi/cli/mkp.lua",
       ["fileapi.cli.output"] = "lua/fileapi/cli/output.lua",
       ["fileapi.cli.shares"] = "lua/fileapi/cli/shares.lua",
+      ["fileapi.cli.sources"] = "lua/fileapi/cli/sources.lua",
       ["fileapi.drive"] = "lua/fileapi/drive.lua",
       ["fileapi.drive.common"] = "lua/fileapi/drive/common.lua",
       ["fileapi.drive.items"] = "lua/fileapi/drive/items.lua",

@@ -80,7 +80,7 @@ describe("fileapi command #children", function()
       { "mkdir X --dir fsd_missing0001", 6, "not_found" },
       { "mkdir ''", 2, "invalid_argument" },
       { "mkdir X --bogus", 2, "unknown option" },
-      { "mkdir X --timeout soon", 2, "needs a number" },
+      { "mkdir X --timeout soon", 2, "--timeout must be a number of seconds >= 0 (got soon)" },
       { "upload /no/such/file", 3, "No such file" },
       { "share-mkdir visitor-token X", 5, "Access Denied" },
       { "share-mkdir no-such-token X", 6, "not_found" },
@@ -302,6 +302,146 @@ describe("fileapi command #children", function()
     assert.is_nil(out:find("unlock-me", 1, true))
     code, out = fileapi("share-mkdir protected-token X --header nonsense")
     assert.same(2, code, out)
+  end)
+
+  -- The bytes and the name and extension the mock stored for the upload
+  -- whose answer was `out` ("<uuid> NAME EXTENSION").
+  local function stored(out)
+    local id = out:match("(%x+%-%x+%-%x+%-%x+%-%x+) ")
+    for _, f in ipairs(mock:files()) do
+      if f.id == id then return f end
+    end
+    error("no stored file for: " .. out)
+  end
+
+  it("share-upload takes a file without an extension, standard input, --name and --extension", function()
+    local dir = helper.tmpname(".noext")
+    assert(os.execute("mkdir -p " .. helper.sh_quote(dir)))
+    local readme = helper.write_file(dir .. "/README", 2500)
+    local q = helper.sh_quote
+    -- no extension: the name is its own, as files.ro's web client sends it
+    local code, out = fileapi("share-upload editor-token " .. q(readme))
+    assert.same(0, code, out)
+    assert.matches("^%x+%-[%x-]+ README README\n$", out)
+    local f = stored(out)
+    assert.same({ "README", "README", 2500, helper.sha256(readme) }, { f.name, f.extension, f.size, f.sha256 })
+    -- --extension names another
+    code, out = fileapi("share-upload editor-token " .. q(readme) .. " --extension txt")
+    assert.same(0, code, out)
+    f = stored(out)
+    assert.same({ "README", "txt" }, { f.name, f.extension })
+    -- standard input, redirected: "stdin", as its own extension
+    code, out = fileapi("share-upload editor-token - < " .. q(readme))
+    assert.same(0, code, out)
+    f = stored(out)
+    assert.same({ "stdin", "stdin", helper.sha256(readme) }, { f.name, f.extension, f.sha256 })
+    -- a pipe, named by --name: its name and extension; FILESRO_TOKEN for the token
+    local e = {}
+    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. q(v) end
+    local p = io.popen(("cat %s | env %s FILESRO_TOKEN=editor-token sh %s %s %s share-upload - --name notes.csv 2>&1")
+      :format(q(readme), table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
+        q(helper.root .. "/bin/fileapi")))
+    out = p:read("*a")
+    p:close()
+    assert.matches("temporary file", out)
+    f = stored(out)
+    assert.same({ "notes", "csv", helper.sha256(readme) }, { f.name, f.extension, f.sha256 })
+    -- --name names one file
+    code, out = fileapi("share-upload editor-token " .. q(readme) .. " " .. q(readme) .. " --name x.txt")
+    assert.same(2, code, out)
+    assert.matches("%-%-name names one FILE", out)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("says why it waits: a retry after a refused connection, the server's Retry-After", function()
+    local code, out = fileapi("mkdir X --retries 1 --base-url http://127.0.0.1:" .. helper.closed_port() .. "/v1")
+    assert.same(4, code, out)
+    assert.matches("fileapi: waiting [%d.]+ s before trying again\n", out)
+    assert.is_nil(out:find("rate limit", 1, true), out)
+    mock:faults({ { type = "status", status = 503, headers = { ["Retry-After"] = "1" } } })
+    code, out = fileapi("mkdir Y")
+    assert.same(0, code, out)
+    assert.matches("fileapi: waiting 1%.0 s %(the server asked: Retry%-After%)\n", out)
+  end)
+
+  it("names its own flags in errors, and says what a number flag takes", function()
+    local q = helper.sh_quote
+    local path = helper.write_file(helper.tmpname(".txt"), 100)
+    local cases = {
+      { "share-upload editor-token " .. q(path) .. " --parent nope", 2, "--parent must be a UUID" },
+      { "share-upload editor-token " .. q(path) .. " --extension .txt", 2, "--extension must be 1 to 32" },
+      { "share-upload editor-token " .. q(path) .. " --path ../up", 2, "--path must not contain" },
+      { "share-mv editor-token file:" .. ("1"):rep(8) .. "-1111-4111-8111-111111111111 --to nope", 2,
+        "--to must be a UUID" },
+      { "mkdir X --dir nope", 2, "--dir must be a directory id" },
+      { "share fsf_abc12345678 --customer nope", 2, "--customer must look like" },
+      { "download %s -o " .. q(path), 3, "pass --force to replace it" },
+      { "mkdir X --retries -1", 2, "--retries must be a whole number >= 0 (got -1)" },
+      { "mkdir X --retries=1.5", 2, "--retries must be a whole number >= 0 (got 1.5)" },
+      { "mkdir X --retries 0x10", 2, "--retries must be a whole number >= 0 (got 0x10)" },
+      { "mkdir X --timeout -2", 2, "--timeout must be a number of seconds >= 0 (got -2)" },
+      { "mkdir X --connect-timeout 1e999", 2, "--connect-timeout must be a number of seconds >= 0 (got 1e999)" },
+      { "mkdir X --idle-timeout nan", 2, "--idle-timeout must be a number of seconds >= 0 (got nan)" },
+      { "share-upload editor-token " .. q(path) .. " --chunk-size 0", 2,
+        "--chunk-size must be a whole number of bytes >= 1 (got 0)" },
+    }
+    local id = mock:add_mkp_file({ name = "a.txt", path = path }).id
+    for _, case in ipairs(cases) do
+      local code, out = fileapi((case[1]:gsub("%%s", id)))
+      assert.same(case[2], code, case[1] .. ": " .. out)
+      assert.matches(case[3], out, 1, true)
+      for _, lua_name in ipairs({ "parent_id", "to_id", "customer_id", ": directory ", "overwrite", "chunk_size",
+          ": extension must", ": path must", ": retries must", "unknown option" }) do
+        assert.is_nil(out:find(lua_name, 1, true), case[1] .. ": " .. out)
+      end
+    end
+    os.remove(path)
+  end)
+
+  -- What a terminal shows of a command: script(1) gives it a pseudo-terminal.
+  local function on_terminal(args)
+    local screen = helper.tmpname(".tty")
+    local q = helper.sh_quote
+    local e = {}
+    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. q(v) end
+    local inner = ("env %s sh %s %s %s %s"):format(table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"),
+      helper.lua, q(helper.root .. "/bin/fileapi"), args)
+    local ok = os.execute(("script -qfec %s %s >/dev/null 2>&1"):format(q(inner), q(screen)))
+    local text = io.open(screen):read("*a")
+    os.remove(screen)
+    assert.truthy(ok == true or ok == 0, text)
+    return text
+  end
+
+  -- The percentage each bar shows last, before its line ends.
+  local function final_percents(text)
+    local out = {}
+    for line in text:gmatch("[^\n]+") do
+      local last
+      for pct in line:gmatch("%] +(%d+)%%") do last = tonumber(pct) end
+      if last then out[#out + 1] = last end
+    end
+    return out
+  end
+
+  it("progress bars end at 100% when the transfer is done #toolchain", function()
+    local q = helper.sh_quote
+    local path = helper.write_file(helper.tmpname(".bin"), 6 * 1024 * 1024)
+    local dest = helper.tmpname(".dl")
+    local tree = helper.tmpname(".tree")
+    assert(os.execute("mkdir -p " .. q(tree)))
+    helper.write_file(tree .. "/a.bin", 3 * 1024 * 1024)
+    helper.write_file(tree .. "/b.bin", 3 * 1024 * 1024)
+    local id = mock:add_mkp_file({ name = "a.bin", path = path }).id
+    local text = on_terminal("share-upload editor-token " .. q(path) .. " " .. q(path) .. " --chunk-size 4000000")
+      .. on_terminal("download " .. id .. " -o " .. q(dest)) .. on_terminal("upload -r " .. q(tree))
+    assert.same(helper.sha256(path), helper.sha256(dest))
+    os.execute("rm -rf " .. q(tree))
+    os.remove(path)
+    os.remove(dest)
+    -- two share uploads, a download, the tree's two files: each bar on a line of its own
+    assert.same({ 100, 100, 100, 100, 100 }, final_percents(text), text)
+    assert.matches("\nupload fsf_%w+ a%.bin\r?\n", text)
   end)
 
   it("cuts labels on UTF-8 boundaries", function()

@@ -173,6 +173,15 @@ for _, k in ipairs(kinds.LIST) do
   end
 end
 
+-- each wait is told with its reason
+CASES[#CASES + 1] = { "waits are told with their reason: the server's Retry-After, then a backoff",
+  { { type = "status", status = 503, headers = { ["Retry-After"] = "1" } }, { type = "status", status = 502 },
+    raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true) }, { retries = 2 },
+  function(out)
+    assert.same("ok", out.body)
+    assert.same({ "retry_after", "backoff" }, out.waits)
+  end }
+
 -- The 256 MiB bodies run in one stage only (see tools/suite.sh).
 local BIG = {
   { "a streamed 256 MiB body to a path", { { type = "file", size = 256 * MIB } }, { sink = "path", timeout = 120 },
@@ -190,7 +199,8 @@ local BIG = {
 -- What both transports must agree on.
 local function essence(out)
   return { ok = out.ok, status = out.status, kind = out.kind, body = out.body,
-    size = out.download and out.download.size, writer_bytes = out.writer_bytes, then_status = out.then_status }
+    size = out.download and out.download.size, writer_bytes = out.writer_bytes, then_status = out.then_status,
+    waits = out.waits }
 end
 
 describe("transport conformance #nginx", function()

@@ -88,6 +88,93 @@ describe("fileapi drive-* commands #children", function()
     os.execute("rm -rf " .. dir .. " " .. journal)
   end)
 
+  -- What the mock stored under each name: { extension, sha256 }.
+  local function stored_by_name()
+    local out = {}
+    for _, f in ipairs(mock:files()) do out[f.name] = { f.extension, f.sha256 } end
+    return out
+  end
+
+  it("drive-upload takes files without an extension: in a tree (-r), one FILE, standard input", function()
+    local q = helper.sh_quote
+    local dir = helper.tmpname(".tree")
+    os.execute("mkdir -p " .. q(dir .. "/src"))
+    local make = helper.write_file(dir .. "/Makefile", 700)
+    local main = helper.write_file(dir .. "/src/main.c", 300)
+    local license = helper.write_file(dir .. "/src/LICENSE", 200)
+    local code, out = fileapi("drive-upload -r " .. q(dir))
+    assert.same(0, code, out)
+    assert.matches("files 3, bytes 1200, skipped 0, failed 0", out)
+    local s = stored_by_name()
+    assert.same({ "Makefile", helper.sha256(make) }, s.Makefile)
+    assert.same({ "LICENSE", helper.sha256(license) }, s.LICENSE)
+    assert.same({ "c", helper.sha256(main) }, s.main)
+    mock:reset()
+    code, out = fileapi("drive-upload " .. q(make) .. " --extension mk")
+    assert.same(0, code, out)
+    code, out = fileapi("drive-upload - --name build.log < " .. q(make))
+    assert.same(0, code, out)
+    s = stored_by_name()
+    assert.same({ "mk", helper.sha256(make) }, s.Makefile)
+    assert.same({ "log", helper.sha256(make) }, s.build)
+    code, out = fileapi("drive-upload -r " .. q(dir) .. " --extension mk")
+    assert.same(2, code, out)
+    assert.matches("go with FILEs, not %-r", out)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("drive.new() takes the token drive-login stored, when FILESRO_API_TOKEN is not set", function()
+    local home = helper.tmpname(".xdg")
+    local pw = helper.tmpname(".pw")
+    local f = io.open(pw, "w")
+    f:write(helper.DRIVE_PASSWORD, "\n")
+    f:close()
+    local stored = { XDG_CONFIG_HOME = home, FILESRO_API_TOKEN = "" }
+    local script = helper.sh_quote([[
+      local d, err = require("fileapi.drive").new()
+      if not d then io.write(err.kind, ": ", err.message) os.exit(1) end
+      io.write(assert(d:me()).email)
+    ]])
+    local code, out = helper.run_lua("-e " .. script, { XDG_CONFIG_HOME = home, FILESRO_API_TOKEN = "",
+      FILESRO_BASE_URL = mock.base })
+    assert.same(1, code, out)
+    assert.matches("invalid_argument: token is required: .*fileapi drive%-login", out)
+    code, out = fileapi("drive-login --email " .. helper.DRIVE_EMAIL .. " --password-file " .. pw, stored)
+    assert.same(0, code, out)
+    code, out = helper.run_lua("-e " .. script, { XDG_CONFIG_HOME = home, FILESRO_API_TOKEN = "",
+      FILESRO_BASE_URL = mock.base })
+    assert.same(0, code, out)
+    assert.same(helper.DRIVE_EMAIL, out)
+    local token = cjson.decode(io.open(home .. "/fileapi/drive.json"):read("*a")).token
+    assert.same("Bearer " .. token, mock:last_request().headers.authorization)
+    os.remove(pw)
+    os.execute("rm -rf " .. helper.sh_quote(home))
+  end)
+
+  it("names its own flags in errors", function()
+    local zip = helper.write_file(helper.tmpname(".zip"), 10)
+    local cases = {
+      { "drive-zip folder:" .. ELSEWHERE .. " -o " .. zip, 3, "pass --force to replace it" },
+      { "drive-share folder:" .. ELSEWHERE .. " --permission editor --expires 0", 2,
+        "--expires must be a whole number of hours >= 1 (got 0)" },
+      { "drive-share folder:" .. ELSEWHERE .. " --permission editor --expires 1000000000", 2,
+        "--expires must be a whole number of hours >= 1" },
+      { "drive-mv file:" .. ELSEWHERE .. " --to nope", 2, "--to must be a UUID" },
+      { "drive-upload " .. zip .. " --parent nope", 2, "--parent must be a UUID" },
+      { "drive-tree --sort size", 2, "--sort must be" },
+      { "drive-request --folder nope", 2, "--folder must be" },
+    }
+    for _, case in ipairs(cases) do
+      local code, out = fileapi(case[1])
+      assert.same(case[2], code, case[1] .. ": " .. out)
+      assert.matches(case[3], out, 1, true)
+      for _, lua_name in ipairs({ "overwrite", "expiration", "to_id", "parent_id", ": sort", "folder_id" }) do
+        assert.is_nil(out:find(lua_name, 1, true), case[1] .. ": " .. out)
+      end
+    end
+    os.remove(zip)
+  end)
+
   it("drive-share with a password file and mails; drive-unshare; drive-send-share", function()
     local pw = helper.tmpname(".pw")
     local f = io.open(pw, "w")

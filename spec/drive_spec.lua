@@ -75,10 +75,12 @@ describe("drive", function()
       ]]), helper.mock_env(mock))
       assert.same(0, code, out)
       assert.same("owner@example.com", out)
+      -- none given, none in the environment, none stored (a fresh config folder)
+      local fresh = helper.tmpname(".xdg")
       code, out = helper.run_lua("-e " .. helper.sh_quote([[
         local d, err = require("fileapi.drive").new()
         io.write(tostring(d), " ", err.kind, " ", err.message)
-      ]]), { FILESRO_BASE_URL = mock.base })
+      ]]), { FILESRO_BASE_URL = mock.base, FILESRO_API_TOKEN = "", XDG_CONFIG_HOME = fresh })
       assert.same(0, code, out)
       assert.matches("^nil invalid_argument token is required", out)
     end)
@@ -374,7 +376,7 @@ describe("drive", function()
         function() return d:zip({}, helper.tmpname(".zip")) end,
         function() return d:upload_urls({}) end,
         function() return d:upload_urls({ "ftp://example.com/x" }) end,
-        function() return d:upload({ data = "x", filename = "noext" }) end,
+        function() return d:upload({ data = "x", filename = "noext" }, { extension = ".txt" }) end,
         function() return d:upload({ data = "x", filename = "a.txt" }, { parent_id = "" }) end,
         function() return d:navigation({ sort = "size" }) end,
       }

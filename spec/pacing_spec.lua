@@ -38,14 +38,18 @@ describe("rate budget #waits", function()
     assert.same(0, waits)
   end)
 
-  it("waits are told to on_wait and rate_limit() gives what the server said", function()
-    local waits = {}
-    local c = new_client({ rate_window = 1, on_wait = function(s) waits[#waits + 1] = s end })
+  it("waits are told to on_wait, with their reason, and rate_limit() gives what the server said", function()
+    local waits, reasons = {}, {}
+    local c = new_client({ rate_window = 1, on_wait = function(s, reason)
+      waits[#waits + 1] = s
+      reasons[reason] = (reasons[reason] or 0) + 1
+    end })
     mock:config({ rate_limit = 5, rate_window = 1 })
     for i = 1, 12 do assert(c:mkdir("w" .. i)) end
     assert.same(0, mock:stats().rejected)
     assert.is_true(#waits >= 2)
     for _, w in ipairs(waits) do assert.is_true(w > 0 and w <= 1.1, w) end
+    assert.same({ rate_limit = #waits }, reasons)
     local said = c:rate_limit()
     assert.same(5, said.limit)
     assert.is_true(said.remaining >= 0 and said.remaining < 5)

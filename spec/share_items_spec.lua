@@ -85,6 +85,22 @@ describe("share items", function()
       for _, p in ipairs(req.parts) do assert.are_not.equal("parent_id", p.name) end
     end)
 
+    it("a name without an extension goes as files.ro's web client sends it: its own extension", function()
+      local cases = {
+        { "README", "README", "README" },
+        { "Makefile", "Makefile", "Makefile" },
+        { ".profile", ".profile", "profile" },
+        { "notes.2024 draft", "notes.2024 draft", "bin" }, -- no extension the server keeps: whole, with bin
+        { "résumé", "résumé", "bin" },
+        { "archive.tar.gz", "archive.tar", "gz" },
+      }
+      for _, c in ipairs(cases) do
+        local file = assert(share:upload({ data = c[1], filename = c[1] }))
+        local rec = stored(file.id)
+        assert.same({ c[2], c[3], #c[1] }, { rec.name, rec.extension, rec.size }, c[1])
+      end
+    end)
+
     it("a 200 MiB file goes in 16 MiB chunks, in order, byte-identical, in flat memory #slow", function()
       local path = helper.write_file(helper.tmpname(".bin"), 200 * MIB)
       local script = ([[
@@ -192,7 +208,6 @@ describe("share items", function()
 
     it("nothing is sent for a bad value", function()
       local bad = {
-        { { data = "x", filename = "noext" }, {} },
         { { data = "x", filename = "a.txt" }, { extension = "" } },
         { { data = "x", filename = "a.txt" }, { extension = ".txt" } },
         { { data = "x", filename = "a.txt" }, { parent_id = "not-a-uuid" } },

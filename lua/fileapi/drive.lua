@@ -20,7 +20,8 @@ M.DEFAULT_BASE_URL = "https://files.ro"
 
 local function check_token(token)
   if token == nil or token == "" then
-    return nil, "token is required (or set FILESRO_API_TOKEN): drive.login{ email, password } gives one"
+    return nil, "token is required: pass token, set FILESRO_API_TOKEN or sign in once with `fileapi drive-login`"
+      .. " (drive.login{ email, password } gives one)"
   end
   if #token > 512 or token:find("[^\33-\126]") then
     return nil, "token must be printable ASCII without spaces or control characters"
@@ -33,12 +34,29 @@ local function base_url(topts)
     topts.allow_insecure)
 end
 
+--- drive.default_token() -> the token drive.new uses when given none | nil, why
+--- $FILESRO_API_TOKEN; else, outside nginx, the one `fileapi drive-login`
+--- stored (read where the command reads it: one reader, one file).  Inside
+--- nginx a server never takes up a person's sign-in by accident.
+function M.default_token()
+  local env = getenv("FILESRO_API_TOKEN")
+  if env and env ~= "" then return env end
+  if rawget(_G, "ngx") then return nil end
+  local stored, why = require("fileapi.cli.credentials").load_drive()
+  if stored then return stored.token end
+  return nil, why
+end
+
 --- drive.new{ token, base_url, <transport options> } -> drive | nil, err
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local token = util.check_field(opts, "token", "string", "new")
   local topts, msg = engine.check_options(opts, "new", { "token" })
-  if token == nil then token = getenv("FILESRO_API_TOKEN") end
+  if token == nil then
+    local why
+    token, why = M.default_token()
+    if why then return util.invalid(why) end
+  end
   local ok, why = check_token(token)
   if not ok then return util.invalid(why) end
   if not topts then return util.invalid(msg) end

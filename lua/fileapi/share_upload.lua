@@ -16,13 +16,6 @@ local M = {}
 
 M.DEFAULT_CHUNK_SIZE = 64000000
 
--- "report.final.pdf" -> "report.final", "pdf"; ".profile" has none.
-local function split_name(filename)
-  local base, ext = filename:match("^(.+)%.([^./]+)$")
-  if not base then return filename, nil end
-  return base, ext
-end
-
 -- A relative folder path such as "a/b", as the server reads it: the
 -- folders between the first and the last "/" of "/a/b/<file name>".
 local function check_path(path)
@@ -37,19 +30,41 @@ local function check_path(path)
   return true
 end
 
+local function valid_extension(ext)
+  return ext ~= "" and #ext <= 32 and not ext:find("[^%w_-]")
+end
+
+-- "report.final.pdf" -> "report.final", "pdf"; ".profile", "README" and
+-- "notes.2024 draft" have none (the last is no extension the server keeps).
+local function split_name(filename)
+  local base, ext = filename:match("^(.+)%.([^./]+)$")
+  if not base or not valid_extension(ext) then return filename, nil end
+  return base, ext
+end
+
+-- The server needs an extension for every file (it stores the bytes as
+-- <uuid>.<extension>, and names a download <name>.<extension> unless the
+-- name holds the extension already).  A name without one is sent as its
+-- own extension, as files.ro's web client does (the last dot-separated
+-- part of the name, here the whole name): README goes as README, README,
+-- and comes back as README.  A name that cannot be an extension (spaces,
+-- other characters, over 32 bytes) goes as "bin".
+local function default_extension(filename)
+  local last = filename:match("([^.]*)$")
+  if valid_extension(last) then return last end
+  return "bin"
+end
+
 -- Checks the options and settles name, extension and size; nil, message
 -- for a bad value.  Nothing is sent before this has passed.
 function M.plan(part, opts, UUID)
   local plan = { part = part }
   local base, ext = split_name(part.filename)
   plan.name = opts.name or base
-  plan.extension = opts.extension or ext
+  plan.extension = opts.extension or ext or default_extension(part.filename)
   local ok, why = util.check_name("name", plan.name)
   if not ok then return nil, why end
-  if not plan.extension then
-    return nil, "the file name has no extension: pass extension = \"...\""
-  end
-  if plan.extension == "" or #plan.extension > 32 or plan.extension:find("[^%w_-]") then
+  if not valid_extension(plan.extension) then
     return nil, "extension must be 1 to 32 letters, digits, - or _ (without the dot)"
   end
   if opts.parent_id and not opts.parent_id:match(UUID) then return nil, "parent_id must be a UUID" end

@@ -37,12 +37,13 @@ end
 -- spec: { url, method, transport, timeout, max_response, retries, sink =
 -- "path"|"writer", path, headers, body }
 function M.run(spec)
+  local out = { waits = {} }
   local opts = assert(transport.check_options({
     transport = spec.transport, timeout = spec.timeout or 5, max_response = spec.max_response,
     retries = spec.retries or 0, backoff = 0.01, max_retry_wait = spec.max_retry_wait, rate_window = spec.rate_window,
+    on_wait = function(_, reason) out.waits[#out.waits + 1] = reason end,
   }, "new"))
   local t = assert(transport.new(opts, {}))
-  local out = {}
   local req = { method = spec.method or "GET", url = spec.url, headers = spec.headers or {}, body = spec.body }
   if spec.sink == "path" then
     req.sink, req.overwrite = spec.path, true

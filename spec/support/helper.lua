@@ -27,6 +27,8 @@ M.DRIVE_TOKEN = "1|ownerTestToken0123456789abcdefghijklmnopq"
 M.DRIVE_EMAIL, M.DRIVE_PASSWORD = "owner@example.com", "correct horse battery"
 -- the application the mock's manage host knows (spec/support/mock/oauth.lua)
 M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = "app_test", "app-secret-7f3k"
+-- a files.ro share whose visitors may edit (spec/support/mock/filesro.lua)
+M.EDITOR_SHARE = "editor-token"
 
 function M.pid()
   return io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
@@ -100,7 +102,7 @@ function Mock:stop()
   os.remove(self.port_file)
 end
 
--- opts.tls = { cert = , key = } serves HTTPS.
+-- opts.tls = { cert = , key = } serves HTTPS; opts.port: that port (default: a free one).
 -- Server pid files go where spec/run.sh can find them: it stops whatever
 -- is left when the run ends, even if a spec died before its teardown.
 local function remember_pid(name, pid)
@@ -115,8 +117,9 @@ function M.start_mock(opts)
   local port_file = M.tmpname(".port")
   local log = os.getenv("FILEAPI_MOCK_LOG") or "/dev/null"
   local tls = opts.tls and (" --tls-cert %s --tls-key %s"):format(sh_quote(opts.tls.cert), sh_quote(opts.tls.key)) or ""
-  local cmd = ("%s %s --port-file %s --parent %s%s >>%s 2>&1 &"):format(M.mock_lua,
-    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), tls, sh_quote(log))
+  local fixed = opts.port and (" --port %d"):format(opts.port) or ""
+  local cmd = ("%s %s --port-file %s --parent %s%s%s >>%s 2>&1 &"):format(M.mock_lua,
+    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), tls, fixed, sh_quote(log))
   assert(os.execute(cmd))
   for _ = 1, 100 do
     local f = io.open(port_file)

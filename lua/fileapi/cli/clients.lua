@@ -11,9 +11,7 @@ local M = {}
 -- The flags' transport options (fileapi.cli declares them from the list).
 local function client_options(opts, out)
   local copts = {
-    on_wait = not opts.quiet and function(seconds)
-      out.err:write(("fileapi: waiting %.1f s (rate limit)\n"):format(seconds))
-    end or nil }
+    on_wait = not opts.quiet and function(seconds, reason) out:waiting(seconds, reason) end or nil }
   for _, o in ipairs(options.CLI) do copts[o.name] = opts[o.name] end
   return copts
 end

@@ -4,11 +4,9 @@
 -- one `fileapi drive-login` stored.
 local core = require "fileapi.core"
 local drive = require "fileapi.drive"
-local output = require "fileapi.cli.output"
 local clients = require "fileapi.cli.clients"
 local credentials = require "fileapi.cli.credentials"
-
-local progress_bar, show_bar = output.progress_bar, output.show_bar
+local sources = require "fileapi.cli.sources"
 
 local C = {}
 
@@ -24,19 +22,17 @@ local function fail_local(out, what, kind, message)
   return out:fail(what, core.error({ kind = kind, message = message, retryable = false, attempts = 0 }))
 end
 
--- The owner's client: FILESRO_API_TOKEN, else the stored token.
+-- The owner's client: FILESRO_API_TOKEN, else the stored token (the
+-- library's own default).
 local function open_drive(opts, out, what)
   local copts = clients.options(opts, out)
   copts.base_url = opts.base_url or os.getenv("FILESRO_BASE_URL")
-  local env = os.getenv("FILESRO_API_TOKEN")
-  if not env or env == "" then
-    local stored, why = credentials.load_drive()
-    if not stored then
-      return nil, fail_local(out, what, "unauthorized",
-        why or "no files.ro token: set FILESRO_API_TOKEN or run fileapi drive-login")
-    end
-    copts.token = stored.token
+  local token, why = drive.default_token()
+  if not token then
+    return nil, fail_local(out, what, "unauthorized",
+      why or "no files.ro token: set FILESRO_API_TOKEN or run fileapi drive-login")
   end
+  copts.token = token
   local d, err = drive.new(copts)
   if not d then return nil, out:fail(what, err) end
   return d
@@ -104,18 +100,10 @@ local function command(what, call, text)
 end
 
 local function upload_files(d, opts, out)
-  for _, path in ipairs(opts.files) do
-    if core.interrupted() then break end
-    local bar = show_bar(opts) and progress_bar(path:match("[^/]*$"), out.err)
-    local file, err = d:upload(path, { parent_id = opts.parent, path = opts.path, chunk_size = opts.chunk_size,
-      on_progress = bar or nil })
-    if bar then out.err:write("\n") end
-    if file then
-      out:result(path, file, ("%s %s %s"):format(file.id, file.name, file.filesize or "-"))
-    else
-      out:fail(path, err)
-    end
-  end
+  sources.each(opts, out, function(source, name, on_progress)
+    return d:upload(sources.named(source, name), { parent_id = opts.parent, path = opts.path,
+      extension = opts.extension, chunk_size = opts.chunk_size, on_progress = on_progress })
+  end, function(file) return ("%s %s %s"):format(file.id, file.name, file.filesize or "-") end)
   return true
 end
 
@@ -144,9 +132,14 @@ end
 C.upload = command("drive-upload", function(d, opts, out)
   if opts.recursive then
     if #opts.files ~= 1 then return nil, "drive-upload -r takes one DIR" end
+    if opts.name or opts.extension then
+      return nil, "--name and --extension go with FILEs, not -r (a file without an extension goes as its own)"
+    end
     return upload_tree(d, opts, out)
   end
   if opts.journal then return nil, "--journal goes with -r" end
+  local ok, why = sources.check(opts, opts.files)
+  if not ok then return nil, why end
   return upload_files(d, opts, out)
 end)
 
@@ -182,13 +175,14 @@ C.zip = command("drive-zip", function(d, opts, out)
   if not items then return nil, why end
   local dest = opts.output
   local to_stdout = dest == "-"
-  local bar = not to_stdout and show_bar(opts) and progress_bar(dest:match("[^/]*$"), out.err)
+  local update, finish
+  if not to_stdout then update, finish = out:bar(dest:match("[^/]*$")) end
   local res, err = d:zip(items, to_stdout and function(chunk)
     local ok, werr = out.out:write(chunk)
     if not ok then return nil, werr end
     return true
-  end or dest, { overwrite = opts.force or false, on_progress = bar or nil })
-  if bar then out.err:write("\n") end
+  end or dest, { overwrite = opts.force or false, on_progress = update })
+  if finish then finish(res ~= nil) end
   if not res then return nil, err end
   if to_stdout then return true end
   return res

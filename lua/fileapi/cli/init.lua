@@ -25,23 +25,45 @@ exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):
 
 -- ---- the parser -------------------------------------------------------------------
 
-local function number(name)
+-- The flags that take a number.  A value such as -1 would look like a flag
+-- to the parser: main() joins it to its flag first, so that the check below
+-- can say what is wrong with it.
+local NUMERIC = {}
+
+-- A flag's number: decimal only (no hex, inf or nan); `whole` for counts;
+-- at least `least`; `unit` for the message.
+local function number(flag, least, whole, unit)
+  NUMERIC[flag] = true
+  local want = ("%s must be %s%s >= %s"):format(flag, whole and "a whole number" or "a number",
+    unit and (" of " .. unit) or "", least)
   return function(v)
-    local n = tonumber(v)
-    if not n then return nil, name .. " needs a number" end
+    local n = v:match("^%s*%-?%d*%.?%d*[eE]?[-+]?%d*%s*$") and v:find("%d") and tonumber(v)
+    if not n or n ~= n or n == math.huge or n == -math.huge or n < least or (whole and n ~= math.floor(n)) then
+      return nil, want .. " (got " .. v .. ")"
+    end
     return n
   end
 end
 
 -- The transport options marked `cli` in their list (fileapi.http.options):
--- connect_timeout is --connect-timeout, with the list's help and default.
+-- connect_timeout is --connect-timeout, with the list's help and default;
+-- a number is read as the command line reads numbers, then checked by its
+-- row, and the row's words name the flag.
 local function transport_flags(cmd)
   for _, o in ipairs(options.CLI) do
     local flag = "--" .. o.name:gsub("_", "-")
     local help = type(o.cli) == "string" and o.cli or o.doc
     if o.default ~= nil then help = ("%s (default %s)"):format(help, tostring(o.default)) end
     local opt = cmd:option(flag, help)
-    if o.type == "number" then opt:convert(number(flag)) end
+    if o.type == "number" then
+      local read = number(flag, o.range and o.range[1] or 0, o.check == options.whole, o.unit)
+      opt:convert(function(v)
+        local n, why = read(v)
+        why = why or n and options.value_error(o, n)
+        if why then return nil, (why:gsub("^" .. o.name, flag)) end
+        return n
+      end)
+    end
   end
 end
 
@@ -50,6 +72,15 @@ local function common(cmd)
   cmd:flag("--json", "print a JSON object per line as each item finishes")
   cmd:flag("--quiet", "no progress bar, no waiting messages")
   return cmd
+end
+
+local function chunk_size() return number("--chunk-size", 1, true, "bytes") end
+
+-- files.ro stores a file under a name and an extension (both required).
+local function filesro_naming(cmd)
+  cmd:option("--name", "the file name to send: its name and extension (default: the base name; stdin for -)")
+  cmd:option("--extension", "the extension to send, without the dot (default: the name's; a name without one "
+    .. "is sent with itself as the extension, as files.ro's web client does)")
 end
 
 local function share_options(cmd)
@@ -68,7 +99,8 @@ local function drive_commands(p)
   up:flag("-r --recursive", "mirror the folder tree DIR (folders are made by the uploads' paths)")
   up:option("--parent", "into folder UUID (default: home)")
   up:option("--path", "into folders a/b under it (made as needed)")
-  up:option("--chunk-size", "bytes per request (default 64000000)"):convert(number("--chunk-size"))
+  filesro_naming(up)
+  up:option("--chunk-size", "bytes per request (default 64000000)"):convert(chunk_size())
   up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
   up:flag("--hidden", "with -r: include hidden files and folders")
   up:flag("--follow-symlinks", "with -r: follow symbolic links")
@@ -95,7 +127,8 @@ local function drive_commands(p)
   local sh = common(p:command("drive-share", "make a share link for an item (TYPE:ID); prints the link"))
   sh:argument("item", "TYPE:ID")
   sh:option("--permission", "editor or visitor (needed for a folder)")
-  sh:option("--expires", "the link expires after HOURS (whole hours; default: never)"):convert(number("--expires"))
+  sh:option("--expires", "the link expires after HOURS (whole hours; default: never)")
+    :convert(number("--expires", 1, true, "hours"))
   sh:option("--password-file", "protect the link with the password in this file")
   sh:option("--email", "mail the link to this address"):count("*")
   common(p:command("drive-unshare", "revoke share links")):argument("tokens", "TOKEN..."):args("+")
@@ -156,7 +189,7 @@ local function build_parser()
     :count(1)
   li:option("--scope", "scopes, separated by spaces (default: every files, fileshare and filerequest scope)")
   li:option("--client-secret-file", "read the App Secret from this file (default: $MKP_CLIENT_SECRET)")
-  li:option("--wait", "seconds to wait for the browser (default 300)"):convert(number("--wait"))
+  li:option("--wait", "seconds to wait for the browser (default 300)"):convert(number("--wait", 0, false, "seconds"))
   p:command("logout", "delete the stored tokens")
   local smk = share_options(p:command("share-mkdir", "create a folder in a files.ro share"))
   smk:argument("args", "[TOKEN] NAME"):args("+")
@@ -165,7 +198,8 @@ local function build_parser()
   sup:argument("args", "[TOKEN] FILE..."):args("+")
   sup:option("--parent", "into folder UUID")
   sup:option("--path", "into folders a/b (made as needed)")
-  sup:option("--chunk-size", "bytes per request (default 64000000)"):convert(number("--chunk-size"))
+  filesro_naming(sup)
+  sup:option("--chunk-size", "bytes per request (default 64000000)"):convert(chunk_size())
   local srm = share_options(p:command("share-rm", "delete items (TYPE:ID, file or folder) from a share"))
   srm:argument("args", "[TOKEN] TYPE:ID..."):args("+")
   srm:flag("--force", "delete for good (default: to the owner's trash)")
@@ -190,6 +224,64 @@ for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, uplo
   RUN["drive-" .. name] = fn
 end
 
+-- "--retries -1" as "--retries=-1": the parser takes a word that starts
+-- with "-" for a flag, and would say "unknown option '-1'".
+local function join_negative_numbers(argv)
+  local out, i, flags = {}, 1, true
+  while i <= #argv do
+    local a, nxt = argv[i], argv[i + 1]
+    if a == "--" then flags = false end -- the rest are arguments
+    if flags and NUMERIC[a] and nxt and nxt:match("^%-[%d.]") then
+      out[#out + 1] = a .. "=" .. nxt
+      i = i + 2
+    else
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  return out
+end
+
+-- Which flag set each Lua option a command passes, for the library's
+-- messages (see output's in_flag_words); the transport options' flags
+-- are every command's.
+local FLAGS = {
+  upload = { directory = "--dir", filename = "--name", mime = "--mime", journal = "--journal" },
+  mkdir = { directory = "--dir" },
+  download = { overwrite = "--force" },
+  share = { customer_id = "--customer" },
+  ["request-files"] = { customer_id = "--customer", directory = "--dir" },
+  ["share-mkdir"] = { parent_id = "--parent" },
+  ["share-upload"] = { parent_id = "--parent", path = "--path", extension = "--extension", chunk_size = "--chunk-size",
+    filename = "--name", name = "--name" },
+  ["share-mv"] = { to_id = "--to" },
+  ["drive-upload"] = { parent_id = "--parent", path = "--path", extension = "--extension",
+    chunk_size = "--chunk-size", filename = "--name", name = "--name", journal = "--journal" },
+  ["drive-mv"] = { to_id = "--to" },
+  ["drive-zip"] = { overwrite = "--force" },
+  ["drive-tree"] = { sort = "--sort", direction = "--direction" },
+  ["drive-share"] = { permission = "--permission", expiration = "--expires" },
+  ["drive-request"] = { folder_id = "--folder", name = "--name", email = "--email", notes = "--notes" },
+}
+local TRANSPORT_FLAGS = { base_url = "--base-url", timeout = "--timeout", connect_timeout = "--connect-timeout",
+  idle_timeout = "--idle-timeout", retries = "--retries" }
+
+-- A message that starts with an option's name is about a value: only the
+-- options the user set are named by their flag (the rest came from the
+-- environment or the library's defaults); a hint (overwrite = true) is
+-- always the flag to add.
+local function flags_for(opts)
+  local out = {}
+  for name, flag in pairs(TRANSPORT_FLAGS) do
+    if opts[name] ~= nil then out[name] = flag end
+  end
+  for name, flag in pairs(FLAGS[opts.command] or {}) do
+    local key = flag:sub(3):gsub("-", "_")
+    if opts[key] ~= nil or flag == "--force" then out[name] = flag end
+  end
+  return out
+end
+
 local function usage_error(io_err, command, message)
   io_err:write("fileapi: ", message, "\n", "(see: fileapi ", command and (command .. " ") or "", "--help)\n")
   return M.EXIT.usage
@@ -202,11 +294,12 @@ function M.main(argv, io_out, io_err)
     io_err:write(parser:get_help(), "\n")
     return M.EXIT.usage
   end
-  local ok, opts = parser:pparse(argv)
+  local ok, opts = parser:pparse(join_negative_numbers(argv))
   if not ok then return usage_error(io_err, nil, opts) end
   if not opts.command then return usage_error(io_err, nil, "a command is needed") end
   core.catch_interrupts()
   local out = output.new(opts, io_out, io_err)
+  out.flags = flags_for(opts)
   local run_ok, status, why = pcall(RUN[opts.command], opts, out)
   if not run_ok then -- a bug, not a user's error: one line still, no traceback
     io_err:write("fileapi: internal error: ", tostring(status), "\n")

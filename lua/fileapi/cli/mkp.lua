@@ -1,83 +1,48 @@
 -- The MijnKlantportaal commands: upload (files, standard input, -r trees),
 -- mkdir, get, download, share, shares, request-files, requests, request.
-local core = require "fileapi.core"
 local output = require "fileapi.cli.output"
 local clients = require "fileapi.cli.clients"
+local sources = require "fileapi.cli.sources"
 
-local progress_bar, show_bar, open_client = output.progress_bar, output.show_bar, clients.open_client
+local open_client = clients.open_client
 
 local C = {}
 
--- ---- standard input ----------------------------------------------------------------
+-- One file (or standard input, "-"), under --name, with --mime.
+local function upload_files(client, opts, out)
+  return sources.each(opts, out, function(source, name, on_progress)
+    return client:upload(source, { directory = opts.dir, filename = name, mime = opts.mime,
+      on_progress = on_progress })
+  end, function(item) return ("%s %s %d %s"):format(item.id, item.name, item.size or 0, item.mime or "-") end)
+end
 
--- "-" as a file: standard input.  A redirected file is read in place; a
--- pipe's length is unknown and the API wants it up front, so it is spooled
--- to a temporary file first, as stderr says.
--- A pipe has no size, and the upload needs one up front: standard input is
--- spooled to a private file under $TMPDIR first.  Every write and the close
--- are checked, so a full disk fails the command (exit 3) instead of
--- uploading a truncated file; the spool is removed either way.
-local function spool_stdin(out)
-  local dir = os.getenv("TMPDIR")
-  if not dir or dir == "" then dir = "/tmp" end
-  local path, terr = core.temp_file(dir, "fileapi-stdin")
-  if not path then return nil, terr end
-  local function failed(what, msg)
-    os.remove(path)
-    return nil, core.error({ kind = "io", message = ("%s the spool in %s: %s"):format(what, dir, tostring(msg)),
-      retryable = false, attempts = 0 })
-  end
-  local f, oerr = io.open(path, "wb")
-  if not f then return failed("cannot open", oerr) end
-  out.err:write("fileapi: reading standard input into a temporary file first (the upload needs its size)\n")
-  while true do
-    local block = io.stdin:read(1048576)
-    if not block then break end
-    local ok, werr = f:write(block)
-    if not ok then
-      f:close()
-      return failed("cannot write", werr)
+-- One bar per file of a tree: a file's first report starts it, the file's
+-- line (on_item) ends it.
+local function tree_bars(out)
+  local current, update, finish
+  local bars = {}
+  function bars.progress(path, sent, total)
+    if path ~= current then
+      if finish then finish(false) end
+      current = path
+      update, finish = out:bar(path)
     end
+    if update then update(sent, total) end
   end
-  local flushed, ferr = f:flush()
-  local closed, cerr = f:close()
-  if not (flushed and closed) then return failed("cannot write", ferr or cerr) end
-  return path
-end
-
-local function stdin_source(opts, out)
-  local st = core.stat("/dev/stdin", true)
-  local name = opts.name or "stdin"
-  if st and st.type == "file" then return { path = "/dev/stdin" }, name end
-  local spool, err = spool_stdin(out)
-  if not spool then return nil, err end
-  return { path = spool }, name, spool
-end
-
-local function upload_one(client, opts, out, path)
-  local source, name, spool = path, opts.name, nil
-  if path == "-" then
-    source, name, spool = stdin_source(opts, out)
-    if not source then return out:fail(path, name) end
+  function bars.item(ev)
+    if finish and ev.path == current then finish(not ev.error) end
+    if ev.path == current then current, update, finish = nil, nil, nil end
   end
-  local bar = show_bar(opts) and progress_bar(name or path:match("[^/]*$"), out.err)
-  local item, err = client:upload(source, { directory = opts.dir, filename = name, mime = opts.mime,
-    on_progress = bar or nil })
-  if spool then os.remove(spool) end
-  if bar and item then bar(item.size or 0, item.size or 0, true) elseif bar then out.err:write("\n") end
-  if item then
-    out:result(path, item, ("%s %s %d %s"):format(item.id, item.name, item.size or 0, item.mime or "-"))
-  else
-    out:fail(path, err)
-  end
+  return bars
 end
 
 local function upload_tree(client, opts, out)
-  local bar = show_bar(opts)
+  local bars = tree_bars(out)
   local summary, err = client:upload_tree(opts.files[1], {
     directory = opts.dir, journal = opts.journal, hidden = opts.hidden or nil,
     follow_symlinks = opts.follow_symlinks or nil, stop_on_error = opts.stop_on_error or nil,
     on_item = function(ev)
+      bars.item(ev)
       if ev.error then
         out:fail(ev.path, ev.error)
       elseif out.opts.json then
@@ -90,9 +55,7 @@ local function upload_tree(client, opts, out)
           ev.id, ev.path, ev.maybe_duplicate and " (sent again: the last run stopped during it)" or ""))
       end
     end,
-    on_progress = bar and function(path, sent, total)
-      progress_bar(path, out.err)(sent, total, sent == total)
-    end or nil,
+    on_progress = output.show_bar(opts) and bars.progress or nil,
   })
   if not summary then return out:fail(opts.files[1], err) end
   local line = ("directories %d, files %d, bytes %d, skipped %d, failed %d"):format(summary.directories,
@@ -104,19 +67,13 @@ end
 
 function C.upload(opts, out)
   if opts.recursive and #opts.files ~= 1 then return nil, "upload -r takes one DIR" end
+  local ok, why = sources.check(opts, opts.files)
+  if not ok then return nil, why end
   local client, status = open_client(opts, out, "upload")
   if not client then return status end
-  if opts.recursive then
-    status = upload_tree(client, opts, out)
-    client:close()
-    return status
-  end
-  for _, path in ipairs(opts.files) do
-    if core.interrupted() then break end
-    upload_one(client, opts, out, path)
-  end
+  status = (opts.recursive and upload_tree or upload_files)(client, opts, out)
   client:close()
-  return out.status
+  return status
 end
 
 -- One call on a client that gives one result; text(result) for the plain line.
@@ -195,12 +152,13 @@ function C.download(opts, out)
     dest = item.name:gsub("/", "_")
   end
   local to_stdout = dest == "-"
-  local bar = not to_stdout and show_bar(opts) and progress_bar(dest:match("[^/]*$"), out.err)
+  local update, finish
+  if not to_stdout then update, finish = out:bar(dest:match("[^/]*$")) end
   local res
   res, err = client:download(opts.id, to_stdout and stdout_writer(out.out) or dest, {
-    overwrite = opts.force or false, on_progress = bar or nil })
+    overwrite = opts.force or false, on_progress = update })
   client:close()
-  if bar then out.err:write("\n") end
+  if finish then finish(res ~= nil) end
   if not res then return out:fail(opts.id, err) end
   if not to_stdout then
     if opts.json then out:json(res) else out:line(("%s %d"):format(res.path, res.size)) end

@@ -33,10 +33,25 @@ local function error_object(err)
     retryable = err.retryable, attempts = err.attempts }
 end
 
+-- The library names its options as Lua does (`parent_id must be a UUID`,
+-- `pass overwrite = true`); the command's user knows its flags.  flags:
+-- Lua option -> the flag that set it.  A message that starts with an
+-- option's name is about a value the user gave; a hint (`name = true`)
+-- names the flag to add.
+local function in_flag_words(message, flags)
+  for name, flag in pairs(flags or {}) do
+    message = message:gsub("%f[%w_]" .. name .. " = true%f[^%w_]", flag)
+    message = message:gsub("%f[%w_]" .. name .. ' = "%.%.%."', flag .. " ...")
+    if message:find("^" .. name .. "%f[^%w_]") then message = flag .. message:sub(#name + 1) end
+  end
+  return message
+end
+
 -- A failure for `what` (a path, an id or a command): one line on stderr that
 -- names it once, a JSON line with --json; returns the exit status.
 function Out:fail(what, err)
   if core.interrupted() then return M.EXIT.interrupted end
+  if type(err.message) == "string" then err.message = in_flag_words(err.message, self.flags) end
   if self.opts.json then self:json({ path = what, error = error_object(err) }) end
   local message = (tostring(err):gsub("^fileapi: ", ""))
   if what and not message:find(what, 1, true) then message = what .. ": " .. message end
@@ -79,15 +94,32 @@ function M.label(text, width)
   return table.concat(out) .. (" "):rep(width - n)
 end
 
--- A progress bar on stderr, redrawn at most ten times a second.
+-- Each wait the client announces, with its reason (on_wait's second
+-- argument) in words.
+local WAITS = {
+  rate_limit = "waiting %.1f s (rate limit)",
+  retry_after = "waiting %.1f s (the server asked: Retry-After)",
+  backoff = "waiting %.1f s before trying again",
+  store = "waiting %.1f s for the shared store",
+  refresh = "waiting %.1f s for a token refresh",
+}
+
+function Out:waiting(seconds, reason)
+  self.err:write("fileapi: ", (WAITS[reason] or "waiting %.1f s"):format(seconds), "\n")
+end
+
+-- A progress bar on stderr, redrawn at most ten times a second: returns
+-- update(sent, total), for on_progress, and finish(done).  A report that
+-- comes within a tenth of a second of the last drawing is kept, not drawn,
+-- so finish draws once more and ends the line: at 100% when the transfer
+-- is done, else where it stopped.
 local function progress_bar(label, out)
   local started, last_draw = core.now(), 0
   local width = 30
+  local seen_sent, seen_total = 0, nil
   label = M.label(label, 20)
-  return function(sent, total, final)
+  local function draw(sent, total, final)
     local now = core.now()
-    if not final and now - last_draw < 0.1 then return end
-    last_draw = now
     total = total or sent
     local frac = total > 0 and math.min(sent / total, 1) or 1
     local filled = math.floor(frac * width)
@@ -98,14 +130,32 @@ local function progress_bar(label, out)
     if final then out:write("\n") end
     out:flush()
   end
+  local function update(sent, total)
+    seen_sent, seen_total = sent, total
+    local now = core.now()
+    if now - last_draw < 0.1 then return end
+    last_draw = now
+    draw(sent, total, false)
+  end
+  local function finish(done)
+    if done and seen_total then seen_sent = seen_total end
+    draw(seen_sent, seen_total, true)
+  end
+  return update, finish
 end
 
 local function show_bar(opts)
   return not opts.quiet and not opts.json and core.isatty(2)
 end
 
+-- The bar for one transfer when one is drawn (on a terminal, without
+-- --quiet or --json): update, finish; else nothing.
+function Out:bar(label)
+  if not show_bar(self.opts) then return nil, nil end
+  return progress_bar(label, self.err)
+end
+
 M.new = new_out
-M.progress_bar = progress_bar
 M.show_bar = show_bar
 
 return M

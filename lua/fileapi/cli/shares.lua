@@ -1,10 +1,8 @@
 -- The files.ro share commands, as a share link's visitor: share-mkdir,
 -- share-upload, share-rm, share-mv.
-local core = require "fileapi.core"
-local output = require "fileapi.cli.output"
 local clients = require "fileapi.cli.clients"
+local sources = require "fileapi.cli.sources"
 
-local progress_bar, show_bar = output.progress_bar, output.show_bar
 local take_token, open_share = clients.take_token, clients.open_share
 
 local C = {}
@@ -26,22 +24,18 @@ function C.share_upload(opts, out)
   local args = opts.args
   local token = take_token(args)
   if not token or #args < 1 then return nil, "share-upload needs TOKEN (or FILESRO_TOKEN) and at least one FILE" end
-  local share, status, why = open_share(opts, out, token, "share-upload")
+  opts.files = args
+  local ok, why = sources.check(opts, args)
+  if not ok then return nil, why end
+  local share, status
+  share, status, why = open_share(opts, out, token, "share-upload")
   if not share then return status, why end
-  for _, path in ipairs(args) do
-    if core.interrupted() then break end
-    local bar = show_bar(opts) and progress_bar(path:match("[^/]*$"), out.err)
-    local file, err = share:upload(path, { parent_id = opts.parent, path = opts.path, chunk_size = opts.chunk_size,
-      on_progress = bar or nil })
-    if bar then out.err:write("\n") end
-    if file then
-      out:result(path, file, ("%s %s %s"):format(file.id, file.name, file.mimetype or "-"))
-    else
-      out:fail(path, err)
-    end
-  end
+  status = sources.each(opts, out, function(source, name, on_progress)
+    return share:upload(sources.named(source, name), { parent_id = opts.parent, path = opts.path,
+      extension = opts.extension, chunk_size = opts.chunk_size, on_progress = on_progress })
+  end, function(file) return ("%s %s %s"):format(file.id, file.name, file.mimetype or "-") end)
   share:close()
-  return out.status
+  return status
 end
 
 local parse_items = clients.parse_items

@@ -278,7 +278,8 @@ local function retry_after_failure(self, req, method, res, err, attempts, sleep)
       return false, err
     end
   end
-  if self.opts.on_wait then pcall(self.opts.on_wait, wait) end
+  -- the reason names what the wait is for, as on_event's wait reasons do
+  if self.opts.on_wait then pcall(self.opts.on_wait, wait, asked and "retry_after" or "backoff") end
   if sleep(wait) == false then return false, interrupted() end -- the command line's Ctrl-C
   return true
 end
@@ -313,9 +314,10 @@ local function attempts_loop(self, req, perform, sleep)
   local attempts, reauthed = 0, false
   local res, err, used_auth
   local on_wait = self.opts.on_wait
+  local budget_wait = on_wait and function(seconds) return on_wait(seconds, "rate_limit") end
   while true do
     local go, too_long, why = true, nil, nil
-    if self.budget then go, too_long, why = self.budget:acquire(sleep, on_wait) end
+    if self.budget then go, too_long, why = self.budget:acquire(sleep, budget_wait) end
     if not go then
       err = why or too_long and util.new_error("rate_limited", format(
         "the rate limit allows the next request in %.0f s, longer than this client waits"

@@ -18,6 +18,7 @@
 --            wrong (opts: all options, defaults filled in)
 --   cli      a flag of the command line (--connect-timeout), with the doc
 --            or this shorter help
+--   unit     what a number counts ("seconds"), for the flag's messages
 -- and for `request` rows, what the C core does with them:
 --   curlopt, as  the libcurl option it sets, and how: "ms" (seconds, to
 --            milliseconds rounded up) or "string" (when given)
@@ -30,6 +31,7 @@ local M = {}
 local function whole(v, _, o)
   if v ~= floor(v) then return o.name .. " must be a whole number" end
 end
+M.whole = whole
 
 local function known_transport(v, opts)
   if v ~= "auto" and v ~= "curl" and v ~= "ngx" then return 'transport must be "auto", "curl" or "ngx"' end
@@ -55,13 +57,13 @@ local function shared_dict(v)
 end
 
 M.LIST = {
-  { name = "timeout", type = "number", default = nil, request = true, honoured = "curl ngx",
+  { name = "timeout", type = "number", unit = "seconds", default = nil, request = true, honoured = "curl ngx",
     range = { 0, 1e9 }, curlopt = "CURLOPT_TIMEOUT_MS", as = "ms", cli = true,
     shown = "none", doc = "seconds for a whole attempt" },
-  { name = "connect_timeout", type = "number", default = 10, request = true, honoured = "curl ngx",
+  { name = "connect_timeout", type = "number", unit = "seconds", default = 10, request = true, honoured = "curl ngx",
     range = { 0, 1e9 }, curlopt = "CURLOPT_CONNECTTIMEOUT_MS", as = "ms", cli = "seconds to connect",
     doc = "seconds to establish the connection" },
-  { name = "idle_timeout", type = "number", default = 60, request = true, honoured = "curl ngx",
+  { name = "idle_timeout", type = "number", unit = "seconds", default = 60, request = true, honoured = "curl ngx",
     range = { 0, 1e9 }, cli = "abort when no byte moves for this long",
     -- libcurl's low-speed check averages over whole seconds and fires late
     bespoke = "transfer.c: idle_expired, on every progress tick",
@@ -102,7 +104,8 @@ M.LIST = {
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
       .. "(see Beyond one machine)" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
-    doc = "`function(seconds)` told before each wait for the rate limit or a `Retry-After`" },
+    doc = "`function(seconds, reason)` told before each wait; `reason`: `\"rate_limit\"` (pacing), "
+      .. "`\"retry_after\"` (the server's `Retry-After`) or `\"backoff\"` (before another attempt)" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",
     cli = "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)",
     doc = "the API's root (each API module names its default below)" },
@@ -151,6 +154,13 @@ function M.wrong_type(opts)
   end
 end
 
+-- What is wrong with row o's value v (of the right type), or nil; opts:
+-- all the options, defaults filled in, for checks that look at others.
+function M.value_error(o, v, opts)
+  local t = M.TYPES[o.type]
+  return (t.check and t.check(o, v)) or (o.check and o.check(v, opts or {}, o)) or nil
+end
+
 -- The options with defaults filled in, or nil and what is wrong with a
 -- value (types already right: see wrong_type).
 function M.normalise(opts)
@@ -161,8 +171,7 @@ function M.normalise(opts)
     out[o.name] = v
   end
   for _, o in ipairs(M.LIST) do
-    local v, t = out[o.name], M.TYPES[o.type]
-    local why = v ~= nil and ((t.check and t.check(o, v)) or (o.check and o.check(v, out, o)))
+    local why = out[o.name] ~= nil and M.value_error(o, out[o.name], out)
     if why then return nil, why end
   end
   return out
