@@ -240,6 +240,51 @@ describe("OAuth #waits", function()
     assert.has_error(function() files.new({ oauth = { client_id = 5 } }) end)
   end)
 
+  it("a token endpoint's words naming the client id, the secret or the code show none of them (exchange and refresh)",
+    function()
+    local echo = '{"error":"invalid_client","error_description":"unknown client ' .. CLIENT_ID .. ' with secret '
+      .. SECRET .. ' for %s"}'
+    mock:faults({ { type = "status", status = 401, path = "/oauth/tokens", body = echo:format("code_abc123") } })
+    local tokens, err = files.exchange_code({ client_id = CLIENT_ID, client_secret = SECRET,
+      redirect_uri = "http://127.0.0.1:9/cb", code = "code_abc123", oauth_base_url = mock.oauth_url })
+    assert.is_nil(tokens)
+    assert.same("invalid_client", err.oauth_error)
+    assert.matches("unknown client [REDACTED] with secret [REDACTED] for [REDACTED]", err.message, 1, true)
+    local t = granted(10)
+    mock:faults({ { type = "status", status = 401, path = "/oauth/tokens", body = echo:format(t.refresh_token) } })
+    local c = client(t)
+    local _, rerr = c:mkdir("x")
+    assert.same("invalid_client", rerr.oauth_error)
+    for _, e in ipairs({ err, rerr }) do
+      for _, secret in ipairs({ CLIENT_ID, SECRET, "code_abc123", t.refresh_token }) do
+        assert.is_nil(tostring(e):find(secret, 1, true), secret)
+      end
+    end
+    c:close()
+  end)
+
+  it("a long-lived client redacts with a bounded list: 100 refreshes later, the newest tokens are still scrubbed",
+    function()
+    -- a token that lives 60 s is never fresh (REFRESH_AHEAD is 60 s): every call refreshes
+    mock:config({ oauth_rotate = true, oauth_token_ttl = 60 })
+    local latest
+    local c = client(granted(10), { rate_limit = false, on_tokens = function(t) latest = t end })
+    local held = {}
+    for i = 1, 100 do
+      assert(c:mkdir("r" .. i))
+      held[i] = c.transport:secret_count()
+    end
+    assert.same(100, mock:stats().token_requests)
+    -- the configured four (client id and secret, the first tokens), and the newest rotating ones
+    assert.is_true(held[100] <= 4 + require("fileapi.util").MAX_ROTATING, held[100])
+    assert.same(held[50], held[100])
+    mock:faults({ { type = "status", status = 500, path = "/v1/files",
+      body = '{"message":"echo ' .. latest.refresh_token .. ' ' .. latest.access_token .. '"}' } })
+    local _, err = c:mkdir("x")
+    assert.same("echo [REDACTED] [REDACTED]", err.message)
+    c:close()
+  end)
+
   it("no secret in errors, messages, token_info or any table pairs() reaches", function()
     local t = granted(10)
     local c = client(t, { retries = 0 })

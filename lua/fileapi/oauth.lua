@@ -154,7 +154,8 @@ function M.exchange_code(opts)
   local base, why = M.base_url(fields.oauth_base_url, topts.allow_insecure)
   if not base then return util.invalid(why) end
   topts.rate_limit = false
-  local secrets = { fields.client_secret, fields.code }
+  -- the client id is a secret too (DESIGN): a server's error may name it
+  local secrets = { fields.client_id, fields.client_secret, fields.code }
   local t, err = engine.new(topts, secrets)
   if not t then return nil, err end
   local tokens
@@ -223,8 +224,10 @@ function M.keeper(cfg)
   return k
 end
 
+-- Each refresh's tokens join the rotating secrets (util.add_secret): the
+-- newest are redacted, and the list stays bounded.
 local function remember_secret(p, s)
-  if s then p.secrets[#p.secrets + 1] = s end
+  util.add_secret(p.secrets, s, true)
 end
 
 -- Takes what the shared record holds when it is newer than ours.

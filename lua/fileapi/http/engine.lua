@@ -116,7 +116,7 @@ function M.new(opts, secrets, rate_key)
   if not session then return nil, err end
   if opts.proxy then
     local creds = opts.proxy:match("^%a[%w+.-]*://([^@/]*)@") or opts.proxy:match("^([^@/]*)@")
-    if creds then secrets[#secrets + 1] = creds end
+    if creds then util.add_secret(secrets, creds) end
   end
   local t = setmetatable({ session = session, opts = opts, calls = 0,
     active = setmetatable({}, { __mode = "k" }) }, Transport)
@@ -136,13 +136,15 @@ function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end
 
--- A value of one call that must not show in its errors (a password).
+-- A value met on the way that must not show in errors (a link's token or
+-- password): one of the rotating secrets (util.add_secret).
 function Transport:add_secret(value)
-  local secrets = private[self].secrets
-  for i = 1, #secrets do
-    if secrets[i] == value then return end
-  end
-  secrets[#secrets + 1] = value
+  util.add_secret(private[self].secrets, value, true)
+end
+
+-- How many secrets this client redacts with (bounded: see util.add_secret).
+function Transport:secret_count()
+  return #private[self].secrets
 end
 
 --- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
