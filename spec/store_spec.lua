@@ -106,16 +106,25 @@ describe("the store's C pieces", function()
     assert.has_error(function() core.redis("127.0.0.1", 6379, 0) end)
   end)
 
-  it("seals and opens; a changed byte or another key opens nothing", function()
-    local sealed = assert(core.seal("key", "tokens"))
-    assert.same("tokens", core.unseal("key", sealed))
+  it("seals bound to a place: a changed byte, another key or another place (associated data) opens nothing", function()
+    local here, there = "fileapi:oauth:{a}:token\0" .. "3", "fileapi:oauth:{b}:token\0" .. "3"
+    local sealed = assert(core.seal("key", "tokens", here))
+    assert.same("tokens", core.unseal("key", sealed, here))
     assert.is_nil(sealed:find("tokens", 1, true))
-    assert.not_same(sealed, core.seal("key", "tokens")) -- a fresh nonce each time
-    assert.is_nil(core.unseal("other", sealed))
-    local bent = sealed:sub(1, 20) .. string.char((sealed:byte(21) + 1) % 256) .. sealed:sub(22)
-    assert.is_nil(core.unseal("key", bent))
-    assert.is_nil(core.unseal("key", "short"))
-    assert.same("", core.unseal("key", assert(core.seal("key", ""))))
+    assert.not_same(sealed, core.seal("key", "tokens", here)) -- a fresh nonce each time
+    assert.is_nil(core.unseal("other", sealed, here))
+    assert.is_nil(core.unseal("key", sealed, there)) -- moved to another key
+    assert.is_nil(core.unseal("key", sealed, "fileapi:oauth:{a}:token\0" .. "4")) -- put back at another version
+    assert.is_nil(core.unseal("key", sealed, ""))
+    for _, at in ipairs({ 1, 13, #sealed }) do -- the nonce, the ciphertext, the tag
+      local bent = sealed:sub(1, at - 1) .. string.char((sealed:byte(at) + 1) % 256) .. sealed:sub(at + 1)
+      assert.is_nil(core.unseal("key", bent, here))
+    end
+    assert.is_nil(core.unseal("key", "short", here))
+    assert.same("", core.unseal("key", assert(core.seal("key", "", "")), ""))
+    assert.is_nil(core.seal("", "tokens", here)) -- no key material: nothing sealed
+    assert.has_error(function() core.seal("key", "tokens") end) -- the place is required
+    assert.has_error(function() core.unseal("key", sealed) end)
     assert.same("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", core.sha256("abc"))
   end)
 end)

@@ -4,10 +4,12 @@
 --
 -- The record is a hash: `v`, its version (a save only replaces an older
 -- one, so a slow machine cannot put back a token that was already
--- replaced), and `b`, the tokens sealed with AES-256-GCM under a key derived
--- from the application's client secret, which never goes to the store: a
--- reader of the store learns neither token.  The lock is SET NX PX with a
--- random owner, released only by its owner.
+-- replaced), and `b`, the tokens sealed with AES-256-GCM under a key drawn
+-- (HKDF) from the application's client secret, which never goes to the
+-- store: a reader of the store learns neither token.  The key's name and
+-- the version are the seal's associated data: a record copied under another
+-- grant's name, or put back at another version, does not open.  The lock is
+-- SET NX PX with a random owner, released only by its owner.
 --
 -- When the store is unavailable the record falls back to `fallback` (the
 -- nginx's token_dict record, or nothing: the process keeps its own).
@@ -15,7 +17,7 @@ local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
 local cjson = require("cjson").new()
 
-local type, tonumber, tostring, pcall = type, tonumber, tostring, pcall
+local type, tonumber, tostring, pcall, format = type, tonumber, tostring, pcall, string.format
 
 local M = {}
 
@@ -42,6 +44,11 @@ local function keep_ms(doc)
   return math.floor((left + 86400) * 1000)
 end
 
+-- What a sealed record is bound to: where it lives, and which version.
+local function bound(key, version)
+  return key .. "\0" .. format("%d", version)
+end
+
 -- store: an open fileapi.store; subject: what names the grant (client id
 -- and the first refresh token); seal_key: derived from the client secret.
 function M.record(store, subject, seal_key, fallback)
@@ -52,18 +59,19 @@ function M.record(store, subject, seal_key, fallback)
   function s.load()
     local r = store:call("HMGET", rec, "v", "b")
     if r == nil then return fallback and fallback.load() end
-    if type(r) ~= "table" or not r[2] then return nil end
-    local plain = core.unseal(seal_key, r[2])
-    if not plain then return nil end -- another application's, or tampered with
+    local v = type(r) == "table" and tonumber(r[1])
+    if not v or not r[2] then return nil end
+    local plain = core.unseal(seal_key, r[2], bound(rec, v))
+    if not plain then return nil end -- another application's, tampered with, or moved here
     local ok, doc = pcall(cjson.decode, plain)
     if not (ok and type(doc) == "table") then return nil end
-    doc.version = tonumber(r[1]) or doc.version
+    doc.version = v
     return doc
   end
 
   function s.save(doc)
     if fallback then fallback.save(doc) end
-    local sealed = core.seal(seal_key, cjson.encode(doc))
+    local sealed = core.seal(seal_key, cjson.encode(doc), bound(rec, doc.version or 0))
     if sealed then store:eval(M.SAVE, { rec }, { doc.version or 0, sealed, keep_ms(doc) }) end
   end
 
