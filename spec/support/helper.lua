@@ -267,9 +267,10 @@ end
 
 function Redis:start()
   assert(os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
-    .. " --pidfile %s --logfile %s --dir %s%s"):format(self.port, sh_quote(self.dir .. "/redis.pid"),
+    .. " --pidfile %s --logfile %s --dir %s%s%s"):format(self.port, sh_quote(self.dir .. "/redis.pid"),
     sh_quote(self.dir .. "/redis.log"), sh_quote(self.dir),
-    self.password and (" --requirepass " .. sh_quote(self.password)) or "")))
+    self.password and (" --requirepass " .. sh_quote(self.password)) or "",
+    self.debug and " --enable-debug-command local" or "")))
   for _ = 1, 100 do
     local pid = self:pid()
     if pid then
@@ -302,11 +303,13 @@ function Redis:stop()
   os.execute("rm -rf " .. sh_quote(self.dir))
 end
 
--- opts.password: started with requirepass.
+-- opts.password: started with requirepass; opts.debug: DEBUG allowed from
+-- loopback (DEBUG SLEEP stalls it).
 function M.start_redis(opts)
   local dir = M.tmpname(".redis")
   assert(os.execute("mkdir -p " .. sh_quote(dir)))
-  local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts and opts.password }, Redis)
+  local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts and opts.password,
+    debug = opts and opts.debug }, Redis)
   return r:start()
 end
 
