@@ -81,6 +81,7 @@ build = {
       ["fileapi.mime"] = "lua/fileapi/mime.lua",
       ["fileapi.oauth"] = "lua/fileapi/oauth.lua",
       ["fileapi.share_upload"] = "lua/fileapi/share_upload.lua",
+      ["fileapi.shared_tokens"] = "lua/fileapi/shared_tokens.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",
       ["fileapi.store"] = "lua/fileapi/store/init.lua",
       ["fileapi.store.budget"] = "lua/fileapi/store/budget.lua",

@@ -106,6 +106,23 @@ describe("drive sharing", function()
       assert.same({}, mock:drive().shares)
     end)
 
+    it("a long-lived client redacts with a bounded list: 80 links made later, the newest token is still scrubbed",
+      function()
+      local first = d.transport:secret_count()
+      local s
+      for _ = 1, 80 do
+        s = assert(d:share(FOLDER, { permission = "editor", password = "pw-of-this-link" }))
+        assert.is_true(d:revoke_shares({ s.token }))
+      end
+      s = assert(d:share(FOLDER, { permission = "editor" }))
+      local held = d.transport:secret_count()
+      assert.is_true(held <= first + require("fileapi.util").MAX_ROTATING, held)
+      mock:faults({ { type = "status", status = 403, path = "/api/v1/share/",
+        body = '{"type":"error","message":"no link ' .. s.token .. '"}' } })
+      local _, err = d:revoke_shares({ s.token })
+      assert.same("no link [REDACTED]", err.message)
+    end)
+
     it("send_share: POST /api/v1/shares/{token}/notifications { emails }", function()
       local s = assert(d:share(FOLDER, { permission = "editor" }))
       assert.is_true(d:send_share(s.token, { emails = { "a@example.com", "b@example.org" } }))

@@ -4,6 +4,7 @@
 -- Tagged #fleet: the test run gives these their own stage, beside the
 -- LuaJIT one (they are paced, so mostly idle).
 local helper = require "helper"
+local files = require "fileapi.files"
 local core = require "fileapi.core"
 local cjson = require "cjson"
 
@@ -247,83 +248,250 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
     end)
 end)
 
-describe("OAuth tokens shared by a fleet through Redis #nginx #fleet", function()
+describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children", function()
   local mock, redis, nginx
   local CLIENT_ID, SECRET = "app_test", "app-secret-7f3k"
 
   setup(function()
     mock = helper.start_mock()
-    redis = helper.start_redis()
+    redis = helper.start_redis({ debug = true })
     nginx = helper.start_test_nginx(mock, { workers = 2 })
   end)
   teardown(function()
     if nginx then nginx:stop() end
+    redis:signal("CONT")
     redis:stop()
     mock:stop()
   end)
+  before_each(function()
+    mock:reset()
+    redis:signal("CONT")
+    redis:cli({ "FLUSHALL" })
+  end)
 
-  it("5 processes and 2 nginx workers at the token's expiry: one token request, no failed call", function()
-    mock:config({ oauth_rotate = true })
-    local t = mock:oauth_grant()
-    local at = core.time() + 2
-    -- within REFRESH_AHEAD of its expiry when the calls start: every member needs a new token at once
-    local doc = { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, store = { url = redis:url() }, retries = 0,
+  local scenarios = 0
+
+  -- A member's document: the grant's tokens, expiring at `expires_at`.
+  local function doc_for(t, expires_at, store)
+    return { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, store = store, retries = 0,
       oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
-        refresh_token = t.refresh_token, expires_at = at + 30 } }
+        refresh_token = t.refresh_token, expires_at = expires_at } }
+  end
+
+  -- o.members plain-Lua processes making o.calls calls each (o.doc.interval
+  -- apart) and o.nginx_calls requests to nginx's /oauth_fleet (o.every
+  -- apart, spread over its two workers), all from o.at; o.during(elapsed)
+  -- is called every few hundredths of a second meanwhile.
+  local function run_oauth(o)
+    scenarios = scenarios + 1
+    local log_before = #read_file(nginx.prefix .. "/error.log") -- this scenario's lines come after
+    local doc = o.doc
+    doc.name = "scenario" .. scenarios
     local outs = {}
-    for i = 1, 5 do
+    for i = 1, o.members do
       outs[i] = helper.tmpname(".member")
-      assert(os.execute(("env FLEET_MODE=oauth FLEET_CALLS=10 FLEET_START_AT=%.3f FLEET_DOC=%s sh %s %s %s >%s 2>&1 &")
-        :format(at, q(cjson.encode(doc)), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
+      assert(os.execute(("env FLEET_MODE=oauth FLEET_CALLS=%d FLEET_START_AT=%.3f FLEET_DOC=%s sh %s %s %s >%s 2>&1 &")
+        :format(o.calls, o.at, q(cjson.encode(doc)), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
           q(helper.support .. "/fleet_client.lua"), q(outs[i]))))
     end
-    local body, out, done = helper.tmpname(".json"), helper.tmpname(".curl"), helper.tmpname(".done")
+    local body, script, out, done = helper.tmpname(".json"), helper.tmpname(".sh"), helper.tmpname(".curl"),
+      helper.tmpname(".done")
     local f = assert(io.open(body, "w"))
     f:write(cjson.encode(doc))
     f:close()
-    assert(os.execute(("(sleep %.3f; seq 40 | xargs -P 20 -I{} sh -c 'curl -s --max-time 60 -X POST --data-binary @%s %s;"
-      .. " echo' >>%s; touch %s) &"):format(at - core.time(), q(body), q(nginx:url("/oauth_mkdir")), q(out), q(done))))
-    local deadline = at + 60
+    f = assert(io.open(script, "w"))
+    for i = 1, o.nginx_calls do
+      f:write(("(sleep %.3f; curl -s --max-time 90 -X POST --data-binary @%s %s; echo) >>%s &\n"):format(
+        math.max(0, o.at - core.time()) + (i - 1) * o.every, q(body), q(nginx:url("/oauth_fleet")), q(out)))
+    end
+    f:write(("wait; touch %s\n"):format(q(done)))
+    f:close()
+    assert(os.execute(("sh %s >/dev/null 2>&1 &"):format(q(script))))
     local texts
     repeat
-      core.sleep(0.1)
+      core.sleep(0.05)
+      if o.during then o.during(core.time() - o.at) end
       texts = {}
       local finished = io.open(done) ~= nil
       for i, m in ipairs(outs) do
         texts[i] = read_file(m)
         if not texts[i]:find('{"done":true}', 1, true) then finished = false end
       end
-    until finished or core.time() > deadline
-    local all, on_tokens = {}, 0
+    until finished or core.time() > o.at + (o.limit or 90)
+    local r = { all = {}, bad = {}, texts = texts, on_tokens = 0 }
     for _, text in ipairs(texts) do
-      local r = results_of(text)
-      for _, d in ipairs(r) do all[#all + 1] = d end
-      on_tokens = on_tokens + count(text, "on_tokens ran in this process")
+      for _, d in ipairs((results_of(text))) do r.all[#r.all + 1] = d end
+      r.on_tokens = r.on_tokens + count(text, "on_tokens ran in this process")
     end
-    local via_nginx = results_of(read_file(out))
-    for _, d in ipairs(via_nginx) do all[#all + 1] = d end
-    local log = nginx:log_tail(100000)
-    on_tokens = on_tokens + count(log, "on_tokens ran in this worker")
+    for _, d in ipairs(results_of(read_file(out))) do r.all[#r.all + 1] = d end
+    r.log = read_file(nginx.prefix .. "/error.log"):sub(log_before + 1)
+    r.on_tokens = r.on_tokens + count(r.log, "on_tokens ran in this worker")
     for _, p in ipairs(outs) do os.remove(p) end
-    for _, p in ipairs({ body, out, done }) do os.remove(p) end
-    local bad = {}
-    for _, d in ipairs(all) do
-      if not d.ok then bad[#bad + 1] = cjson.encode(d) end
+    for _, p in ipairs({ body, script, out, done }) do os.remove(p) end
+    for _, d in ipairs(r.all) do
+      if not d.ok then r.bad[#r.bad + 1] = cjson.encode(d) end
     end
-    local stats = mock:stats()
-    print(("      OAuth fleet: %d calls from 5 processes and nginx, %d failed, %d token request(s), on_tokens ran %d"
-      .. " time(s)"):format(#all, #bad, stats.token_requests, on_tokens))
-    assert.same({}, bad)
-    assert.same(90, #all)
-    assert.same(1, stats.token_requests)
-    assert.same(1, on_tokens)
-    local everything = table.concat(texts, "\n") .. log
+    r.stats = mock:stats()
+    if os.getenv("FLEET_DEBUG") then
+      for _, d in ipairs(r.all) do print("        " .. cjson.encode(d)) end
+      for _, req in ipairs(mock:requests()) do
+        if req.path == "/oauth/tokens" then print(("        token request at %.2f"):format(req.at - o.at)) end
+      end
+      print(("        took %.2f s"):format(core.time() - o.at))
+    end
+    print(("      %d calls from %d processes and nginx, %d failed, %d token request(s), %d refused, %d refresh"
+      .. " token(s) sent again, on_tokens ran %d time(s)"):format(#r.all, o.members, #r.bad, r.stats.token_requests,
+      r.stats.refresh_refused, r.stats.refresh_reused, r.on_tokens))
+    assert.same(o.members * o.calls + o.nginx_calls, #r.all, table.concat(texts, "\n"))
+    return r
+  end
+
+  local function token_posts()
+    local n = 0
+    for _, req in ipairs(mock:requests()) do
+      if req.path == "/oauth/tokens" then n = n + 1 end
+    end
+    return n
+  end
+
+  local function keys(pattern)
+    local n = 0
+    for _ in redis:cli({ "KEYS", pattern }):gmatch("[^\n]+") do n = n + 1 end
+    return n
+  end
+
+  it("5 processes and 2 nginx workers at the token's expiry: one token request, no failed call", function()
+    mock:config({ oauth_rotate = true })
+    local t = mock:oauth_grant()
+    local at = core.time() + 2
+    -- within REFRESH_AHEAD of its expiry when the calls start: every member needs a new token at once
+    local doc = doc_for(t, at + 30, { url = redis:url() })
+    local r = run_oauth({ members = 5, calls = 10, doc = doc, at = at, nginx_calls = 40, every = 0.02 })
+    assert.same({}, r.bad)
+    assert.same(1, r.stats.token_requests)
+    assert.same(1, r.on_tokens)
+    local everything = table.concat(r.texts, "\n") .. r.log
     local record = redis:cli({ "KEYS", "*:oauth:*:token" })
     assert.matches("^fileapi:oauth:{%x+}:token$", record)
     everything = everything .. redis:cli({ "HGETALL", record })
     for _, secret in ipairs({ SECRET, t.refresh_token, t.access_token }) do
       assert.is_nil(everything:find(secret, 1, true), "a secret in the store, a log or the output")
     end
+  end)
+
+  for _, mode in ipairs({ "local", "wait" }) do
+    it(("on_unavailable = %q: every connection dropped (CLIENT KILL) and Redis stalled (DEBUG SLEEP) while a"
+      .. " refresh is under way: still one token request, no failed call"):format(mode), function()
+      mock:config({ oauth_rotate = true })
+      local t = mock:oauth_grant()
+      -- the refresh under the lock takes 2 s at the token endpoint: the store fails meanwhile,
+      -- for the members waiting for the lock and for the holder's publishing alike
+      mock:faults({ { type = "delay", seconds = 2, path = "/oauth/tokens" } })
+      local at = core.time() + 2
+      local doc = doc_for(t, at + 30, { url = redis:url(), on_unavailable = mode })
+      -- the rate budget's own fallback is the store's spec: here the tokens only
+      doc.interval, doc.rate_limit = 0.3, false
+      local killed, stalled = false, false
+      local r = run_oauth({ members = 3, calls = 6, doc = doc, at = at, nginx_calls = 12, every = 0.15,
+        during = function(elapsed)
+          if not killed and elapsed > 0.6 then
+            killed = true
+            redis:cli({ "CLIENT", "KILL", "TYPE", "normal" })
+          elseif killed and not stalled and elapsed > 0.9 then
+            stalled = true
+            redis:cli({ "DEBUG", "SLEEP", "0.4" })
+          end
+        end })
+      assert.is_true(killed and stalled)
+      assert.same({}, r.bad)
+      assert.same(1, r.stats.token_requests)
+      assert.same(0, r.stats.refresh_refused)
+      assert.same(1, r.on_tokens)
+    end)
+  end
+
+  it("503s with a Retry-After that outlasts the refresh lock's lease: the lease bounds the refresh, and no refresh"
+    .. " token is sent twice", function()
+    mock:config({ oauth_rotate = true })
+    local t = mock:oauth_grant()
+    -- a 3 s lease (shortened for the spec; 30 s in use), and two 503s asking for 2 s each
+    mock:faults({ { type = "status", status = 503, path = "/oauth/tokens", headers = { ["Retry-After"] = "2" },
+      count = 2 } })
+    local at = core.time() + 2
+    local doc = doc_for(t, at + 30, { url = redis:url() })
+    doc.lock_ms, doc.retries, doc.interval = 3000, 2, 0.5
+    local r = run_oauth({ members = 2, calls = 8, doc = doc, at = at, nginx_calls = 12, every = 0.3 })
+    assert.same(0, r.stats.refresh_reused)
+    assert.same(0, r.stats.refresh_refused)
+    -- two 503s, then the one refresh the endpoint acted on
+    assert.same(3, token_posts())
+    assert.same(1, r.stats.token_requests)
+    -- the lock holder's refresh stopped short of the lease: its call says what the server said
+    assert.is_true(#r.bad <= 1, table.concat(r.bad, "\n"))
+    for _, line in ipairs(r.bad) do assert.matches('"kind":"server"', line) end
+    assert.same(1, r.on_tokens)
+  end)
+
+  it("Redis stopped at the expiry: each member falls back and refreshes; the ones the server refused (their"
+    .. " answers came late) take the winner's token from the record once Redis is back", function()
+    mock:config({ oauth_rotate = true })
+    local t = mock:oauth_grant()
+    -- the second and third token requests are answered 5 s late: their refusal comes after Redis is back
+    mock:faults({ { type = "delay", seconds = 5, path = "/oauth/tokens", skip = 1, count = 2 } })
+    local at = core.time() + 2
+    local doc = doc_for(t, at + 30, { url = redis:url(), on_unavailable = "local" })
+    doc.interval, doc.rate_limit = 0.5, false
+    redis:signal("STOP")
+    local back = false
+    local r = run_oauth({ members = 2, calls = 14, doc = doc, at = at, nginx_calls = 14, every = 0.5,
+      during = function(elapsed)
+        if not back and elapsed > 4.5 then
+          back = true
+          redis:signal("CONT")
+        end
+      end })
+    assert.is_true(back)
+    assert.same({}, r.bad)
+    assert.same(3, r.stats.token_requests)
+    assert.same(2, r.stats.refresh_refused)
+    assert.same(1, r.on_tokens) -- where the refresh succeeded; the others took its token
+    -- each member warned once that the store was away
+    for _, text in ipairs(r.texts) do assert.same(1, count(text, "the store %(redis [^)]*%) is unavailable")) end
+  end)
+
+  it("members built from the tokens on_tokens saved (a rotated refresh token) find the grant's record and"
+    .. " budget: one refresh per expiry", function()
+    mock:config({ oauth_rotate = true, oauth_token_ttl = 64 })
+    local t = mock:oauth_grant()
+    local saved
+    local first = assert(files.new({ base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0,
+      store = { url = redis:url() }, on_tokens = function(new) saved = new end,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_at = core.time() + 30 } }))
+    assert(first:mkdir("first"))
+    assert.same(1, mock:stats().token_requests)
+    assert.are_not.equal(t.refresh_token, saved.refresh_token)
+    -- the others are built from what on_tokens saved, as a worker made later or a machine
+    -- restarted is; the token needs refreshing again 4 s after it was issued (REFRESH_AHEAD 60 s)
+    local at = saved.expires_at - 60 + 0.3
+    local doc = doc_for(saved, saved.expires_at, { url = redis:url() })
+    doc.interval = 0.1
+    local firsts = {}
+    local r = run_oauth({ members = 2, calls = 4, doc = doc, at = at, nginx_calls = 10, every = 0.05,
+      during = function(elapsed)
+        if elapsed > 0 and #firsts < 3 then
+          local item, err = first:mkdir("first-again")
+          firsts[#firsts + 1] = item and "ok" or tostring(err)
+        end
+      end })
+    first:close()
+    assert.same({ "ok", "ok", "ok" }, firsts)
+    assert.same({}, r.bad)
+    assert.same(2, r.stats.token_requests)
+    assert.same(0, r.stats.refresh_refused)
+    assert.same(1, r.on_tokens)
+    assert.same(1, keys("*:oauth:*:token"))
+    assert.same(1, keys("*:rate:*:log"))
   end)
 end)
 

@@ -240,6 +240,72 @@ describe("OAuth #waits", function()
     assert.has_error(function() files.new({ oauth = { client_id = 5 } }) end)
   end)
 
+  it("a token endpoint's words naming the client id, the secret or the code show none of them (exchange and refresh)",
+    function()
+    local echo = '{"error":"invalid_client","error_description":"unknown client ' .. CLIENT_ID .. ' with secret '
+      .. SECRET .. ' for %s"}'
+    mock:faults({ { type = "status", status = 401, path = "/oauth/tokens", body = echo:format("code_abc123") } })
+    local tokens, err = files.exchange_code({ client_id = CLIENT_ID, client_secret = SECRET,
+      redirect_uri = "http://127.0.0.1:9/cb", code = "code_abc123", oauth_base_url = mock.oauth_url })
+    assert.is_nil(tokens)
+    assert.same("invalid_client", err.oauth_error)
+    assert.matches("unknown client [REDACTED] with secret [REDACTED] for [REDACTED]", err.message, 1, true)
+    local t = granted(10)
+    mock:faults({ { type = "status", status = 401, path = "/oauth/tokens", body = echo:format(t.refresh_token) } })
+    local c = client(t)
+    local _, rerr = c:mkdir("x")
+    assert.same("invalid_client", rerr.oauth_error)
+    for _, e in ipairs({ err, rerr }) do
+      for _, secret in ipairs({ CLIENT_ID, SECRET, "code_abc123", t.refresh_token }) do
+        assert.is_nil(tostring(e):find(secret, 1, true), secret)
+      end
+    end
+    c:close()
+  end)
+
+  it("a long-lived client redacts with a bounded list: 100 refreshes later, the newest tokens are still scrubbed",
+    function()
+    -- a token that lives 60 s is never fresh (REFRESH_AHEAD is 60 s): every call refreshes
+    mock:config({ oauth_rotate = true, oauth_token_ttl = 60 })
+    local latest
+    local c = client(granted(10), { rate_limit = false, on_tokens = function(t) latest = t end })
+    local held = {}
+    for i = 1, 100 do
+      assert(c:mkdir("r" .. i))
+      held[i] = c.transport:secret_count()
+    end
+    assert.same(100, mock:stats().token_requests)
+    -- the configured four (client id and secret, the first tokens), and the newest rotating ones
+    assert.is_true(held[100] <= 4 + require("fileapi.util").MAX_ROTATING, held[100])
+    assert.same(held[50], held[100])
+    mock:faults({ { type = "status", status = 500, path = "/v1/files",
+      body = '{"message":"echo ' .. latest.refresh_token .. ' ' .. latest.access_token .. '"}' } })
+    local _, err = c:mkdir("x")
+    assert.same("echo [REDACTED] [REDACTED]", err.message)
+    c:close()
+  end)
+
+  it("an on_tokens that raises is reported as one warning, scrubbed of the client's secrets; calls go on #children",
+    function()
+    mock:config({ oauth_rotate = true })
+    local t = granted(10)
+    local doc = { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0, on_tokens_raise = true,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_at = t.expires_at } }
+    local code, text = helper.run_lua(helper.sh_quote(helper.support .. "/fleet_client.lua"),
+      { FLEET_MODE = "oauth", FLEET_CALLS = "2", FLEET_DOC = require("cjson").encode(doc) })
+    local results, other = helper.json_lines(text)
+    assert.same(0, code, text)
+    assert.same(2, #results)
+    assert.is_true(results[1].ok and results[2].ok, text)
+    local _, warnings = other:gsub("fileapi: on_tokens raised: ", "")
+    assert.same(1, warnings, other)
+    assert.matches("could not keep [REDACTED] of [REDACTED] (disk full)", other, 1, true)
+    for _, secret in ipairs({ CLIENT_ID, SECRET, t.refresh_token, t.access_token }) do
+      assert.is_nil(other:find(secret, 1, true), secret)
+    end
+  end)
+
   it("no secret in errors, messages, token_info or any table pairs() reaches", function()
     local t = granted(10)
     local c = client(t, { retries = 0 })
@@ -321,6 +387,98 @@ describe("OAuth inside nginx #nginx #waits", function()
     assert.same(1, stats.token_requests)
     assert.same(1, on_tokens)
     assert.is_true(n >= 2, n)
+  end)
+
+  local cjson = require "cjson"
+
+  -- n POSTs to /oauth_fleet, `every` seconds apart (each in the
+  -- background), of the documents in `docs` by turns; the decoded answers
+  -- once all are back.
+  local function spread(docs, n, every)
+    local bodies, script, out = {}, helper.tmpname(".sh"), helper.tmpname(".out")
+    for i, doc in ipairs(docs) do
+      bodies[i] = helper.tmpname(".json")
+      local f = assert(io.open(bodies[i], "w"))
+      f:write(cjson.encode(doc))
+      f:close()
+    end
+    local f = assert(io.open(script, "w"))
+    for i = 1, n do
+      f:write(("(sleep %.3f; curl -s --max-time 60 -X POST --data-binary @%s %s; echo) >>%s &\n"):format((i - 1) * every,
+        helper.sh_quote(bodies[(i - 1) % #bodies + 1]), helper.sh_quote(nginx:url("/oauth_fleet")), helper.sh_quote(out)))
+    end
+    f:write("wait\n")
+    f:close()
+    assert(os.execute("sh " .. helper.sh_quote(script)))
+    local answers = helper.json_lines(io.open(out):read("*a"))
+    for _, p in ipairs(bodies) do os.remove(p) end
+    os.remove(script)
+    os.remove(out)
+    return answers
+  end
+
+  local function doc_for(name, t, extra)
+    local doc = { name = name, base_url = mock.mkp_url, oauth_base_url = mock.oauth_url,
+      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_at = t.expires_at or core.time() + 30 } }
+    for k, v in pairs(extra or {}) do doc[k] = v end
+    return doc
+  end
+
+  it("clients made later from the tokens on_tokens kept (a rotated refresh token) share the record of those made"
+    .. " from the grant's first tokens: one refresh per expiry, no failed call", function()
+    mock:reset()
+    mock:config({ oauth_rotate = true, oauth_token_ttl = 64 })
+    local t = mock:oauth_grant()
+    local early = doc_for("early", t, { keep = "lazy" })
+    -- the first request's worker refreshes, and on_tokens keeps the rotated tokens in the dict
+    local first = assert(helper.post_json(nginx:url("/oauth_fleet"), early))
+    assert.is_true(first.ok)
+    assert.same(1, mock:stats().token_requests)
+    -- by turns: a client made from the grant's first tokens, one made later from the kept ones
+    -- (in each worker); the new token needs refreshing again 4 s after it was issued
+    local answers = spread({ early, doc_for("later", t, { keep = "lazy", load = "lazy" }) }, 48, 0.12)
+    local failed, workers, n = {}, {}, 0
+    for _, a in ipairs(answers) do
+      if not a.ok then failed[#failed + 1] = cjson.encode(a) end
+      if not workers[a.worker] then n = n + 1 end
+      workers[a.worker] = true
+    end
+    local stats = mock:stats()
+    print(("      %d calls over %d workers: %d failed, %d token requests, %d refused"):format(#answers, n, #failed,
+      stats.token_requests, stats.refresh_refused))
+    assert.same({}, failed)
+    assert.same(48, #answers)
+    assert.same(2, stats.token_requests)
+    assert.same(0, stats.refresh_refused)
+    assert.is_true(n >= 2, n)
+  end)
+
+  it("an on_tokens that raises is reported as one warning in nginx's log, scrubbed of the client's secrets", function()
+    mock:reset()
+    mock:config({ oauth_rotate = true })
+    local t = mock:oauth_grant()
+    local answer = assert(helper.post_json(nginx:url("/oauth_fleet"), doc_for("raising", t, { on_tokens_raise = true })))
+    assert.is_true(answer.ok, cjson.encode(answer))
+    local log = nginx:log_tail(5000)
+    local _, warnings = log:gsub("%[warn%][^\n]*fileapi: on_tokens raised: ", "")
+    assert.same(1, warnings, log)
+    assert.matches("could not keep [REDACTED] of [REDACTED] (disk full)", log, 1, true)
+    for _, secret in ipairs({ CLIENT_ID, SECRET, t.refresh_token, t.access_token }) do
+      assert.is_nil(log:find(secret, 1, true), secret)
+    end
+  end)
+
+  it('store on_unavailable = "wait", the store away: no refresh without its lock; the call fails in its time', function()
+    mock:reset()
+    local answer = assert(helper.post_json(nginx:url("/oauth_fleet"), doc_for("away", mock:oauth_grant(), {
+      store = { url = "redis://127.0.0.1:" .. helper.closed_port(), on_unavailable = "wait" }, timeout = 1.5,
+      rate_limit = false })))
+    assert.is_false(answer.ok)
+    assert.same("network", answer.kind)
+    assert.matches("did not answer", answer.message)
+    assert.is_true(answer.seconds >= 1.4 and answer.seconds <= 5, answer.seconds)
+    assert.same(0, mock:stats().token_requests)
   end)
 end)
 

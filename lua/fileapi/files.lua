@@ -85,9 +85,13 @@ function M.new(opts)
     keeper, kerr, token_transport = oauth_keeper(opts, topts, secrets)
     if not keeper then return util.invalid(kerr) end
   end
-  -- the budget counts by the credential: the key, or the OAuth grant
-  local t, err = transport.new(topts, secrets, key or (opts.oauth.client_id .. "\0" .. opts.oauth.refresh_token))
+  -- the budget counts by the credential: the key, or the OAuth grant.  A
+  -- grant is named by its first refresh token (fileapi.oauth): a client
+  -- built from a later one starts with that one's name, and moves to the
+  -- grant's once its shared record has named it.
+  local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
   if not t then return nil, err end
+  if keeper then keeper:on_grant(function(grant) t:rekey(grant) end) end
   t.auth = keeper or transport.static_auth("Authorization: Bearer " .. key)
   local client = setmetatable({ transport = t, base_url = base }, Client)
   private[client] = { keeper = keeper, token_transport = token_transport }

@@ -164,6 +164,50 @@ local function replace_plain(s, secret, mask)
   return table.concat(out)
 end
 
+-- The list of secrets a client redacts with.  The ones it was configured
+-- with (a key, a client id and secret, a share token, a proxy's
+-- credentials) stay for its life; the ones it meets on the way (every
+-- refresh's new tokens, the tokens of the links it makes, a link's
+-- password) rotate through the last MAX_ROTATING, so that a long-lived
+-- client's list, and the work of every redaction, stays bounded.  What
+-- was in the list when the first rotating one came is the configured part
+-- (list.fixed counts it); the newest ones are always in.
+M.MAX_ROTATING = 32
+
+function M.add_secret(list, value, rotating)
+  if type(value) ~= "string" or value == "" then return end
+  for i = #list, 1, -1 do
+    if list[i] == value then
+      -- met again: among the newest once more
+      if rotating and list.fixed and i > list.fixed then
+        table.remove(list, i)
+        list[#list + 1] = value
+      end
+      return
+    end
+  end
+  if not rotating then
+    local at = (list.fixed or #list) + 1
+    table.insert(list, at, value)
+    if list.fixed then list.fixed = at end
+    return
+  end
+  list.fixed = list.fixed or #list
+  list[#list + 1] = value
+  while #list - list.fixed > M.MAX_ROTATING do table.remove(list, list.fixed + 1) end
+end
+
+-- A warning for whoever runs the process: nginx's error log inside nginx,
+-- stderr elsewhere.  Its text must carry no secret (redact first).
+function M.warn(text)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log then
+    ngx.log(ngx.WARN, text)
+  else
+    io.stderr:write(text, "\n")
+  end
+end
+
 -- Secrets never leave through an error: every string field is scrubbed.
 function M.redact(value, secrets)
   if type(value) == "string" then

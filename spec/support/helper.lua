@@ -323,14 +323,16 @@ function Redis:stop()
   os.execute("rm -rf " .. sh_quote(self.dir))
 end
 
--- opts.password: started with requirepass; opts.args: more of
--- redis-server's options, a list ({ "--cluster-enabled", "yes" }).
+-- opts.password: started with requirepass; opts.debug: DEBUG allowed from
+-- loopback (DEBUG SLEEP stalls it); opts.args: more of redis-server's
+-- options, a list ({ "--cluster-enabled", "yes" }).
 function M.start_redis(opts)
   opts = opts or {}
   local dir = M.tmpname(".redis")
   assert(os.execute("mkdir -p " .. sh_quote(dir)))
   local args = {}
   for i, a in ipairs(opts.args or {}) do args[i] = " " .. sh_quote(a) end
+  if opts.debug then args[#args + 1] = " --enable-debug-command local" end
   local r = setmetatable({ port = M.closed_port(), dir = dir, password = opts.password, args = table.concat(args) },
     Redis)
   return r:start()

@@ -222,7 +222,8 @@ local function admin(conn, req)
   elseif p == "/_mock/stats" then
     out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
       rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
-      token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes }
+      token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes,
+      refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then

@@ -143,6 +143,52 @@ function M.oauth_mkdir()
   reply(out)
 end
 
+-- The tokens a worker's OAuth client is made from: the request's, or with
+-- `load`, those an earlier refresh's on_tokens kept in the dict under that
+-- name (`keep`), as the example's lazy per-worker clients are made.
+local function oauth_tokens(spec)
+  local saved = spec.load and ngx.shared.fileapi_tokens:get("saved:" .. spec.load)
+  if not saved then return spec.oauth end
+  local t = cjson.decode(saved)
+  return { client_id = spec.oauth.client_id, client_secret = spec.oauth.client_secret,
+    access_token = t.access_token, refresh_token = t.refresh_token, expires_at = t.expires_at }
+end
+
+-- One mkdir on this worker's OAuth client for the scenario the request
+-- names (`name`), made at the worker's first request for it, with
+-- token_dict and rate_limit_dict, and the store and the refresh lock's
+-- lease (lock_ms, shortened for a spec) the request names; on_tokens keeps
+-- the tokens (`keep`), and raises when asked to (its words then name the
+-- new token and the client id).
+local fleet_oauth = {}
+function M.oauth_fleet()
+  local spec = input()
+  -- the lease knobs are the worker's: set for every request, as its scenario has them
+  require("fileapi.store.tokens").LOCK_MS = spec.lock_ms or 30000
+  require("fileapi.shared_tokens").LEASE = (spec.lock_ms or 30000) / 1000
+  local client = fleet_oauth[spec.name]
+  if not client then
+    client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
+      oauth = oauth_tokens(spec), token_dict = "fileapi_tokens", rate_limit_dict = "fileapi_rate",
+      rate_limit = spec.rate_limit, timeout = spec.timeout or 30, retries = spec.retries or 0, store = spec.store,
+      on_tokens = function(t)
+        ngx.log(ngx.WARN, "fileapi-test: on_tokens ran in this worker")
+        if spec.keep then ngx.shared.fileapi_tokens:set("saved:" .. spec.keep, cjson.encode(t)) end
+        if spec.on_tokens_raise then
+          error("could not keep " .. t.refresh_token .. " of " .. spec.oauth.client_id .. " (disk full)")
+        end
+      end }))
+    fleet_oauth[spec.name] = client
+  end
+  local started = ngx.now()
+  local item, err = client:mkdir("o")
+  ngx.update_time()
+  local out = summary(item, err)
+  out.oauth_error = err and err.oauth_error
+  out.worker, out.refreshes, out.seconds = ngx.worker.pid(), client:token_info().refreshes, ngx.now() - started
+  reply(out)
+end
+
 -- The owner's typical script inside a worker, over the chosen transport:
 -- upload in chunks, share the folder, zip it to a path (a drop mid-archive
 -- when the mock is told so: the zip starts over), a typed 200 error.

@@ -69,11 +69,15 @@ function M.new(opts, key)
   local b = setmetatable({ cap = tonumber(opts.rate_limit), window = opts.rate_window or 60,
     log = {}, server = nil, blocked_until = 0, max_wait = opts.max_retry_wait or 60 }, Budget)
   if opts.rate_limit_dict then
-    local ngx = rawget(_G, "ngx")
-    b.dict = ngx.shared[opts.rate_limit_dict]
-    b.dict_key = "fileapi:rate:" .. ngx.md5(key or "")
+    b.dict = rawget(_G, "ngx").shared[opts.rate_limit_dict]
+    b:rekey(key)
   end
   return b
+end
+
+-- The shared dict's entries are named by a hash of the key.
+function Budget:rekey(key)
+  if self.dict then self.dict_key = "fileapi:rate:" .. rawget(_G, "ngx").md5(key or "") end
 end
 
 -- The dict's log and server facts, under a lock shared by the workers.

@@ -62,7 +62,7 @@ function M.new(opts, secrets, rate_key)
   if not session then return nil, err end
   if opts.proxy then
     local creds = opts.proxy:match("^%a[%w+.-]*://([^@/]*)@") or opts.proxy:match("^([^@/]*)@")
-    if creds then secrets[#secrets + 1] = creds end
+    if creds then util.add_secret(secrets, creds) end
   end
   local t = setmetatable({ session = session, opts = opts, calls = 0,
     active = setmetatable({}, { __mode = "k" }) }, Transport)
@@ -76,19 +76,27 @@ function M.new(opts, secrets, rate_key)
   return t
 end
 
+-- What the budget counts by changed (an OAuth grant's name, learnt from
+-- its shared record): the next requests count under the new name.
+function Transport:rekey(rate_key)
+  if self.budget and self.budget.rekey then self.budget:rekey(rate_key) end
+end
+
 -- The Authorization header of a fixed credential (an API key): nothing to
 -- refresh.  OAuth clients hold a keeper (fileapi.oauth) in its place.
 function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end
 
--- A value of one call that must not show in its errors (a password).
+-- A value met on the way that must not show in errors (a link's token or
+-- password): one of the rotating secrets (util.add_secret).
 function Transport:add_secret(value)
-  local secrets = private[self].secrets
-  for i = 1, #secrets do
-    if secrets[i] == value then return end
-  end
-  secrets[#secrets + 1] = value
+  util.add_secret(private[self].secrets, value, true)
+end
+
+-- How many secrets this client redacts with (bounded: see util.add_secret).
+function Transport:secret_count()
+  return #private[self].secrets
 end
 
 --- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
@@ -267,7 +275,8 @@ end
 local function retry_after_failure(self, req, method, res, err, attempts, sleep)
   local wait, asked = wait_before(self, res, attempts)
   err.retry_after = asked
-  if self.closing or not may_retry(self, err, res, method, req.never_resend) or attempts > self.opts.retries then
+  if self.closing or not may_retry(self, err, res, method, req.never_resend) or attempts > self.opts.retries
+      or (req.deadline and core.time() + wait > req.deadline) then
     return false, err
   end
   if req.multipart then
@@ -300,6 +309,16 @@ local function with_header(headers, extra)
   return out
 end
 
+-- A request with a deadline (an OAuth refresh under its lock's lease): no
+-- attempt outlives it, and no wait between attempts passes it.
+local function within_deadline(self, creq, deadline)
+  local left = deadline - core.time()
+  if left <= 0 then return false end
+  local whole = self.opts.timeout
+  creq.timeout = (whole and whole > 0) and min(whole, left) or left
+  return true
+end
+
 local function attempts_loop(self, req, perform, sleep)
   local creq = request_for(self, req)
   local d, derr
@@ -311,11 +330,18 @@ local function attempts_loop(self, req, perform, sleep)
     creq.on_received = download.received_for(d)
   end
   local base_headers = creq.headers or {}
+  -- an OAuth client learns its grant's name, which its budget counts by,
+  -- before its first slot is taken
+  if req.auth and self.auth and self.auth.prepare then self.auth:prepare() end
   local attempts, reauthed = 0, false
   local res, err, used_auth
   local on_wait = self.opts.on_wait
   local budget_wait = on_wait and function(seconds) return on_wait(seconds, "rate_limit") end
   while true do
+    if req.deadline and not within_deadline(self, creq, req.deadline) then
+      err = err or util.new_error("timeout", "no time was left for the request", { retryable = true })
+      break
+    end
     local go, too_long, why = true, nil, nil
     if self.budget then go, too_long, why = self.budget:acquire(sleep, budget_wait) end
     if not go then

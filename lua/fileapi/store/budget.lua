@@ -135,10 +135,19 @@ end
 -- fileapi.store; rate_key: what the service counts by; opts: the checked
 -- transport options.
 function M.new(loc, store, rate_key, opts)
-  return setmetatable({ loc = loc, store = store, window = loc.window, cap = loc.cap or 0, own_cap = loc.cap,
-    max_wait = loc.max_wait, wait_for = opts.timeout, held = {}, peer = peer_id(loc), peers = 1,
-    keys = { store:key("rate", rate_key, "log"), store:key("rate", rate_key, "until"),
-      store:key("rate", rate_key, "limit"), store:key("rate", rate_key, "peers") } }, Fleet)
+  local f = setmetatable({ loc = loc, store = store, window = loc.window, cap = loc.cap or 0, own_cap = loc.cap,
+    max_wait = loc.max_wait, wait_for = opts.timeout, held = {}, peer = peer_id(loc), peers = 1 }, Fleet)
+  f:rekey(rate_key)
+  return f
+end
+
+-- The store's keys for a rate key (again when an OAuth grant's name is
+-- learnt: a slot taken under the old name stays there until it expires).
+function Fleet:rekey(rate_key)
+  local store = self.store
+  self.keys = { store:key("rate", rate_key, "log"), store:key("rate", rate_key, "until"),
+    store:key("rate", rate_key, "limit"), store:key("rate", rate_key, "peers") }
+  if self.loc.rekey then self.loc:rekey(rate_key) end
 end
 
 -- While the store is away, this budget's share of the limit: the others

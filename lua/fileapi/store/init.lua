@@ -115,14 +115,7 @@ function Store:key(kind, subject, part)
   return format("%s%s:{%s}:%s", self.cfg.prefix, kind, core.sha256(subject), part)
 end
 
-local function warn(text)
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and ngx.log then
-    ngx.log(ngx.WARN, text)
-  else
-    io.stderr:write(text, "\n")
-  end
-end
+local warn = util.warn
 
 function Store:usable()
   return core.time() >= self.down_until

@@ -9,7 +9,8 @@
 -- Codes are single-use and short-lived; access tokens expire after
 -- config.oauth_token_ttl seconds (and the API then answers 401); a refresh
 -- answers access_token and expires_in only, unless config.oauth_rotate
--- (then a new refresh_token too, and the old one dies).
+-- (then a new refresh_token too, and the old one dies).  The stats count
+-- refusals of a refresh token and refresh tokens sent again.
 local cjson = require "cjson"
 local http = require "mock.http"
 
@@ -27,7 +28,10 @@ end
 local function now() return require("socket").gettime() end
 
 function M.reset(state)
-  state.oauth = { codes = {}, access = {}, refresh = {}, token_requests = 0, refreshes = 0 }
+  -- spent: how often each refresh token came to a refresh the endpoint acted
+  -- on (a 200 or a refusal; a fault played before is not acted on)
+  state.oauth = { codes = {}, access = {}, refresh = {}, token_requests = 0, refreshes = 0, spent = {},
+    refused = 0, reused = 0 }
 end
 
 -- Whether an API request's bearer token is a live access token.
@@ -104,7 +108,11 @@ local function tokens(state, req)
     end
     return json(200, issue(state, true))
   elseif doc.grant_type == "refresh_token" then
+    local rt = tostring(doc.refresh_token)
+    state.oauth.spent[rt] = (state.oauth.spent[rt] or 0) + 1
+    if state.oauth.spent[rt] > 1 then state.oauth.reused = state.oauth.reused + 1 end
     if not state.oauth.refresh[doc.refresh_token or ""] then
+      state.oauth.refused = state.oauth.refused + 1
       return oauth_error(400, "invalid_grant", "The refresh token is invalid.")
     end
     state.oauth.refreshes = state.oauth.refreshes + 1
