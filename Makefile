@@ -32,6 +32,8 @@ BENCH_PKGS := nginx-light libnginx-mod-http-lua time curl redis-server
 # test`; llvm-14 has the symbolizer Debian's sanitizer runtime runs
 # (/usr/bin/llvm-symbolizer-14), which clang does not bring.
 CHECK_PKGS := clang libclang-rt-14-dev valgrind llvm-14
+# `make test-fresh` makes a fresh Debian 12 root with debootstrap.
+FRESH_PKGS := debootstrap
 
 BUILD := build/$(LUA)
 CORE := $(BUILD)/fileapi/core.so
@@ -82,7 +84,7 @@ ALL_LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 # predate `deps`.
 
 .PHONY: all deps check-deps build rock test test-specs test-all test-asan test-valgrind test-prism test-oom \
-	fuzz soak demo bench lint clean
+	test-fresh fuzz soak demo bench lint clean
 
 all: build
 
@@ -197,6 +199,13 @@ bench: deps
 	@sh tools/deps.sh $(BENCH_PKGS)
 	@$(MAKE) --no-print-directory build
 	@sh tools/with-paths.sh lua5.4 bench/run.lua
+
+# The README's two commands as a new user runs them: a minimal Debian 12
+# made by debootstrap, a clone of HEAD in it, `make demo` then `make test`
+# as root (tools/fresh.sh).  Too slow for every run: not part of `make test`.
+test-fresh:
+	@sh tools/deps.sh $(FRESH_PKGS)
+	@sh tools/fresh.sh
 
 clean:
 	rm -rf build
