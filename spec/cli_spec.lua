@@ -214,7 +214,7 @@ describe("fileapi command #children", function()
   -- A 1 MiB tmpfs as $TMPDIR, in a mount namespace of its own: the spool of
   -- a 3 MiB pipe cannot fit.
   it("a piped upload whose spool fills the disk: exit 3, nothing sent, no spool left #toolchain", function()
-    if not os.execute("unshare -m true 2>/dev/null") then
+    if helper.run_sh("unshare -m true") ~= 0 then
       print("      (not run: this machine does not allow unshare -m, which the tiny tmpfs needs)")
       return
     end
@@ -230,7 +230,7 @@ describe("fileapi command #children", function()
       .. " 2>&1; echo \"exit $?\"; echo \"left $(ls -A %s | wc -l)\"; }"):format(helper.sh_quote(dir),
       helper.sh_quote(src), table.concat(e, " "), helper.sh_quote(dir), helper.sh_quote(helper.root .. "/tools/with-paths.sh"),
       helper.lua, helper.sh_quote(helper.root .. "/bin/fileapi"), helper.sh_quote(dir))
-    local p = io.popen("unshare -m sh -c " .. helper.sh_quote(script))
+    local p = io.popen("unshare -m sh -c " .. helper.sh_quote(script) .. " 2>&1")
     local out = p:read("*a")
     p:close()
     os.remove(src)
