@@ -1,10 +1,12 @@
 #!/bin/sh
 # tools/fresh.sh (`make test-fresh`): the README's two commands on a fresh
 # machine.  debootstrap makes a minimal Debian 12 (minbase) in a folder under
-# build/, which gets /proc, /sys and /dev, this machine's resolv.conf and apt
-# sources; inside it, as root: apt-get install git make ca-certificates, a
-# git clone of this checkout's HEAD (committed work only), `make demo`, then
-# `make test`.  It prints both results and their times, keeps the logs in
+# build/, mounted on itself (so that, as on a machine, its / is a mount and
+# `unshare -m` works inside), with /proc, /sys and /dev, and this machine's
+# way to the network: resolv.conf, apt sources and their proxy, local CA
+# certificates and the proxy and CA variables of this environment.  Inside
+# it, as root: apt-get install git make ca-certificates, a git clone of this
+# checkout's HEAD (committed work only), `make demo`, then `make test`.  It prints both results and their times, keeps the logs in
 # build/test-fresh/, and always unmounts and removes the root.  A machine
 # that already has the packages hides what this shows (a build that decided
 # its features before `deps` ran, a tool only this machine has).  Needs root.
@@ -40,11 +42,9 @@ cleanup() {
     stop_inside TERM
     sleep 1
     stop_inside KILL
-    for m in dev sys proc; do
-        if mountpoint -q "$root/$m" 2>/dev/null; then
-            umount -R "$root/$m" || umount -R -l "$root/$m"
-        fi
-    done
+    if mountpoint -q "$root" 2>/dev/null; then
+        umount -R "$root" || umount -R -l "$root"
+    fi
     if grep -q " $root/" /proc/mounts; then
         echo "fileapi: something is still mounted under $root: left in place" >&2
         return
@@ -63,8 +63,9 @@ inside() {
     log=$logs/$1
     t0=$(date +%s)
     {
+        # shellcheck disable=SC2086
         chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
-            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin $network \
             /bin/sh -c "$2" 2>&1
         echo $? >"$log.rc"
     } | tee "$log"
@@ -80,12 +81,12 @@ if ! debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$logs/debootstra
     exit 1
 fi
 echo "   (debootstrap: $(elapsed "$t0") s)"
+mount --bind "$root" "$root" || exit 1
 mount -t proc proc "$root/proc" || exit 1
 mount --rbind /sys "$root/sys" || exit 1
 mount --rbind /dev "$root/dev" || exit 1
 # unmounting the copies must never reach this machine's own mounts
-mount --make-rslave "$root/sys" 2>/dev/null
-mount --make-rslave "$root/dev" 2>/dev/null
+mount --make-rslave "$root" 2>/dev/null
 rm -f "$root/etc/resolv.conf"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" || exit 1
 # The same apt sources as this machine, and its way of reaching them
@@ -98,6 +99,17 @@ fi
 for f in /etc/apt/apt.conf.d/*; do
     grep -q '^ *Acquire::\(http\|https\|Check-Valid-Until\|Check-Date\)' "$f" 2>/dev/null &&
         cp "$f" "$root/etc/apt/apt.conf.d/"
+done
+# ca-certificates adds these to the root's bundle when apt-get installs it.
+if ls /usr/local/share/ca-certificates/* >/dev/null 2>&1; then
+    mkdir -p "$root/usr/local/share/ca-certificates" &&
+        cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/" || exit 1
+fi
+network=""
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY NODE_EXTRA_CA_CERTS; do
+    eval "value=\${$v:-}"
+    # shellcheck disable=SC2154
+    [ -n "$value" ] && network="$network $v=$value"
 done
 git -C "$top" bundle create -q "$root/root/fileapi.bundle" HEAD || exit 1
 
