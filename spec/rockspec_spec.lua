@@ -17,8 +17,9 @@ describe("luarocks #toolchain", function()
     local q = helper.sh_quote
     local root = helper.root
     local lua_version = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
-    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
-      q(root .. "/bin"), q(root .. "/fileapi-0.1.0-1.rockspec"), q(root .. "/Makefile"), q(dir))))
+    -- what the rock's build reads (the Makefile's `rock` target runs tools/features.sh)
+    assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s %s %s"):format(q(dir), q(root .. "/lua"), q(root .. "/csrc"),
+      q(root .. "/bin"), q(root .. "/tools"), q(root .. "/fileapi-0.1.0-1.rockspec"), q(root .. "/Makefile"), q(dir))))
     local log = dir .. "/build.log"
     local ok = os.execute(("cd %s && luarocks --lua-version=%s make --tree %s --deps-mode=none fileapi-0.1.0-1.rockspec >%s 2>&1")
       :format(q(dir), lua_version, q(dir .. "/tree"), q(log)))

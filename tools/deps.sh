@@ -1,7 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages given as arguments when any is missing.
 # As root it runs apt-get; otherwise it names what to install and fails.
+# With --check first it only names what is missing and fails, even as root
+# (a build says what it lacks; `make deps` is what installs).
 set -u
+check=""
+if [ "${1:-}" = "--check" ]; then
+    check=yes
+    shift
+fi
 missing=""
 for pkg in "$@"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)
@@ -11,7 +18,7 @@ for pkg in "$@"; do
     esac
 done
 [ -z "$missing" ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
+if [ -n "$check" ] || [ "$(id -u)" -ne 0 ]; then
     echo "fileapi: missing Debian packages:$missing" >&2
     echo "fileapi: install them with: sudo apt-get install -y$missing" >&2
     exit 1

@@ -427,21 +427,26 @@ function M.closed_port()
   return port
 end
 
--- Runs a Lua file in a child process with this checkout's module paths and
--- the given environment (and working folder); returns its exit status and output.
-function M.run_lua(script_args, env, cwd)
-  local parts = {}
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+-- Runs a shell command; returns its exit status and its output (stdout and
+-- stderr together).
+function M.run_sh(cmd)
   local out = M.tmpname(".out")
-  local cmd = ((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s sh %s %s %s >%s 2>&1"):format(table.concat(parts, " "),
-    sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args, sh_quote(out))
-  local ok, _, code = os.execute(cmd)
+  local ok, _, code = os.execute("{ " .. cmd .. "\n} >" .. sh_quote(out) .. " 2>&1")
   local f = io.open(out)
   local text = f and f:read("*a") or ""
   if f then f:close() end
   os.remove(out)
   if type(ok) == "number" then return math.floor(ok / 256), text end -- Lua 5.1: a wait status
   return ok == true and 0 or (code or 1), text
+end
+
+-- Runs a Lua file in a child process with this checkout's module paths and
+-- the given environment (and working folder); returns its exit status and output.
+function M.run_lua(script_args, env, cwd)
+  local parts = {}
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  return M.run_sh(((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s sh %s %s %s"):format(table.concat(parts, " "),
+    sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args))
 end
 
 -- SHA-256 of a file, by sha256sum.
