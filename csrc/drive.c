@@ -205,7 +205,13 @@ void fa_drive_step(fa_driver *d)
     int running = 0, left = 0;
     CURLMsg *msg;
     struct xfer *x, *next;
-    curl_multi_perform(d->cm, &running);
+    CURLMcode mc = curl_multi_perform(d->cm, &running);
+    if (mc != CURLM_OK) { /* the multi handle itself failed (memory): none can go on */
+        for (x = d->live; x != NULL; x = x->next) {
+            fa_xfer_fail(x, FA_KIND(io), curl_multi_strerror(mc));
+            x->stop = 1;
+        }
+    }
     while ((msg = curl_multi_info_read(d->cm, &left)) != NULL) {
         char *p = NULL;
         CURLcode code = msg->data.result;

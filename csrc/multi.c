@@ -1,80 +1,91 @@
 /* core.multi(): many transfers at once, in one OS thread, on one libcurl
  * multi handle -- what a scheduler (fileapi.group, a pool of sessions per
- * client) builds on.  The C API, as Lua sees it:
+ * client) builds on.  The C API, as Lua sees it (failures are nil, err with
+ * the core's error object; wrong types raise; so does using a closed
+ * session, share or multi):
  *
  *   core.share() -> share | nil, err
- *       libcurl's connection cache, DNS cache and TLS sessions, for the
- *       sessions made with it.  share:close() (also __gc, __close) lets go
- *       of the share's own hold: sessions made with it keep sharing until
- *       they close.
+ *       libcurl's connection cache, DNS cache and TLS sessions, shared by
+ *       the sessions made with it.  share:close() (also __gc, __close) lets
+ *       go of the share's own hold; sessions made with it go on sharing
+ *       until the last of them closes.
  *   core.session([share]) -> session | nil, err
  *       a client's handle.  With a share, its connections come from and go
  *       back to the share's cache whether it runs alone (perform) or on a
- *       multi; without one, as before: perform reuses the session's own
- *       connections, and on a multi it uses the multi's.
+ *       multi: the sessions of one client reuse each other's connections.
+ *       Without one, as before: perform reuses the session's own, and on a
+ *       multi it uses the multi's.  A share's cache keeps up to 64 idle
+ *       connections.
  *   session:perform(request) -> response | nil, err
- *       unchanged: one transfer, run to its end (by the same code as a
- *       multi's, on a multi handle of the session's own).
+ *       unchanged: one transfer, run to its end -- by the same code as a
+ *       multi's transfers, on a multi handle of the session's own.
  *   core.multi() -> multi | nil, err
  *   multi:add(session, request) -> true | nil, err
  *       starts the request (the table session:perform takes, read and
- *       checked the same way; a wrong type raises) on the session.  The
- *       session is busy until a run has reported the transfer: perform or
- *       add on it meanwhile gives nil + kind invalid_argument.  Also
- *       invalid_argument: not an http(s) URL, called from a callback of
- *       this multi, a multi that is closing.  A multipart body that cannot
- *       rewind gives its error; nothing is left running.
+ *       checked by the same code) on the session.  The session is busy
+ *       until a run has reported the transfer: perform or add on it
+ *       meanwhile gives nil + kind invalid_argument ("busy").  Also kind
+ *       invalid_argument: not an http(s) URL; called from a callback of
+ *       this multi; the multi is closing; the multipart body or the file
+ *       sink is in another transfer (each serves one at a time).  A body
+ *       that cannot go back to its first byte gives its error.  On nil,
+ *       err nothing was started.
  *   multi:run([timeout]) -> results | nil, err
  *       drives every transfer; waits for the network up to `timeout`
- *       seconds (nil: until one finishes; 0: no waiting), returning as soon
- *       as one or more have finished.  results: an array (possibly empty),
- *       in the order they finished, of { session, response } or
- *       { session, nil, err } -- what session:perform would have returned.
- *       A transfer is reported once.  Called from one of this multi's
- *       callbacks: nil + kind invalid_argument.
+ *       seconds (nil: until one finishes; 0: not at all), returning as soon
+ *       as one or more have finished, or at once when none is running.
+ *       results: an array, possibly empty, in the order they finished, of
+ *       { session, response } or { session, nil, err } -- each what
+ *       session:perform would have returned.  Each transfer added is
+ *       reported exactly once: a memory error raised while the results are
+ *       made loses none (the next run returns them).  Called from one of
+ *       this multi's callbacks: nil + kind invalid_argument ("busy").
  *   multi:remove(session) -> true | false
  *       true: the session's transfer was running on this multi; it ends
- *       with kind aborted, reported by the next run (as every result is).
- *       From a callback too (it ends once libcurl has returned).
+ *       with kind aborted ("removed"), reported by the next run, as every
+ *       result is.  From a callback too: it ends once libcurl has returned.
  *   multi:count() -> n
  *       transfers added and not yet reported (0 once closed).
  *   multi:close() (also __gc, __close)
  *       idempotent; transfers still running end unreported and their
- *       sessions are idle (closed, if close() came meanwhile).  From a
- *       callback: every transfer ends aborted, the run in progress reports
- *       them, and the multi closes as it returns.
+ *       sessions are idle again (closed, if close() came meanwhile).  From
+ *       a callback: every transfer ends aborted, the run in progress
+ *       reports them all, and the multi closes as that run returns.
  *
  * What holds per transfer, as for perform: bodies stream (files in chunks,
  * responses to sinks) in constant memory; response buffers and their limit
  * (max_response) are per session.  Callbacks run one at a time, each
  * under one protected call on the lua_State of the run driving it; what
  * one raises ends only its own transfer (kind callback, err.cause), as does
- * on_progress returning false (kind aborted).  Ctrl-C (the core's interrupt
- * flag) ends every transfer with kind aborted, "interrupted", within a
- * tenth of a second of waiting.  A session closed during its transfer ends
- * it aborted and closes once it is reported.  Lua values a transfer needs
- * are anchored in the registry until it is reported, so the request table
- * may be dropped (or changed) once add has returned.
+ * on_progress returning false (kind aborted).  A callback may use other
+ * clients (perform on an idle session, another multi).  Ctrl-C (the core's
+ * interrupt flag, core.catch_interrupts) ends every running transfer with
+ * kind aborted, "interrupted", within a tenth of a second of waiting.  A
+ * session closed during its transfer ends it with kind aborted and closes
+ * once it is reported.  The Lua values a transfer needs are anchored in the
+ * registry until it is reported, so the request table may be dropped or
+ * changed once add has returned.
  *
- * A scheduler's loop:
- *   for each call: m:add(session, request)  -- park the coroutine on session
+ * A scheduler's loop (coroutines parked on their session):
+ *   m:add(session, request); waiting[session] = coroutine.running()
  *   while m:count() > 0 do
  *     for _, r in ipairs(m:run(1)) do resume(waiting[r[1]], r[2], r[3]) end
  *   end
  *
  * An outside event loop (cqueues, luv) later: the driver keeps waiting
  * (fa_drive_wait: curl_multi_poll) apart from driving (fa_drive_step:
- * curl_multi_perform, then the finished transfers off the handle).  Such a
- * loop would set CURLMOPT_SOCKETFUNCTION and CURLMOPT_TIMERFUNCTION to C
- * functions that only record, in the multi's C state, which descriptors to
- * watch for what and when libcurl wants its timeout -- libcurl calls them
- * from inside its own frames, even from curl_multi_add_handle, where no
- * Lua may run -- and add multi:socket_action(fd, events) (fd -1: the
- * timeout), a step that calls curl_multi_socket_action in place of
- * curl_multi_perform and is otherwise fa_drive_step, returning the results
- * as run does, and multi:watches() -> the recorded changes and the next
- * timeout, read by the loop after each call.  run then is that loop's
- * business, not this file's. */
+ * curl_multi_perform, then the finished transfers off the handle), so that
+ * binding is an addition.  It would set CURLMOPT_SOCKETFUNCTION and
+ * CURLMOPT_TIMERFUNCTION to C functions that only record, in the multi's C
+ * state, which descriptors to watch for what and when libcurl wants its
+ * timeout -- libcurl calls them from inside its own frames, the timer one
+ * even from curl_multi_add_handle, where no Lua may run -- and add
+ * multi:socket_action(fd, events) (fd nil: the timeout fired), a step that
+ * calls curl_multi_socket_action in place of curl_multi_perform and is
+ * otherwise fa_drive_step, returning results as run does, and
+ * multi:watches() -> the recorded descriptor changes and the next timeout,
+ * read by the loop after each call into the multi.  A multi is driven one
+ * way or the other, never both; run stays the way without a loop. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
