@@ -23,6 +23,8 @@ int luaopen_fileapi_core(lua_State *L)
     fa_open_errors(L);
     fa_open_multipart(L);
     fa_open_session(L);
+    fa_open_multi(L);
+    fa_open_share(L);
     fa_open_request(L);
     fa_open_sink(L);
     fa_open_fs(L);

@@ -28,6 +28,8 @@ static inline int fa_whole_count(double v, curl_off_t *out)
 #define FA_SESSION_MT "fileapi.session"
 #define FA_MULTIPART_MT "fileapi.multipart"
 #define FA_SINK_MT "fileapi.sink"
+#define FA_SHARE_MT "fileapi.share"
+#define FA_MULTI_MT "fileapi.multi"
 
 /* core.c: the one exported symbol */
 __attribute__((visibility("default"))) int luaopen_fileapi_core(lua_State *L);
@@ -63,6 +65,8 @@ long fa_multipart_read(fa_multipart *mp, lua_State *L, char *buf, size_t n);
 /* Content bytes of all parts, and those within the first `wire` body bytes. */
 curl_off_t fa_multipart_payload_length(const fa_multipart *mp);
 curl_off_t fa_multipart_payload_at(const fa_multipart *mp, curl_off_t wire);
+/* Taken by a transfer (claim 1) and given back (0): 0, or -1 when taken. */
+int fa_multipart_claim(fa_multipart *mp, int claim);
 /* Back to the first byte; 0 on success, -1 when a part cannot rewind. */
 int fa_multipart_rewind(fa_multipart *mp, lua_State *L);
 /* Kind and message of the last failure, for the error object; its errno
@@ -76,6 +80,7 @@ void fa_open_multipart(lua_State *L);
 typedef struct fa_sink fa_sink;
 fa_sink *fa_sink_test(lua_State *L, int idx);
 int fa_sink_write(fa_sink *k, const char *p, size_t n); /* 0, or -1 with errno */
+int fa_sink_claim(fa_sink *k, int claim); /* as fa_multipart_claim */
 void fa_open_sink(lua_State *L);
 
 /* fs.c: opening a file to upload, listings, the journal, temporary files */
@@ -88,9 +93,12 @@ void fa_open_store(lua_State *L);
 /* seal.c: core.sha256, core.seal, core.unseal (when built with libcrypto) */
 void fa_open_seal(lua_State *L);
 
-/* session.c: the session userdata (request.c, transfer.c, results.c are
- * its parts, behind transfer.h) */
+/* session.c: the session userdata; multi.c: many transfers at once;
+ * share.c: caches shared by sessions (request.c, transfer.c, drive.c and
+ * results.c are their parts, behind transfer.h) */
 void fa_open_session(lua_State *L);
+void fa_open_multi(lua_State *L);
+void fa_open_share(lua_State *L);
 void fa_open_request(lua_State *L); /* core.request_fields(): what request.c reads */
 
 /* retry_after.c: parsing of what a server says about waiting */

@@ -44,6 +44,7 @@ struct fa_multipart {
      * rewind) that called it is over, and every step after a callback
      * looks at close_pending first. */
     int reading;
+    int claimed;       /* a transfer is sending it (one at a time) */
     int close_pending;
     /* Pull mode (body:pull): readers are called by the Lua caller, which may
      * yield (nginx cosockets), and handed back with body:feed. */

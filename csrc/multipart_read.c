@@ -323,6 +323,16 @@ static int rewind_parts(fa_multipart *mp, lua_State *L)
     return restart(mp, L);
 }
 
+/* One transfer at a time: two reading one body in turns would each send
+ * pieces of it.  Returns 0, or -1 when another transfer has it. */
+int fa_multipart_claim(fa_multipart *mp, int claim)
+{
+    if (claim && mp->claimed)
+        return -1;
+    mp->claimed = claim;
+    return 0;
+}
+
 /* ---- Lua methods -------------------------------------------------------- */
 
 fa_multipart *fa_multipart_check(lua_State *L, int idx)

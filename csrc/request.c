@@ -1,6 +1,8 @@
-/* The request table, read and checked on the C side: the Lua side
- * (fileapi.http.request) checks the whole table first, for both transports;
- * these checks are the core's own guard against bad pointers. */
+/* The request table, read and checked on the C side (the Lua side,
+ * fileapi.http.request, checks the whole table first, for both transports;
+ * these checks are the core's own guard against bad pointers), and set on
+ * the libcurl handle. */
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
@@ -27,20 +29,24 @@ static int optfunction(lua_State *L, int t, const char *k)
     return lua_gettop(L); /* stays on the stack for the call */
 }
 
-static void read_sink(lua_State *L, int t, struct xfer *x)
+static void read_sink(lua_State *L, int t, struct request *r, struct xfer *x)
 {
     lua_getfield(L, t, "sink");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
     } else if (lua_type(L, -1) == LUA_TFUNCTION) {
-        x->writer_idx = lua_gettop(L);
+        r->sink_idx = lua_gettop(L);
     } else if ((x->sink = fa_sink_test(L, -1)) == NULL) {
         luaL_error(L, "request: 'sink' must be a writer function or a file sink");
-    } /* else it stays on the stack: the sink must outlive the transfer */
-    x->decide_idx = optfunction(L, t, "decide");
-    if ((x->writer_idx || x->sink) && x->decide_idx == 0)
+    } else {
+        r->sink_idx = lua_gettop(L); /* the sink must outlive the transfer */
+    }
+    r->decide_idx = optfunction(L, t, "decide");
+    if (r->sink_idx && r->decide_idx == 0)
         luaL_error(L, "request: a 'sink' needs 'decide'");
-    x->received_idx = optfunction(L, t, "on_received");
+    r->received_idx = optfunction(L, t, "on_received");
+    x->has_decide = r->decide_idx != 0;
+    x->has_received = r->received_idx != 0;
 }
 
 /* The transport options, a descriptor per row of gen/options.h (made from
@@ -82,8 +88,9 @@ static void read_options(lua_State *L, int t, struct request *r)
     }
 }
 
-/* Reads and checks every field before anything is allocated, so a wrong
- * type raises with nothing to leak. */
+/* Reads and checks every field before anything is held, so a wrong type
+ * raises with nothing to leak.  The values the transfer uses stay on the
+ * stack, at the *_idx slots, for the caller to anchor. */
 void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
 {
     size_t len;
@@ -95,7 +102,15 @@ void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
     r->method = fa_optstrfield(L, t, "method", &len);
     if (r->method != NULL && (len == 0 || has_ctl(r->method, len) || strchr(r->method, ' ')))
         luaL_error(L, "request: invalid 'method'");
-    r->body = fa_optstrfield(L, t, "body", &r->body_len);
+    lua_getfield(L, t, "body");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+    } else if (lua_type(L, -1) != LUA_TSTRING) {
+        luaL_error(L, "field 'body' must be a string");
+    } else { /* stays on the stack: its bytes are read during the transfer */
+        r->body = lua_tolstring(L, -1, &r->body_len);
+        r->body_idx = lua_gettop(L);
+    }
     read_options(L, t, r);
     lua_getfield(L, t, "expect_continue");
     r->expect_continue = lua_toboolean(L, -1);
@@ -123,7 +138,7 @@ void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
         x->mp = fa_multipart_check(L, -1);
         x->total = fa_multipart_length(x->mp);
         x->payload_total = fa_multipart_payload_length(x->mp);
-        /* stays on the stack: the body must outlive the transfer */
+        r->mp_idx = lua_gettop(L); /* the body must outlive the transfer */
     } else {
         lua_pop(L, 1);
         x->body = r->body;
@@ -133,8 +148,9 @@ void fa_read_request(lua_State *L, int t, struct request *r, struct xfer *x)
         luaL_error(L, "request: 'body' and 'multipart' exclude each other");
     if (r->method != NULL && strcmp(r->method, "HEAD") == 0 && (x->mp != NULL || r->body != NULL))
         luaL_error(L, "request: a HEAD request has no body");
-    x->progress_idx = optfunction(L, t, "on_progress");
-    read_sink(L, t, x);
+    r->progress_idx = optfunction(L, t, "on_progress");
+    x->has_progress = r->progress_idx != 0;
+    read_sink(L, t, r, x);
 }
 
 /* Strings of the headers table stay alive on the stack while the list is
@@ -168,6 +184,70 @@ struct curl_slist *fa_build_headers(lua_State *L, int idx, int expect, int *oom)
 int fa_is_http_url(const char *url)
 {
     return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
+
+/* ---- libcurl's options for one request ---------------------------------- */
+
+/* Milliseconds rounded up, and one more: libcurl subtracts times in whole
+ * milliseconds truncated toward zero, which can end a transfer up to one
+ * before its timeout (as nginx's clock can for the cosocket transport). */
+static long to_ms(double seconds)
+{
+    return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0) + 1;
+}
+
+/* A row of gen/options.h sets its libcurl option on c from r as its `as`
+ * says; a bespoke row has its own code (idle_expired, buffer_body). */
+#define SET_ms(opt, v) curl_easy_setopt(c, opt, to_ms(v))
+#define SET_string(opt, v) do { if ((v) != NULL) curl_easy_setopt(c, opt, v); } while (0)
+#define SET_bespoke(opt, v) do { } while (0)
+#define SET_OPTION(name, type, lo, hi, missing, curlopt, as) SET_##as(curlopt, r->name);
+
+static void configure_method(CURL *c, const struct request *r, const struct xfer *x)
+{
+    int has_body = x->mp != NULL || r->body != NULL;
+    const char *method = r->method ? r->method : (has_body ? "POST" : "GET");
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        return;
+    }
+    if (has_body) { /* sent by the read callback (fa_set_callbacks) */
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
+        if (x->mp != NULL)
+            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        return;
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+}
+
+/* The handle, freshly reset, set up for the request; libcurl copies the
+ * strings, and keeps pointers only to x (inside the session) and its
+ * header list and error buffer, until the handle is reset again. */
+void fa_configure(CURL *c, const struct request *r, struct xfer *x)
+{
+    curl_easy_setopt(c, CURLOPT_PRIVATE, (void *)x);
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
+    if (r->sink_idx != 0)
+        curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024L);
+    FA_REQUEST_OPTIONS(SET_OPTION) /* each row that names a libcurl option */
+    configure_method(c, r, x);
+    fa_set_callbacks(c, x);
 }
 
 /* Every field fa_read_request reads, for spec/tables_spec.lua to hold

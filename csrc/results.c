@@ -1,6 +1,8 @@
 /* Results of a finished transfer: its facts read into C before the handle
  * is reset, then pushed as the response table or as nil, err.  Pushing may
- * raise (memory): by then the client is already usable again. */
+ * raise (memory): the callers push only what nothing else depends on (a
+ * perform's client is usable again by then; a run's transfer stays queued
+ * until its result is in place). */
 #include <stdio.h>
 #include <string.h>
 #include "transfer.h"
@@ -77,29 +79,30 @@ static void set_transfer_facts(lua_State *L, const struct outcome *o, const stru
     lua_setfield(L, -2, "new_connections");
 }
 
-/* "<callback> raised: <what it raised>", from the value kept at cause_idx */
-static void push_callback_error(lua_State *L, const struct xfer *x)
+/* "<callback> raised: <what it raised>", from the value at cause_idx */
+static void push_callback_error(lua_State *L, const struct xfer *x, int cause_idx)
 {
     char text[400];
     if (x->fail_msg[0] != '\0') {
         fa_error_push(L, FA_KIND(callback), x->fail_msg);
     } else {
-        fa_describe(L, x->cause_idx, text, sizeof text);
+        fa_describe(L, cause_idx, text, sizeof text);
         lua_pushfstring(L, "%s raised: %s", x->raised_by ? x->raised_by : "a callback", text);
         fa_error_push(L, FA_KIND(callback), lua_tostring(L, -1));
         lua_remove(L, -2);
     }
-    if (!lua_isnil(L, x->cause_idx)) {
-        lua_pushvalue(L, x->cause_idx);
+    if (!lua_isnil(L, cause_idx)) {
+        lua_pushvalue(L, cause_idx);
         lua_setfield(L, -2, "cause");
     }
 }
 
-int fa_push_failure(lua_State *L, const struct outcome *o, const struct xfer *x)
+static int push_failure(lua_State *L, const struct xfer *x, int cause_idx)
 {
+    const struct outcome *o = &x->o;
     lua_pushnil(L);
     if (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(callback)) == 0)
-        push_callback_error(L, x);
+        push_callback_error(L, x, cause_idx);
     else if (x->fail_kind != NULL)
         fa_error_push(L, x->fail_kind, x->fail_msg);
     else if (x->oom)
@@ -123,8 +126,9 @@ int fa_push_failure(lua_State *L, const struct outcome *o, const struct xfer *x)
     return 2;
 }
 
-int fa_push_response(lua_State *L, const struct outcome *o, const struct xfer *x)
+static int push_response(lua_State *L, const struct xfer *x)
 {
+    const struct outcome *o = &x->o;
     lua_createtable(L, 0, 9);
     fa_pushwhole(L, o->status);
     lua_setfield(L, -2, "status");
@@ -138,14 +142,20 @@ int fa_push_response(lua_State *L, const struct outcome *o, const struct xfer *x
     return 1;
 }
 
+/* The response, or nil and the error: what session:perform returns. */
+int fa_push_result(lua_State *L, const struct xfer *x, int cause_idx)
+{
+    return x->o.code == CURLE_OK ? push_response(L, x) : push_failure(L, x, cause_idx);
+}
+
 /* A failure before the transfer began: the error alone, no transfer facts. */
-int fa_push_early_failure(lua_State *L, const struct xfer *x)
+int fa_push_early_failure(lua_State *L, const struct xfer *x, int cause_idx)
 {
     if (x->oom)
         return luaL_error(L, "not enough memory");
     lua_pushnil(L);
     if (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(callback)) == 0)
-        push_callback_error(L, x);
+        push_callback_error(L, x, cause_idx);
     else
         fa_error_push(L, x->fail_kind ? x->fail_kind : FA_KIND(io), x->fail_msg);
     if (x->fail_errno != 0)

@@ -29,11 +29,22 @@ struct fa_sink {
     curl_off_t size;
     char *buf;
     size_t used;
+    int claimed; /* a transfer writes to it (one at a time) */
 };
 
 fa_sink *fa_sink_test(lua_State *L, int idx)
 {
     return (fa_sink *)fa_testudata(L, idx, FA_SINK_MT);
+}
+
+/* One transfer at a time: two writing one file would interleave.  Returns
+ * 0, or -1 when another transfer has it. */
+int fa_sink_claim(fa_sink *k, int claim)
+{
+    if (claim && k->claimed)
+        return -1;
+    k->claimed = claim;
+    return 0;
 }
 
 static fa_sink *check_sink(lua_State *L)

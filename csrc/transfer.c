@@ -1,16 +1,19 @@
-/* The transfer: libcurl set up for one request, its callbacks, and the
- * trampoline their Lua work runs in.
+/* A transfer's libcurl callbacks, and the trampoline their Lua work runs in.
  *
  * Nothing may unwind through libcurl's frames, and in Lua anything that
  * allocates may raise (a memory error at least).  So every callback does its
  * Lua work -- pushes, the call, reading the results into C -- inside one
- * protected call of a trampoline that was pushed before the transfer began
- * (pushing a C function allocates on Lua 5.1 and LuaJIT).  A failure is kept
- * in the transfer state (what a callback raised stays on the stack, as
- * err.cause) and the transfer aborted; session.c pushes the results only
- * after curl_easy_perform has returned and the handle is reset. */
+ * protected call of a trampoline that the call driving the transfer pushed
+ * before it began (pushing a C function allocates on Lua 5.1 and LuaJIT),
+ * on the lua_State of that call (fa_driver: a perform, a multi's run).  The
+ * callback's function comes from the transfer's anchor table, fetched inside
+ * that protected call.  A failure is kept in the transfer state (what a
+ * callback raised goes to the anchor table's FA_A_CAUSE slot, which exists
+ * from the start, so storing it allocates nothing) and that transfer alone
+ * is aborted; the results are pushed only after libcurl has returned and the
+ * handle is reset (drive.c, results.c).  Callbacks of one driver never run
+ * two at once: one thread, and no call back into a driver while it runs. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +75,11 @@ static void fail(struct xfer *x, const char *kind, const char *msg)
     snprintf(x->fail_msg, sizeof x->fail_msg, "%s", msg);
 }
 
+void fa_xfer_fail(struct xfer *x, const char *kind, const char *msg)
+{
+    fail(x, kind, msg);
+}
+
 static void fail_errno(struct xfer *x, const char *what, int e)
 {
     char msg[200];
@@ -82,10 +90,21 @@ static void fail_errno(struct xfer *x, const char *what, int e)
     x->fail_errno = e;
 }
 
-/* close() from a callback: the running call ends as soon as control is
- * back in libcurl, and the client closes when it has returned. */
+/* Whether the transfer must end now.  Its driver ended it (x->stop, the
+ * reason recorded: removed, its multi closed; or it is over and libcurl
+ * calls back while the handle is removed), and no Lua may run; no call
+ * drives it (never expected: said, not run); Ctrl-C; or close() from a
+ * callback: the running call ends as soon as control is back in libcurl,
+ * and the client closes when it has been reported. */
 static int cancelled(struct xfer *x)
 {
+    if (x->stop)
+        return 1;
+    if (x->d == NULL || x->d->L == NULL) {
+        fail(x, FA_KIND(aborted), "the transfer was ended");
+        x->stop = 1;
+        return 1;
+    }
     if (fa_interrupted()) {
         fail(x, FA_KIND(aborted), "interrupted");
         return 1;
@@ -102,9 +121,9 @@ static int to_count(lua_State *L, int idx, curl_off_t *out)
     return lua_type(L, idx) == LUA_TNUMBER && fa_whole_count(lua_tonumber(L, idx), out);
 }
 
-/* Calls the function at fn_idx with nargs values pushed above it and
- * marks which callback it was, so that its raise can be named; raises
- * propagate to run_lua's protected call. */
+/* Calls the callback pushed below nargs values and marks which one it was,
+ * so that its raise can be named; raises propagate to run_lua's protected
+ * call. */
 static void call_user(lua_State *L, struct xfer *x, int nargs, int nresults, const char *what)
 {
     x->raised_by = what;
@@ -112,16 +131,20 @@ static void call_user(lua_State *L, struct xfer *x, int nargs, int nresults, con
     x->raised_by = NULL;
 }
 
-/* The trampoline runs in a frame of its own: the callback's function comes
- * as its second argument, at this index. */
-#define FA_JOB_FN 2
+/* Pushes the transfer's Lua value in slot (inside the protected call). */
+static void push_anchored(lua_State *L, const struct xfer *x, int slot)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->anchor);
+    lua_rawgeti(L, -1, slot);
+    lua_remove(L, -2);
+}
 
 /* decide(status, headers) -> "sink"|"buffer"|nil, skip|why */
 static void job_decide(lua_State *L, struct lcall *c)
 {
     struct xfer *x = c->x;
     const char *mode;
-    lua_pushvalue(L, FA_JOB_FN);
+    push_anchored(L, x, FA_A_DECIDE);
     fa_pushwhole(L, x->status);
     fa_push_headers(L, &x->s->head);
     call_user(L, x, 2, 2, "decide");
@@ -144,7 +167,7 @@ static void job_decide(lua_State *L, struct lcall *c)
 static void job_write(lua_State *L, struct lcall *c)
 {
     struct xfer *x = c->x;
-    lua_pushvalue(L, FA_JOB_FN);
+    push_anchored(L, x, FA_A_SINK);
     lua_pushlstring(L, c->ptr, c->n);
     call_user(L, x, 1, 2, "the writer");
     if (!lua_toboolean(L, -2)) {
@@ -160,11 +183,12 @@ static void job_write(lua_State *L, struct lcall *c)
 static void job_progress(lua_State *L, struct lcall *c)
 {
     struct xfer *x = c->x;
-    lua_pushvalue(L, FA_JOB_FN);
     if (c->job == JOB_RECEIVED) {
+        push_anchored(L, x, FA_A_RECEIVED);
         fa_pushwhole(L, x->sunk);
         call_user(L, x, 1, 1, "on_progress");
     } else {
+        push_anchored(L, x, FA_A_PROGRESS);
         fa_pushwhole(L, c->sent);
         fa_pushwhole(L, x->payload_total);
         call_user(L, x, 2, 1, "on_progress");
@@ -208,39 +232,35 @@ int fa_trampoline(lua_State *L)
     return 0;
 }
 
-/* Runs a job under lua_pcall; the stack is as it was afterwards.  Returns
- * 0, or -1 when the job failed or said stop (the failure recorded). */
-static int job_function(const struct xfer *x, enum lua_job job)
+/* Keeps the value at the top as err.cause and pops it.  The slot exists in
+ * the anchor table from the start: storing into it allocates nothing. */
+static void keep_cause(lua_State *L, struct xfer *x)
 {
-    switch (job) {
-    case JOB_DECIDE: return x->decide_idx;
-    case JOB_WRITE: return x->writer_idx;
-    case JOB_RECEIVED: return x->received_idx;
-    case JOB_PROGRESS: return x->progress_idx;
-    default: return 0;
-    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->anchor);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, FA_A_CAUSE);
+    lua_pop(L, 1);
+    x->has_cause = 1;
 }
 
+/* Runs a job under lua_pcall on the state of the call driving the
+ * transfer; the stack is as it was afterwards.  Returns 0, or -1 when the
+ * job failed or said stop (the failure recorded). */
 static int run_lua(struct xfer *x, struct lcall *c)
 {
-    lua_State *L = x->L;
-    int top = lua_gettop(L), rc, fn = job_function(x, c->job);
+    lua_State *L = x->d->L;
+    int top = lua_gettop(L), rc;
     c->x = x;
     c->stop = 0;
-    /* copies of slots reserved by luaL_checkstack: nothing allocates */
-    lua_pushvalue(L, x->tramp_idx);
+    /* a copy of a slot, and slots reserved by fa_reserve: nothing allocates */
+    lua_pushvalue(L, x->d->tramp_idx);
     lua_pushlightuserdata(L, c);
-    if (fn != 0)
-        lua_pushvalue(L, fn);
-    else
-        lua_pushnil(L);
-    rc = lua_pcall(L, 2, 0, 0);
+    rc = lua_pcall(L, 1, 0, 0);
     if (rc == LUA_ERRMEM) {
         x->oom = 1;
         c->stop = 1;
     } else if (rc != 0) {
-        /* what the callback raised, kept as it is for err.cause */
-        lua_replace(L, x->cause_idx);
+        keep_cause(L, x); /* what the callback raised, as it is */
         fail(x, FA_KIND(callback), "");
         if (x->raised_by == NULL)
             x->raised_by = "a callback";
@@ -248,7 +268,7 @@ static int run_lua(struct xfer *x, struct lcall *c)
     }
     lua_settop(L, top);
     if (c->body_cause && fa_multipart_push_cause(x->mp, L)) {
-        lua_replace(L, x->cause_idx);
+        keep_cause(L, x);
         x->raised_by = "";
     }
     return c->stop ? -1 : 0;
@@ -288,7 +308,7 @@ static int write_sink(struct xfer *x, const char *ptr, size_t n)
             return -1;
     }
     x->sunk += (curl_off_t)n;
-    if (x->received_idx != 0) {
+    if (x->has_received) {
         c.job = JOB_RECEIVED;
         if (run_lua(x, &c) != 0)
             return -1;
@@ -351,7 +371,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
         if (x->status < 200)
             return n; /* an interim response ended; the final one follows */
         x->head_done = 1;
-        if (x->decide_idx == 0)
+        if (!x->has_decide)
             return n;
         memset(&c, 0, sizeof c);
         c.job = JOB_DECIDE;
@@ -476,7 +496,7 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         return 1;
     if (x->idle_timeout > 0 && idle_expired(x, dlnow + ulnow + x->header_bytes))
         return 1;
-    if (x->progress_idx == 0)
+    if (!x->has_progress)
         return 0;
     /* Strictly increasing: a resend after a rewind starts from 0 again. */
     sent = payload_sent(x, ulnow);
@@ -485,104 +505,45 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return report_progress(x, sent);
 }
 
-/* ---- libcurl's options for one request ---------------------------------- */
+/* ---- the handle's callbacks, and the end of a transfer ------------------ */
 
-static long to_ms(double seconds)
+/* The callbacks: a body goes through the read callback (a string too: only
+ * there can a resend be refused, see on_seek), and the progress callback,
+ * always set, is where an interrupt and the idle timeout are noticed. */
+void fa_set_callbacks(CURL *c, struct xfer *x)
 {
-    return seconds <= 0 ? 0 : (long)ceil(seconds * 1000.0);
-}
-
-/* A row of gen/options.h sets its libcurl option on c from r as its `as`
- * says; a bespoke row has its own code (idle_expired, buffer_body). */
-#define SET_ms(opt, v) curl_easy_setopt(c, opt, to_ms(v))
-#define SET_string(opt, v) do { if ((v) != NULL) curl_easy_setopt(c, opt, v); } while (0)
-#define SET_bespoke(opt, v) do { } while (0)
-#define SET_OPTION(name, type, lo, hi, missing, curlopt, as) SET_##as(curlopt, r->name);
-
-static void configure_method(CURL *c, const struct request *r, struct xfer *x)
-{
-    int has_body = x->mp != NULL || r->body != NULL;
-    const char *method = r->method ? r->method : (has_body ? "POST" : "GET");
-    if (strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-        return;
-    }
-    /* Bodies go through the read callback, strings too: only there can a
-     * resend be refused (see on_seek). */
-    if (has_body) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(c, CURLOPT_READDATA, x);
-        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, x->total);
-        if (x->mp != NULL)
-            curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
-        if (strcmp(method, "POST") != 0)
-            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        return;
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    if (strcmp(method, "GET") != 0)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-}
-
-static void configure(CURL *c, const struct request *r, struct xfer *x, struct curl_slist *hdrs,
-                      char *errbuf)
-{
-    curl_easy_setopt(c, CURLOPT_URL, r->url);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
-    if (x->sink != NULL || x->writer_idx != 0)
-        curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024L);
-    FA_REQUEST_OPTIONS(SET_OPTION) /* each row that names a libcurl option */
-    configure_method(c, r, x);
-    /* always: the progress callback is where an interrupt is noticed */
-    {
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+    if (x->mp != NULL || x->body != NULL) {
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
     }
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
 }
 
-/* ---- the transfer ------------------------------------------------------- */
-
-/* Runs the transfer; only C happens after it, up to the return. */
-CURLcode fa_transfer(fa_session *s, const struct request *r, struct xfer *x, struct curl_slist *hdrs,
-                         struct outcome *o)
+/* libcurl said the transfer is over (code): what it still reports, outside
+ * libcurl's frames but under the same protection -- its last progress,
+ * which a short body may never have had -- and whether a close() or that
+ * report ended it after all. */
+CURLcode fa_transfer_settle(struct xfer *x, CURLcode code)
 {
-    char errbuf[CURL_ERROR_SIZE];
-    CURLcode code;
-    errbuf[0] = '\0';
-    curl_easy_reset(s->curl); /* keeps the connection cache */
-    configure(s->curl, r, x, hdrs, errbuf);
-    code = curl_easy_perform(s->curl);
-    if (code == CURLE_OK && x->progress_idx != 0 && x->last_sent < x->payload_total) {
+    if (code == CURLE_OK && x->has_progress && x->last_sent < x->payload_total && !cancelled(x)) {
         curl_off_t uploaded = 0;
-        curl_easy_getinfo(s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+        curl_easy_getinfo(x->s->curl, CURLINFO_SIZE_UPLOAD_T, &uploaded);
         if (uploaded >= x->total)
             report_progress(x, x->payload_total); /* the transfer is over: no abort left */
     }
-    if (code == CURLE_OK && (x->s->close_pending || (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(aborted)) == 0))) {
+    if (code == CURLE_OK && (x->s->close_pending || x->stop ||
+                             (x->fail_kind != NULL && strcmp(x->fail_kind, FA_KIND(aborted)) == 0))) {
         cancelled(x);
         code = CURLE_ABORTED_BY_CALLBACK; /* closed, or stopped by that last report */
     }
-    fa_gather(s->curl, code, errbuf, o);
-    /* Nothing libcurl keeps may point into this frame once it returns. */
-    curl_easy_reset(s->curl);
     return code;
 }
 

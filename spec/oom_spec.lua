@@ -1,8 +1,9 @@
 -- Out of memory in the middle of a transfer: spec/c/harness runs the core
 -- in a Lua state whose allocator fails the Nth allocation, for every N an
--- upload and a download make, under ASan/UBSan (make test-oom).  Each run
--- must end with a result, nil, err, or a memory error raised after perform,
--- and the session must answer the next request.
+-- upload and a download make, alone and at once on a multi, under
+-- ASan/UBSan (make test-oom).  Each run must end with a result, nil, err,
+-- or a memory error raised after libcurl returned; no transfer on a multi
+-- goes unreported; and the sessions and the multi must work after.
 local helper = require "helper"
 
 describe("allocation failures during a transfer #oom", function()
@@ -24,6 +25,7 @@ describe("allocation failures during a transfer #oom", function()
     assert.matches("\nok\nexit 0\n$", out)
     assert.matches("upload: %d+ allocations", out)
     assert.matches("download: %d+ allocations", out)
+    assert.matches("multi: %d+ allocations", out)
     assert.matches("list_dir: %d+ allocations", out)
   end)
 end)

@@ -16,6 +16,7 @@ struct arena {
     long fail_at;  /* the first to fail (1-based); 0: none */
     long fail_for; /* how many in a row fail from there */
     long failed;   /* how many did */
+    int paused;    /* the script's own bookkeeping: neither counted nor failed */
 };
 
 static struct arena arena;
@@ -29,7 +30,7 @@ static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         free(ptr);
         return NULL;
     }
-    if (ptr == NULL || nsize > osize) {
+    if (!arena.paused && (ptr == NULL || nsize > osize)) {
         arena.count++;
         if (arena.fail_at > 0 && arena.count >= arena.fail_at && arena.count < arena.fail_at + arena.fail_for) {
             arena.failed++;
@@ -47,8 +48,25 @@ static int h_arm(lua_State *L)
     long run = (long)luaL_optinteger(L, 2, 2);
     arena.count = 0;
     arena.failed = 0;
+    arena.paused = 0;
     arena.fail_for = run;
     arena.fail_at = n; /* last: the calls above allocate nothing */
+    return 0;
+}
+
+/* harness.pause(), harness.resume(): between the calls under test, the
+ * script's own allocations are left out. */
+static int h_pause(lua_State *L)
+{
+    (void)L;
+    arena.paused = 1;
+    return 0;
+}
+
+static int h_resume(lua_State *L)
+{
+    (void)L;
+    arena.paused = 0;
     return 0;
 }
 
@@ -56,6 +74,7 @@ static int h_arm(lua_State *L)
 static int h_disarm(lua_State *L)
 {
     arena.fail_at = 0;
+    arena.paused = 0;
     lua_pushinteger(L, arena.count);
     lua_pushinteger(L, arena.failed);
     return 2;
@@ -80,6 +99,8 @@ int main(int argc, char **argv)
     static const luaL_Reg funcs[] = {
         {"arm", h_arm},
         {"disarm", h_disarm},
+        {"pause", h_pause},
+        {"resume", h_resume},
         {"inode_id", h_inode_id},
         {NULL, NULL},
     };

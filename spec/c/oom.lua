@@ -1,5 +1,6 @@
 -- Run by spec/c/harness (see there): sweeps the allocation that fails over
--- every allocation an upload and a download make, on one session.
+-- every allocation an upload and a download make, on one session, and
+-- three transfers at once on a multi.
 --   harness oom.lua BASE_URL API_KEY DIR (DIR: a folder of 40 files)
 -- luacheck: read globals harness
 local core = require "fileapi.core"
@@ -42,11 +43,15 @@ local function download_request()
     on_received = function(n) return n >= 0 end }
 end
 
+local function plain_request()
+  return { method = "GET", url = base .. "/v1/files/fsf_none", headers = { "Authorization: Bearer " .. key } }
+end
+
 -- After any outcome the session answers a plain request, or is closed.
-local function still_works()
-  if not session:is_open() then return "closed" end
-  local res, err = session:perform({ method = "GET", url = base .. "/v1/files/fsf_none",
-    headers = { "Authorization: Bearer " .. key } })
+local function still_works(s)
+  s = s or session
+  if not s:is_open() then return "closed" end
+  local res, err = s:perform(plain_request())
   assert(res, "the session no longer works: " .. tostring(err and err.message))
   assert(res.status == 404, "unexpected status " .. tostring(res.status))
   return "works"
@@ -113,6 +118,89 @@ local function sweep_listing(dir)
   assert(raised > 0)
 end
 
+-- Three transfers at once on one multi (an upload, a download, a plain
+-- GET) on sessions of one share: each added one is reported exactly once
+-- (a result, or nil, err), add and run raise nothing but a memory error,
+-- and after it all the sessions and the multi work.
+local share = assert(core.share())
+local multi = assert(core.multi())
+local msessions = { assert(core.session(share)), assert(core.session(share)), assert(core.session(share)) }
+
+-- Called paused (harness.pause): only the core's calls run armed.
+local function multi_round(reqs, seen)
+  local added, reported, failing = {}, {}, true
+  local function armed(fn, ...)
+    if failing then harness.resume() end
+    local ok, a, b = pcall(fn, ...)
+    harness.pause()
+    return ok, a, b
+  end
+  local function count(what)
+    if seen then seen[what] = (seen[what] or 0) + 1 end
+  end
+  for i, s in ipairs(msessions) do
+    local ok, r, e = armed(multi.add, multi, s, reqs[i])
+    local what = outcome(ok, r, e)
+    if ok and r then added[s] = true else count("add: " .. what) end
+  end
+  local rounds = 0
+  while multi:count() > 0 do
+    rounds = rounds + 1
+    assert(rounds < 10000, "the multi never emptied")
+    local ok, results = armed(multi.run, multi, 5)
+    if not ok then
+      outcome(ok, results)
+      failing = false -- from here the rest must still be reported
+      count("run: memory error")
+    else
+      for _, r in ipairs(results) do
+        assert(added[r[1]], "a transfer that was not added, or reported twice")
+        added[r[1]], reported[r[1]] = nil, true
+        count(outcome(true, r[2], r[3]))
+      end
+    end
+  end
+  assert(next(added) == nil, "an added transfer was never reported")
+  return reported
+end
+
+local function multi_requests()
+  return { upload_request(), download_request(), plain_request() }
+end
+
+local function sweep_multi(run)
+  collectgarbage()
+  local reqs = multi_requests()
+  harness.arm(0)
+  harness.pause()
+  local reported = multi_round(reqs)
+  local total = harness.disarm()
+  for _, s in ipairs(msessions) do assert(reported[s], "multi: the dry run failed") end
+  reqs[1].multipart:close()
+  local seen, runs = {}, 0
+  for n = 1, total + 8 do
+    reqs = multi_requests()
+    collectgarbage()
+    harness.arm(n, run)
+    harness.pause()
+    multi_round(reqs, seen)
+    local _, failed = harness.disarm()
+    if failed > 0 then runs = runs + 1 end
+    for _, s in ipairs(msessions) do still_works(s) end
+    reqs[1].multipart:close()
+  end
+  -- and the multi itself
+  assert(multi:add(msessions[1], plain_request()))
+  local results = multi:run(30)
+  assert(#results == 1 and results[1][2] and results[1][2].status == 404, "the multi no longer works")
+  local parts = {}
+  for what, count in pairs(seen) do parts[#parts + 1] = what .. " " .. count end
+  table.sort(parts)
+  print(("multi: %d allocations for three transfers, %d runs with a failed allocation (%d in a row): %s")
+    :format(total, runs, run, table.concat(parts, ", ")))
+  assert(runs > 0, "multi: no allocation failed")
+end
+
 local listed = arg[3]
 sweep_listing(listed)
 
@@ -120,6 +208,10 @@ post_admin("/_mock/faults", '[{"type":"file","size":200000,"path":"/conf","count
 for _, run in ipairs({ 2, 1000000 }) do
   sweep("upload", upload_request, run)
   sweep("download", download_request, run)
+  sweep_multi(run)
 end
 session:close()
+multi:close()
+for _, s in ipairs(msessions) do s:close() end
+share:close()
 print("ok")

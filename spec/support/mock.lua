@@ -3,7 +3,8 @@
 -- Listens on 127.0.0.1 (port 0: a free one), writes "PORT PID" to the port
 -- file, and exits when told to, or when the parent process is gone.
 -- Admin endpoints under /_mock/ let a test read what was sent, count TCP
--- connections, set a quota, add shares and queue faults.
+-- connections and the requests answered at once, add latency, set a quota,
+-- add shares and queue faults.
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
 
@@ -41,6 +42,10 @@ local stop = false
 local function reset()
   state.requests, state.faults, state.storage_faults = {}, {}, {}
   state.connections, state.api_requests, state.rejected = 0, 0, 0
+  -- requests being answered at once: now, and at most, since the reset
+  -- (those still running from before it count in the table they began in)
+  state.flight = { now = 0, max = 0 }
+  state.generation = (state.generation or 0) + 1
   state.rejected_at = {}
   state.keep = 1024 * 1024
   state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
@@ -222,6 +227,7 @@ local function admin(conn, req)
   elseif p == "/_mock/stats" then
     out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
       rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
+      in_flight = state.flight.now, max_in_flight = state.flight.max,
       token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes,
       refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused }
   elseif p == "/_mock/reset" then
@@ -284,8 +290,15 @@ end
 
 local next_conn = 0
 
-local function dispatch(conn, req, conn_id)
+local function answer(conn, req, conn_id)
   local rec = record(conn_id, req)
+  -- config.latency: seconds every API request waits before it is answered;
+  -- one that a reset overtook meanwhile belongs to an earlier test: dropped
+  if state.config.latency then
+    local generation = state.generation
+    loop.sleep(state.config.latency)
+    if state.generation ~= generation then return false end
+  end
   local f = take_fault(req)
   if f then
     local keep = play(conn, req, f)
@@ -309,6 +322,17 @@ local function dispatch(conn, req, conn_id)
     or (req.headers.connection or ""):lower() == "close"
   http.respond(conn, status, headers, body, close)
   return not close
+end
+
+-- Answers one API request, counted among those in flight meanwhile.
+local function dispatch(conn, req, conn_id)
+  local flight = state.flight
+  flight.now = flight.now + 1
+  flight.max = math.max(flight.max, flight.now)
+  local ok, keep = pcall(answer, conn, req, conn_id)
+  flight.now = flight.now - 1
+  if not ok then error(keep, 0) end
+  return keep
 end
 
 local tls_ctx
