@@ -226,3 +226,42 @@ describe("the one list of error kinds", function()
     assert.truthy(flat:find(kinds.exit_summary():gsub("%s+", " "), 1, true), out)
   end)
 end)
+
+-- The reference's lists of calls are made from the `--- ` lines above each
+-- public function (tools/gen.lua): every function a user can reach has one,
+-- and every call a line names is there.
+describe("the reference's calls", function()
+  local function objects()
+    local fileapi = require "fileapi"
+    local client = assert(fileapi.files.new({ api_key = "k" }))
+    local share = assert(fileapi.shares.new({ token = "t" }))
+    local d = assert(fileapi.drive.new({ token = "1|t" }))
+    return { fileapi = fileapi, files = fileapi.files, shares = fileapi.shares, drive = fileapi.drive,
+      client = getmetatable(client).__index, share = getmetatable(share).__index, d = getmetatable(d).__index },
+      function() client:close() share:close() d:close() end
+  end
+
+  it("name every public function of fileapi, fileapi.files, fileapi.shares and fileapi.drive, and nothing else", function()
+    local documented, receivers = {}, {}
+    for _, c in ipairs(gen.calls()) do documented[c.id] = c end
+    for _, section in ipairs(gen.CALLS) do
+      for name, sep in pairs(section.receivers) do receivers[name] = sep end
+    end
+    local reachable, close = objects()
+    local missing = {}
+    for receiver, sep in pairs(receivers) do
+      assert.truthy(reachable[receiver], receiver)
+      for k, v in pairs(reachable[receiver]) do
+        local id = receiver .. sep .. k
+        if type(v) == "function" and not k:find("^__") and not documented[id] then missing[#missing + 1] = id end
+      end
+    end
+    for id, c in pairs(documented) do
+      local owner = reachable[c.receiver]
+      assert.is_not_nil(owner[c.name], c.where .. ": " .. id .. " is documented, and not there")
+    end
+    close()
+    table.sort(missing)
+    assert.same({}, missing, "no `--- ` line above them: " .. table.concat(missing, ", "))
+  end)
+end)
