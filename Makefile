@@ -96,8 +96,9 @@ check-deps:
 
 build: $(CORE)
 
-# What is made from the one lists of options and kinds (the C core's
-# csrc/gen/*.h, the README's tables); committed, and a spec fails while stale.
+# What is made from the one lists of options and kinds and the public calls'
+# `--- ` lines (the C core's csrc/gen/*.h, the tables and the reference's calls
+# in README.md and docs/); committed, and a spec fails while stale.
 gen:
 	@lua5.4 tools/gen.lua
 

@@ -1,42 +1,102 @@
--- The README's runnable examples (Lua blocks after a "runnable" comment) run
--- as written, in a child process, against the mock.
+-- The runnable examples of README.md and docs/ (a ```lua or ```sh block after
+-- a "runnable" comment) run as written, each in a child process in a folder
+-- of its own, against the mock: Lua with this checkout's paths, shell with
+-- `fileapi` on PATH.  A block marked "runnable: with redis" also gets a Redis
+-- (REDIS_URL), and must leave its keys there.
 local helper = require "helper"
 
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+local function pages()
+  local p = assert(io.popen("cd " .. helper.sh_quote(helper.root) .. " && find README.md docs -name '*.md' | LC_ALL=C sort"))
+  local out = {}
+  for path in p:lines() do out[#out + 1] = path end
+  p:close()
+  return out
+end
+
+-- { page, n, lang, code, redis } of every runnable block, page by page.
 local function runnable_blocks()
-  local text = assert(io.open(helper.root .. "/README.md")):read("*a")
   local blocks = {}
-  for block in text:gmatch("<!%-%- runnable[^\n]*%-%->\n```lua\n(.-)\n```") do blocks[#blocks + 1] = block end
+  for _, page in ipairs(pages()) do
+    local n = 0
+    local text = read_file(helper.root .. "/" .. page)
+    for marker, lang, code in text:gmatch("<!%-%- (runnable[^\n]*)%-%->\n```(%w+)\n(.-)\n```") do
+      n = n + 1
+      assert(lang == "lua" or lang == "sh", page .. ": a runnable block is lua or sh, not " .. lang)
+      blocks[#blocks + 1] = { page = page, n = n, lang = lang, code = code, redis = marker:find("with redis", 1, true) }
+    end
+  end
   return blocks
 end
 
-describe("README examples #children", function()
-  local mock, dir
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+describe("the examples of README.md and docs/ #children", function()
+  local q = helper.sh_quote
+  local blocks = runnable_blocks()
+  local mock, redis, dir, env
 
   setup(function()
     mock = helper.start_mock()
-    dir = helper.tmpname(".readme")
-    os.execute("mkdir -p " .. helper.sh_quote(dir))
-    helper.write_file(dir .. "/contract.pdf", 4096)
+    for _, b in ipairs(blocks) do
+      if b.redis and not redis then redis = helper.start_redis() end
+    end
+    dir = helper.tmpname(".examples")
+    assert(os.execute("mkdir -p " .. q(dir .. "/bin")))
+    -- `fileapi` as the rock installs it: this checkout's command, on the suite's Lua
+    write(dir .. "/bin/fileapi", ("#!/bin/sh\nexec sh %s %s %s \"$@\"\n"):format(q(helper.root .. "/tools/with-paths.sh"),
+      helper.lua, q(helper.root .. "/bin/fileapi")))
+    assert(os.execute("chmod +x " .. q(dir .. "/bin/fileapi")))
+    env = helper.mock_env(mock)
+    env.FILESRO_TOKEN = helper.EDITOR_SHARE
+    env.HOME, env.XDG_CONFIG_HOME = dir, dir .. "/config"
+    if redis then env.REDIS_URL = redis:url() end
   end)
   teardown(function()
     mock:stop()
-    os.execute("rm -rf " .. helper.sh_quote(dir))
+    if redis then redis:stop() end
+    os.execute("rm -rf " .. q(dir))
   end)
 
-  local blocks = runnable_blocks()
-
-  it("has runnable examples", function()
-    assert.is_true(#blocks >= 2)
+  it("are there: the guides' and the reference's", function()
+    local count = {}
+    for _, b in ipairs(blocks) do count[b.page] = (count[b.page] or 0) + 1 end
+    for _, page in ipairs({ "docs/files.md", "docs/shares.md", "docs/oauth.md", "docs/drive.md", "docs/fleet.md",
+        "docs/cli.md" }) do
+      assert.truthy(count[page], page .. " starts from a runnable example")
+    end
+    assert.is_true(#blocks >= 10, #blocks)
   end)
 
-  for i, block in ipairs(blocks) do
-    it("example " .. i .. " runs", function()
-      local path = dir .. "/example" .. i .. ".lua"
-      local f = assert(io.open(path, "w"))
-      f:write(block)
-      f:close()
-      local code, out = helper.run_lua(helper.sh_quote(path), helper.mock_env(mock), dir)
+  for i, b in ipairs(blocks) do
+    it(("%s, example %d, runs"):format(b.page, b.n), function()
+      local here = ("%s/%d"):format(dir, i)
+      assert(os.execute("mkdir -p " .. q(here)))
+      helper.write_file(here .. "/contract.pdf", 4096)
+      local code, out
+      if b.lang == "lua" then
+        write(here .. "/example.lua", b.code)
+        code, out = helper.run_lua(q(here .. "/example.lua"), env, here)
+      else
+        write(here .. "/example.sh", b.code .. "\n")
+        local parts = {}
+        for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
+        code, out = helper.run_sh(("cd %s && env %s PATH=%s:\"$PATH\" sh -e example.sh"):format(q(here),
+          table.concat(parts, " "), q(dir .. "/bin")))
+      end
       assert.same(0, code, out)
+      if b.redis then assert.matches("^fileapi:", redis:cli({ "KEYS", "*" }), "the example left nothing in Redis") end
     end)
   end
 end)
@@ -56,14 +116,6 @@ local function names_of(exports)
   local names = {}
   for name in exports:gmatch("export (%u[%u_]*)=") do names[#names + 1] = name end
   return names
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("*a")
-  f:close()
-  return text
 end
 
 local function running(pid)

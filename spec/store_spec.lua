@@ -471,7 +471,7 @@ describe("a store that is gone", function()
       for _, timeout in ipairs({ 0.1, 0.2 }) do
         local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, retries = 0,
           store = { url = "redis://127.0.0.1:" .. helper.closed_port(), on_unavailable = "wait", timeout = timeout } }))
-        local limit = math.max(2, 20 * timeout) -- as the README says
+        local limit = math.max(2, 20 * timeout) -- as docs/fleet.md says
         local t = core.now()
         local said, item, err = warnings_of(function() return c:mkdir("w") end)
         local elapsed = core.now() - t

@@ -1,7 +1,7 @@
 -- The one list of transport options and the one list of error kinds, held
 -- against every place that is made from them or must agree with them: the
--- generated files (the C core's headers, the README's tables: stale fails
--- here), the engine's checks, the request contract, what the C core reads,
+-- generated files (the C core's headers, the tables and the reference's
+-- calls in README.md and docs/: stale fails here), the engine's checks, the request contract, what the C core reads,
 -- the cosocket transport, the command line.  An option or a kind added to
 -- its list and not carried through fails here.
 local helper = require "helper"
@@ -151,13 +151,13 @@ describe("the one list of transport options", function()
     local cli_flags = {}
     local code, out = helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " mkdir --help")
     assert.same(0, code)
-    local readme = read("README.md")
+    local cli_page = read("docs/cli.md")
     local given = { quiet = true }
     for _, o in ipairs(options.CLI) do
       local flag = "--" .. o.name:gsub("_", "-")
       cli_flags[#cli_flags + 1] = flag
       assert.truthy(out:find(flag .. " <" .. o.name .. ">", 1, true), flag)
-      assert.truthy(readme:find(flag, 1, true), "README.md names " .. flag)
+      assert.truthy(cli_page:find(flag, 1, true), "docs/cli.md names " .. flag)
       given[o.name] = o.type == "number" and 7 or "x"
     end
     assert.is_true(#cli_flags >= 5)
@@ -224,5 +224,51 @@ describe("the one list of error kinds", function()
     assert.same(0, code)
     local flat = out:gsub("%s+", " ")
     assert.truthy(flat:find(kinds.exit_summary():gsub("%s+", " "), 1, true), out)
+  end)
+end)
+
+-- The reference's lists of calls are made from the `--- ` lines above each
+-- public function (tools/gen.lua): every function a user can reach has one,
+-- and every call a line names is there.
+describe("the reference's calls", function()
+  local function objects()
+    local fileapi = require "fileapi"
+    local client = assert(fileapi.files.new({ api_key = "k" }))
+    local share = assert(fileapi.shares.new({ token = "t" }))
+    local d = assert(fileapi.drive.new({ token = "1|t" }))
+    return { fileapi = fileapi, files = fileapi.files, shares = fileapi.shares, drive = fileapi.drive,
+      client = getmetatable(client).__index, share = getmetatable(share).__index, d = getmetatable(d).__index },
+      function() client:close() share:close() d:close() end
+  end
+
+  it("name every public function of fileapi, fileapi.files, fileapi.shares and fileapi.drive, and nothing else", function()
+    local documented, receivers = {}, {}
+    for _, c in ipairs(gen.calls()) do documented[c.id] = c end
+    for _, section in ipairs(gen.CALLS) do
+      for name, sep in pairs(section.receivers) do receivers[name] = sep end
+    end
+    local reachable, close = objects()
+    local missing = {}
+    for receiver, sep in pairs(receivers) do
+      assert.truthy(reachable[receiver], receiver)
+      for k, v in pairs(reachable[receiver]) do
+        local id = receiver .. sep .. k
+        if type(v) == "function" and not k:find("^__") and not documented[id] then missing[#missing + 1] = id end
+      end
+    end
+    for id, c in pairs(documented) do
+      local owner = reachable[c.receiver]
+      assert.is_not_nil(owner[c.name], c.where .. ": " .. id .. " is documented, and not there")
+    end
+    close()
+    table.sort(missing)
+    assert.same({}, missing, "no `--- ` line above them: " .. table.concat(missing, ", "))
+  end)
+
+  it("are in docs/reference.md, one list per module", function()
+    local text = read("docs/reference.md")
+    for _, section in ipairs(gen.CALLS) do
+      assert.truthy(text:find("<!-- list: " .. section.block .. " -->", 1, true), section.block)
+    end
   end)
 end)

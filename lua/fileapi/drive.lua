@@ -174,6 +174,8 @@ function Drive:rate_limit()
   return self.transport:rate_limit()
 end
 
+--- d:close()
+--- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Drive:close()
   self.transport:close()
 end

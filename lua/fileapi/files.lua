@@ -437,6 +437,8 @@ function Client:rate_limit()
   return self.transport:rate_limit()
 end
 
+--- client:close()
+--- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Client:close()
   self.transport:close()
   local p = private[self]
@@ -458,12 +460,16 @@ local function default_client()
   return client, err
 end
 
+--- files.upload(source, opts) -> item | nil, err
+--- client:upload on a default client made from $MKP_API_KEY and $MKP_BASE_URL.
 function M.upload(source, opts)
   local client, err = default_client()
   if not client then return nil, err end
   return client:upload(source, opts)
 end
 
+--- files.mkdir(name, opts) -> dir | nil, err
+--- client:mkdir on that default client (a new one when either variable changed).
 function M.mkdir(name, opts)
   local client, err = default_client()
   if not client then return nil, err end

@@ -3,7 +3,7 @@
 -- and the command line's exit status.  The engine gives an HTTP failure its
 -- kind from here (for_status), whichever transport carried it; the command
 -- line's exit statuses and help come from here; tools/gen.lua makes the
--- README's kinds table and the C core's csrc/gen/kinds.h (its kinds, which
+-- reference's kinds table and the C core's csrc/gen/kinds.h (its kinds, which
 -- C names through FA_KIND() so that another does not compile, and its map
 -- of libcurl's results) from it (`make gen`); spec/tables_spec.lua fails
 -- while either is stale.  Adding a kind is a row here and `make gen`.
@@ -131,7 +131,7 @@ local function where(k)
   return #parts > 0 and table.concat(parts, ", ") or "—"
 end
 
--- The rows of the README's kinds table.
+-- The rows of the reference's kinds table (docs/reference.md).
 function M.markdown()
   local rows = {}
   for _, k in ipairs(M.LIST) do

@@ -564,7 +564,7 @@ function Keeper:after_401(used, sleep, timeout)
   return self:refresh(sleep, now() + (timeout or 30), stale)
 end
 
---- client:set_tokens{ access_token, refresh_token, expires_at | expires_in }: new tokens after a refusal
+-- keeper:set_tokens{ access_token, refresh_token, expires_at | expires_in }: new tokens after a refusal
 function Keeper:set_tokens(tokens)
   local p = private[self]
   p.access_token, p.refresh_token = tokens.access_token, tokens.refresh_token
@@ -577,7 +577,7 @@ function Keeper:set_tokens(tokens)
   return true
 end
 
---- client:token_info() -> { expires_at, refreshed_at, refreshes }: never a token
+-- keeper:info() -> { expires_at, refreshed_at, refreshes } for client:token_info(): never a token
 function Keeper:info()
   adopt(self)
   return { expires_at = private[self].expires_at, refreshed_at = self.refreshed_at, refreshes = self.refreshes }

@@ -185,17 +185,21 @@ function Share:move(items, opts)
   return done_or_error(self, self.transport:send(req))
 end
 
+--- share:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Share:rate_limit()
   return self.transport:rate_limit()
 end
 
+--- share:close()
+--- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Share:close()
   self.transport:close()
 end
 
 Share.__close = Share.close
 
---- shares.mkdir(token, name, opts): one-shot; opts carry client options too.
+--- shares.mkdir(token, name, opts) -> folder | nil, err
+--- A one-shot: opts carry client options too (base_url, timeouts).
 function M.mkdir(token, name, opts)
   util.check_type(token, "string", 1, "mkdir")
   util.check_type(name, "string", 2, "mkdir")

@@ -7,7 +7,7 @@ local causes = require "causes"
 
 local M = {}
 
-local shared -- one client per worker, as the README advises
+local shared -- one client per worker, as docs/nginx.md advises
 
 function M.init_worker()
   shared = assert(files.new({ timeout = 30 }))

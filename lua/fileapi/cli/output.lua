@@ -8,7 +8,7 @@ local kinds = require "fileapi.kinds"
 local M = {}
 
 -- Exit statuses by error kind, from the one list of kinds; the help text
--- and the README say the same.
+-- and docs/cli.md say the same.
 M.EXIT = kinds.exit_statuses()
 
 local Out = {}

@@ -99,7 +99,7 @@ function Transport:secret_count()
   return #private[self].secrets
 end
 
---- client:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
+-- transport:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Transport:rate_limit()
   return self.budget and self.budget:said()
 end

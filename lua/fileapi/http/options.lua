@@ -3,7 +3,7 @@
 -- rest) and the engine checks them and fills in defaults from here; the
 -- ones marked `request` travel in the request table that both transports
 -- take (fileapi.http.request); the ones marked `cli` are the command line's
--- flags.  tools/gen.lua makes the README's options table and the C core's
+-- flags.  tools/gen.lua makes the reference's options table and the C core's
 -- csrc/gen/options.h from it (`make gen`), and spec/tables_spec.lua fails
 -- while either is stale.  Adding an option is a row here, `make gen`, and
 -- the cosocket transport's code for it when it travels to nginx too.
@@ -11,7 +11,7 @@
 -- A row: name; type ("number" | "string" | "boolean" | "function" | "rate" |
 -- "table"); default; where it is honoured (curl, ngx: the transports that
 -- read it from the request; "engine" for the engine's own); doc, its
--- meaning (`shown`: the default as the README shows it).  Then, as needed:
+-- meaning (`shown`: the default as the reference shows it).  Then, as needed:
 --   range    numbers accepted (default: 0 to any finite number), by the
 --            engine and by the C core alike
 --   check    function(value, opts, row) -> a message when the value is
@@ -102,7 +102,7 @@ M.LIST = {
   -- checked by the store itself (fileapi.store: store.check), which the engine calls
   { name = "store", type = "table", honoured = "engine", shown = "none",
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
-      .. "(see Beyond one machine)" },
+      .. "(see [fleet.md](fleet.md))" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
     doc = "`function(seconds, reason)` told before each wait; `reason`: `\"rate_limit\"` (pacing), "
       .. "`\"retry_after\"` (the server's `Retry-After`) or `\"backoff\"` (before another attempt)" },
@@ -177,7 +177,7 @@ function M.normalise(opts)
   return out
 end
 
--- The rows of the README's options table, in the list's order.
+-- The rows of the reference's options table (docs/reference.md), in the list's order.
 function M.markdown()
   local rows = {}
   for _, o in ipairs(M.LIST) do

@@ -27,8 +27,8 @@ local M = {}
 -- A send is counted on the server's clock when it arrives, which is later
 -- than Redis's TIME when the slot was taken, by a delay that differs between
 -- processes and machines.  The slot after the limit's oldest is taken as
--- free only this much after the window; see the README ("Beyond one
--- machine") for the delays measured here.
+-- free only this much after the window; see docs/internals/pacing.md for
+-- the delays measured here.
 function M.margin(window)
   return max(0.15, window * 0.01)
 end

@@ -48,7 +48,7 @@ function M.reset(state)
   os.execute("mkdir -p '" .. state.upload_dir .. "/chunks' '" .. state.upload_dir .. "/files'")
   state.folders, state.shares, state.files, state.chunks = {}, {}, {}, 0
   M.add_share(state, { token = "editor-token", root_id = "11111111-1111-4111-8111-111111111111" })
-  M.add_share(state, { token = "share_token" }) -- the README's examples
+  M.add_share(state, { token = "share_token" }) -- the docs' examples
   M.add_share(state, { token = "visitor-token", permission = "visitor" })
   M.add_share(state, { token = "protected-token", protected = true, cookie = "share_session=unlock-me" })
   M.add_share(state, { token = "expired-token", expired = true })
