@@ -552,7 +552,7 @@ end)
 
 describe("OAuth tokens in a store that fails or is tampered with", function()
   local mock, redis
-  local oauth = require "fileapi.oauth"
+  local oauth = require "fileapi.mijnklantportaal.oauth"
 
   setup(function()
     mock = helper.start_mock()

@@ -6,7 +6,7 @@ local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.http.engine"
 local tree = require "fileapi.tree"
-local oauth = require "fileapi.oauth"
+local oauth = require "fileapi.mijnklantportaal.oauth"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
@@ -86,7 +86,7 @@ function M.new(opts)
     if not keeper then return util.invalid(kerr) end
   end
   -- the budget counts by the credential: the key, or the OAuth grant.  A
-  -- grant is named by its first refresh token (fileapi.oauth): a client
+  -- grant is named by its first refresh token (fileapi.mijnklantportaal.oauth): a client
   -- built from a later one starts with that one's name, and moves to the
   -- grant's once its shared record has named it.
   local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))

@@ -165,7 +165,7 @@ function M.oauth_fleet()
   local spec = input()
   -- the lease knobs are the worker's: set for every request, as its scenario has them
   require("fileapi.store.tokens").LOCK_MS = spec.lock_ms or 30000
-  require("fileapi.shared_tokens").LEASE = (spec.lock_ms or 30000) / 1000
+  require("fileapi.mijnklantportaal.token_dict").LEASE = (spec.lock_ms or 30000) / 1000
   local client = fleet_oauth[spec.name]
   if not client then
     client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,

@@ -14,7 +14,7 @@ local M = {}
 
 M.FIELDS = { "client_id", "client_secret", "access_token", "refresh_token", "expires_at" }
 -- What else the file keeps: which sign-in it is (`login`, made by `fileapi
--- login`), and the keeper's record (fileapi.oauth): its version, when it
+-- login`), and the keeper's record (fileapi.mijnklantportaal.oauth): its version, when it
 -- was refreshed, and a refusal of the token endpoint that ended it.
 M.RECORD_FIELDS = { "login", "version", "refreshed_at", "dead", "oauth_error" }
 
@@ -144,7 +144,7 @@ end
 -- The fields of the file that are the sign-in's, not the keeper's record.
 local OWN = { client_id = true, client_secret = true, login = true }
 
--- The credentials file as the shared record of fileapi.oauth's keeper
+-- The credentials file as the shared record of fileapi.mijnklantportaal.oauth's keeper
 -- (load, save, lock, unlock): every refresh of a command takes the lock and
 -- reads the file, so a token another command wrote is taken instead of
 -- sending a refresh token that rotation may have killed.  The keeper's

@@ -83,7 +83,7 @@ function Transport:rekey(rate_key)
 end
 
 -- The Authorization header of a fixed credential (an API key): nothing to
--- refresh.  OAuth clients hold a keeper (fileapi.oauth) in its place.
+-- refresh.  OAuth clients hold a keeper (fileapi.mijnklantportaal.oauth) in its place.
 function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end

@@ -7,7 +7,7 @@
 -- minute, and once after a 401.  One refresh goes out per expiry: light
 -- threads of a client wait for the one under way; beyond one client the
 -- tokens and a refresh lock live in a shared record: token_dict's
--- (fileapi.shared_tokens: the workers of an nginx), the store's
+-- (fileapi.mijnklantportaal.token_dict: the workers of an nginx), the store's
 -- (fileapi.store.tokens: a fleet, over token_dict's while the store is
 -- away), or one a caller hands over (cfg.shared: the command line's
 -- credentials file).  The keeper works through these calls of a record;
@@ -260,7 +260,7 @@ function M.keeper(cfg)
     base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
   private[k] = p
   if not p.shared and cfg.token_dict then
-    p.shared = require("fileapi.shared_tokens").record(rawget(_G, "ngx").shared[cfg.token_dict], own)
+    p.shared = require("fileapi.mijnklantportaal.token_dict").record(rawget(_G, "ngx").shared[cfg.token_dict], own)
   end
   if not cfg.shared and cfg.store then
     -- the fleet's record, over this nginx's (or nothing) while the store is away
