@@ -1,12 +1,12 @@
 -- files.ro for the account's owner (a Bearer token): signing in and
 -- personal tokens here; the items (upload, rename, move, delete, restore,
--- zip, the folder tree) in fileapi.drive.items; share links, team folders
--- and file requests in fileapi.drive.sharing.  The calls and their
+-- zip, the folder tree) in fileapi.filesro.owner_items; share links, team folders
+-- and file requests in fileapi.filesro.owner_sharing.  The calls and their
 -- answers: the reference's filesro-account.md.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local common = require "fileapi.drive.common"
-local filesro = require "fileapi.filesro"
+local common = require "fileapi.filesro.owner_common"
+local filesro = require "fileapi.filesro.documents"
 
 local type, pairs, ipairs, setmetatable, getenv, tostring, tonumber =
   type, pairs, ipairs, setmetatable, os.getenv, tostring, tonumber
@@ -184,7 +184,7 @@ Drive.__tostring = function(self)
   return "fileapi.drive (" .. tostring(self.api) .. ")"
 end
 
-for _, name in ipairs({ "fileapi.drive.items", "fileapi.drive.sharing" }) do
+for _, name in ipairs({ "fileapi.filesro.owner_items", "fileapi.filesro.owner_sharing" }) do
   for k, fn in pairs(require(name)) do Drive[k] = fn end
 end
 

@@ -1,10 +1,10 @@
 -- files.ro shared folders: create folders (POST …/items), upload files
--- (POST …/uploads, chunked when large: fileapi.share_upload), delete items
+-- (POST …/uploads, chunked when large: fileapi.filesro.chunks), delete items
 -- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
 local transport = require "fileapi.http.engine"
-local share_upload = require "fileapi.share_upload"
-local filesro = require "fileapi.filesro"
+local share_upload = require "fileapi.filesro.chunks"
+local filesro = require "fileapi.filesro.documents"
 
 local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error
 local lower = string.lower

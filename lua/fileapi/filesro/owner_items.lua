@@ -1,12 +1,12 @@
--- The owner's items: upload (chunked, by fileapi.share_upload: the same
+-- The owner's items: upload (chunked, by fileapi.filesro.chunks: the same
 -- rule as a share's), remote uploads, rename, move, delete, restore, zip
 -- (streamed to a sink), the folder tree; and a local tree's upload.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
-local share_upload = require "fileapi.share_upload"
+local filesro = require "fileapi.filesro.documents"
+local share_upload = require "fileapi.filesro.chunks"
 local tree = require "fileapi.tree"
-local common = require "fileapi.drive.common"
+local common = require "fileapi.filesro.owner_common"
 
 local type, pairs, ipairs, concat = type, pairs, ipairs, table.concat
 local request, send_done = common.request, common.send_done

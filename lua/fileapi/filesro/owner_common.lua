@@ -3,7 +3,7 @@
 -- the checks every value passes before anything is sent.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
+local filesro = require "fileapi.filesro.documents"
 
 local type, ipairs, format, floor = type, ipairs, string.format, math.floor
 

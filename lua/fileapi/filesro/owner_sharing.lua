@@ -3,8 +3,8 @@
 -- requests.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
-local common = require "fileapi.drive.common"
+local filesro = require "fileapi.filesro.documents"
+local common = require "fileapi.filesro.owner_common"
 
 local type, pairs, ipairs, select, tonumber, format = type, pairs, ipairs, select, tonumber, string.format
 local request, send_doc, send_done = common.request, common.send_doc, common.send_done
