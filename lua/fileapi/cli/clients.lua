@@ -25,7 +25,7 @@ local function open_client(opts, out, what)
   if key and key ~= "" then
     client, err = files.new(copts)
   else
-    client, err = require("fileapi.cli.login").stored_client(copts, out)
+    client, err = require("fileapi.cli.mijnklantportaal_login").stored_client(copts, out)
     if not client and not err then
       err = core.error({ kind = "invalid_argument", retryable = false, attempts = 0, message = "no API key and "
         .. "no stored sign-in: set MKP_API_KEY, or sign in with fileapi login --client-id ID --redirect-uri "

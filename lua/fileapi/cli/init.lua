@@ -210,13 +210,15 @@ local function build_parser()
   return p
 end
 
-local mkp, share_commands, login = require "fileapi.cli.mkp", require "fileapi.cli.shares", require "fileapi.cli.login"
+local mkp = require "fileapi.cli.mijnklantportaal"
+local share_commands = require "fileapi.cli.filesro_visitor"
+local login = require "fileapi.cli.mijnklantportaal_login"
 local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
   shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
   ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
   ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
   login = login.login, logout = login.logout }
-local drive_cli = require "fileapi.cli.drive"
+local drive_cli = require "fileapi.cli.filesro_owner"
 for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, upload = drive_cli.upload,
     rename = drive_cli.rename, mv = drive_cli.mv, rm = drive_cli.rm, restore = drive_cli.restore, zip = drive_cli.zip,
     tree = drive_cli.tree, share = drive_cli.share, unshare = drive_cli.unshare, ["send-share"] = drive_cli.send_share,
