@@ -36,11 +36,11 @@ end
 -- The OAuth half of files.new: the keeper, and a transport of its own for
 -- the manage host (no budget of the API's: another host, another limit).
 local function oauth_keeper(opts, topts, secrets)
-  local o = util.check_field(opts, "oauth", "table", "new")
-  local on_tokens = util.check_field(opts, "on_tokens", "function", "new")
-  local dict = util.check_field(opts, "token_dict", "string", "new")
-  local given = util.check_field(opts, "oauth_base_url", "string", "new")
-  local shared = util.check_field(opts, "_shared_tokens", "table", "new")
+  local o = util.check_field(opts, "oauth", "table", "new", 4)
+  local on_tokens = util.check_field(opts, "on_tokens", "function", "new", 4)
+  local dict = util.check_field(opts, "token_dict", "string", "new", 4)
+  local given = util.check_field(opts, "oauth_base_url", "string", "new", 4)
+  local shared = util.check_field(opts, "_shared_tokens", "table", "new", 4)
   local ok, why = oauth.check_tokens(o, "new")
   if not ok then return nil, why end
   if dict then
@@ -341,10 +341,10 @@ local REQUESTED_FILE_FIELDS = { "name", "description", "required", "max_file_siz
 local function requested_file(f, i)
   util.check_keys(f, "request_files", REQUESTED_FILE_FIELDS, 4)
   local out = {
-    name = util.check_field(f, "name", "string", "request_files"),
-    description = util.check_field(f, "description", "string", "request_files"),
-    required = util.check_field(f, "required", "boolean", "request_files"),
-    maxFileSize = util.check_field(f, "max_file_size", "number", "request_files"),
+    name = util.check_field(f, "name", "string", "request_files", 4),
+    description = util.check_field(f, "description", "string", "request_files", 4),
+    required = util.check_field(f, "required", "boolean", "request_files", 4),
+    maxFileSize = util.check_field(f, "max_file_size", "number", "request_files", 4),
   }
   if out.name == nil then return nil, ("requested_files[%d] needs a name"):format(i) end
   local ok, why = util.check_name(("requested_files[%d].name"):format(i), out.name)

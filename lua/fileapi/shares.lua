@@ -37,7 +37,7 @@ local function build_headers(headers, secrets)
   local lines = {}
   for name, value in pairs(headers or {}) do
     if type(name) ~= "string" or type(value) ~= "string" then
-      error("bad option 'headers' to 'new' (string names and values expected)", 4)
+      error("bad option 'headers' to 'new' (string names and values expected)", 3)
     end
     if not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then
       return nil, "header name '" .. name:gsub("%c", "?") .. "' is not a valid token"

@@ -111,7 +111,7 @@ end
 
 -- The option tables every call takes, checked for names and types.
 function M.options(opts, argn, fname, known)
-  opts = util.check_type(opts, "table", argn, fname, true) or {}
+  opts = util.check_type(opts, "table", argn, fname, true, 4) or {}
   util.check_keys(opts, fname, known, 4)
   return opts
 end

@@ -96,8 +96,9 @@ local function item_list(items, extra)
 end
 
 local function checked_items(items, fname)
-  util.check_type(items, "table", 1, fname)
-  return filesro.check_items(items, fname)
+  util.check_type(items, "table", 1, fname, false, 4)
+  local ok, why = filesro.check_items(items, fname, 4)
+  return ok, why
 end
 
 --- d:move(items, { to_id }) -> true; no to_id: the home folder

@@ -45,9 +45,9 @@ end
 local SHARE_OPTIONS = { "permission", "password", "expiration", "emails" }
 
 local function check_share_options(self, opts, fname)
-  for _, k in ipairs({ "permission", "password" }) do util.check_field(opts, k, "string", fname) end
-  util.check_field(opts, "expiration", "number", fname)
-  util.check_field(opts, "emails", "table", fname)
+  for _, k in ipairs({ "permission", "password" }) do util.check_field(opts, k, "string", fname, 4) end
+  util.check_field(opts, "expiration", "number", fname, 4)
+  util.check_field(opts, "emails", "table", fname, 4)
   local ok, why = check_permission(opts.permission, true)
   if ok then ok, why = check_password(opts.password) end
   if ok then ok, why = common.check_hours(opts.expiration, "expiration") end

@@ -583,14 +583,14 @@ function Keeper:info()
   return { expires_at = private[self].expires_at, refreshed_at = self.refreshed_at, refreshes = self.refreshes }
 end
 
--- The oauth table's fields, checked: a wrong type raises, a bad value is
--- nil, message.
+-- The oauth table's fields, checked: a wrong type raises (at the line that
+-- called files.new, two calls up), a bad value is nil, message.
 function M.check_tokens(o, fname)
   util.check_keys(o, fname, M.TOKEN_FIELDS, 5)
   for _, key in ipairs({ "client_id", "client_secret", "access_token", "refresh_token" }) do
-    util.check_field(o, key, "string", fname)
+    util.check_field(o, key, "string", fname, 5)
   end
-  util.check_field(o, "expires_at", "number", fname)
+  util.check_field(o, "expires_at", "number", fname, 5)
   for _, key in ipairs({ "client_id", "client_secret", "refresh_token" }) do
     local ok, why = printable("oauth." .. key, o[key])
     if not ok then return nil, why .. " (required)" end

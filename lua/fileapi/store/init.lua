@@ -74,10 +74,10 @@ function M.check(store, fname)
     error(format("bad option 'store' to '%s' (table expected, got %s)", fname, type(store)), 4)
   end
   util.check_keys(store, fname .. " store", M.FIELDS, 5)
-  local url = util.check_field(store, "url", "string", fname)
-  local prefix = util.check_field(store, "prefix", "string", fname) or "fileapi:"
-  local timeout = util.check_field(store, "timeout", "number", fname) or M.DEFAULT_TIMEOUT
-  local mode = util.check_field(store, "on_unavailable", "string", fname) or "local"
+  local url = util.check_field(store, "url", "string", fname, 5)
+  local prefix = util.check_field(store, "prefix", "string", fname, 5) or "fileapi:"
+  local timeout = util.check_field(store, "timeout", "number", fname, 5) or M.DEFAULT_TIMEOUT
+  local mode = util.check_field(store, "on_unavailable", "string", fname, 5) or "local"
   if not url then return nil, "store.url is required (redis://host:port/db)" end
   if not core.sha256 then
     return nil, "store needs fileapi built with libcrypto (Debian: libssl-dev), for its key names and sealed tokens"
