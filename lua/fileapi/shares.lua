@@ -111,27 +111,12 @@ function Share:mkdir(name, opts)
   return folder
 end
 
-local UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
-
 --- share:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
 --- -> file document (flattened like mkdir's) | nil, err
 function Share:upload(source, opts)
-  local st = type(source)
-  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
-  opts = util.check_type(opts, "table", 2, "upload", true) or {}
-  util.check_keys(opts, "upload", UPLOAD_OPTIONS)
-  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do util.check_field(opts, k, "string", "upload") end
-  util.check_field(opts, "chunk_size", "number", "upload")
-  local on_progress = util.check_field(opts, "on_progress", "function", "upload")
-  local part, why = util.source_part(source, nil, "upload")
-  if not part then return util.invalid(why) end
-  local plan
-  plan, why = share_upload.plan(part, opts, UUID)
-  if not plan then
-    if type(why) == "table" then return self.transport:fail(why) end
-    return util.invalid(why)
-  end
-  local res, err = share_upload.send(self.transport, plan, on_progress,
+  local plan, perr = share_upload.check_upload(self.transport, source, opts)
+  if not plan then return nil, perr end
+  local res, err = share_upload.send(self.transport, plan, plan.on_progress,
     function(headers) return new_request(self, "uploads", headers) end)
   if not res then return nil, err end
   local doc = transport.decode_json(res.body)

@@ -9,8 +9,9 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
+local filesro = require "fileapi.filesro.documents"
 
-local type, format, min, floor = type, string.format, math.min, math.floor
+local type, ipairs, format, min, floor = type, ipairs, string.format, math.min, math.floor
 
 local M = {}
 
@@ -57,7 +58,7 @@ end
 
 -- Checks the options and settles name, extension and size; nil, message
 -- for a bad value.  Nothing is sent before this has passed.
-function M.plan(part, opts, UUID)
+local function plan_upload(part, opts)
   local plan = { part = part }
   local base, ext = split_name(part.filename)
   plan.name = opts.name or base
@@ -67,7 +68,7 @@ function M.plan(part, opts, UUID)
   if not valid_extension(plan.extension) then
     return nil, "extension must be 1 to 32 letters, digits, - or _ (without the dot)"
   end
-  if opts.parent_id and not opts.parent_id:match(UUID) then return nil, "parent_id must be a UUID" end
+  if opts.parent_id and not filesro.is_uuid(opts.parent_id) then return nil, "parent_id must be a UUID" end
   plan.parent_id = opts.parent_id
   if opts.path then
     ok, why = check_path(opts.path)
@@ -89,6 +90,35 @@ function M.plan(part, opts, UUID)
     plan.size = part.size
   end
   plan.content_type = mime.for_name(part.filename)
+  return plan
+end
+
+M.UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
+
+-- The arguments of share:upload and d:upload (one set: both go by these
+-- rules), checked before anything is sent.  A wrong Lua type raises at the
+-- line that called upload; a bad value is nil and an error, made by
+-- `engine` (the file's size unreadable, say: kind io) or invalid_argument.
+-- Returns the plan, whose on_progress is the caller's.
+function M.check_upload(engine, source, opts)
+  local st = type(source)
+  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload", false, 4) end
+  opts = util.check_type(opts, "table", 2, "upload", true, 4) or {}
+  util.check_keys(opts, "upload", M.UPLOAD_OPTIONS, 4)
+  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do
+    util.check_field(opts, k, "string", "upload", 4)
+  end
+  util.check_field(opts, "chunk_size", "number", "upload", 4)
+  local on_progress = util.check_field(opts, "on_progress", "function", "upload", 4)
+  local part, why = util.source_part(source, nil, "upload", 4)
+  if not part then return util.invalid(why) end
+  local plan
+  plan, why = plan_upload(part, opts)
+  if not plan then
+    if type(why) == "table" then return engine:fail(why) end
+    return util.invalid(why)
+  end
+  plan.on_progress = on_progress
   return plan
 end
 

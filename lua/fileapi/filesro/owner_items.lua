@@ -13,27 +13,13 @@ local request, send_done = common.request, common.send_done
 
 local D = {}
 
-local UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
-
 --- d:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
 ---   -> the file document, flattened | nil, err
 function D:upload(source, opts)
-  local st = type(source)
-  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
-  opts = common.options(opts, 2, "upload", UPLOAD_OPTIONS)
-  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do util.check_field(opts, k, "string", "upload") end
-  util.check_field(opts, "chunk_size", "number", "upload")
-  local on_progress = util.check_field(opts, "on_progress", "function", "upload")
-  local part, why = util.source_part(source, nil, "upload")
-  if not part then return util.invalid(why) end
-  local plan
-  plan, why = share_upload.plan(part, opts, filesro.UUID)
-  if not plan then
-    if type(why) == "table" then return self.transport:fail(why) end
-    return util.invalid(why)
-  end
+  local plan, perr = share_upload.check_upload(self.transport, source, opts)
+  if not plan then return nil, perr end
   -- files.ro publishes only the chunked form for the owner: always chunks
-  local res, err = share_upload.send(self.transport, plan, on_progress, function(headers)
+  local res, err = share_upload.send(self.transport, plan, plan.on_progress, function(headers)
     local req = request(self, "POST", "/uploads")
     for i = 1, #headers do req.headers[#req.headers + 1] = headers[i] end
     return req
