@@ -6,6 +6,7 @@ local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.http.engine"
 local tree = require "fileapi.tree"
+local pager = require "fileapi.pager"
 local oauth = require "fileapi.mijnklantportaal.oauth"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
@@ -269,34 +270,17 @@ end
 
 -- ---- file shares and file requests --------------------------------------------
 
--- An iterator over every item of a Laravel simple paginator, a page fetched
--- when the previous one is used up.  Follows page numbers: the documented
--- next_page_url carries a stray comma.  A failed page gives false, err
--- once, then the loop ends.
+-- Every item of a Laravel simple paginator (fileapi.pager).  Follows page
+-- numbers: the documented next_page_url carries a stray comma.
 local function pages(self, path)
-  local page, items, i, more, done = 1, {}, 0, true, false
-  return function()
-    while not done do
-      if i < #items then
-        i = i + 1
-        return items[i]
-      end
-      if not more then break end
-      local doc, res = self.transport:send_json(api_request(self, "GET", path .. "?page=" .. page))
-      if not doc then
-        done = true
-        return false, res
-      end
-      if type(doc.data) ~= "table" then
-        done = true
-        return false, select(2, self.transport:protocol_error(res, "the response is not a page of results"))
-      end
-      items, i, page = doc.data, 0, page + 1
-      more = doc.next_page_url ~= nil and #items > 0
+  return pager.new(function(page)
+    local doc, res = self.transport:send_json(api_request(self, "GET", path .. "?page=" .. page))
+    if not doc then return nil, res end
+    if type(doc.data) ~= "table" then
+      return nil, select(2, self.transport:protocol_error(res, "the response is not a page of results"))
     end
-    done = true
-    return nil
-  end
+    return doc.data, doc.next_page_url ~= nil and #doc.data > 0
+  end)
 end
 
 local function doc_with_id(self, doc, res, prefix, what)

@@ -5,6 +5,7 @@ local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
 local filesro = require "fileapi.filesro.documents"
 local common = require "fileapi.filesro.owner_common"
+local pager = require "fileapi.pager"
 
 local type, pairs, ipairs, select, tonumber, format = type, pairs, ipairs, select, tonumber, string.format
 local request, send_doc, send_done = common.request, common.send_doc, common.send_done
@@ -131,11 +132,10 @@ end
 
 local LIST_OPTIONS = { "sort", "direction" }
 
--- An iterator over every entry of a team listing, a page (50, fixed by the
--- server) fetched when the last is used up.  Always sends page, sort and
--- direction: without page the root fails, without sort no order is
--- stable.  Oldest first by default, so entries added meanwhile come last
--- instead of shifting the pages.  A failed page gives false, err once.
+-- Every entry of a team listing (fileapi.pager; 50 a page, fixed by the
+-- server).  Always sends page, sort and direction: without page the root
+-- fails, without sort no order is stable.  Oldest first by default, so
+-- entries added meanwhile come last instead of shifting the pages.
 local function team_pages(self, what, id, opts)
   local ok, why = true, nil
   if id ~= nil then ok, why = common.check_uuid(id, "id") end
@@ -145,33 +145,19 @@ local function team_pages(self, what, id, opts)
   if ok and direction ~= "ASC" and direction ~= "DESC" then ok, why = false, 'direction must be "asc" or "desc"' end
   if not ok then return util.invalid(why) end
   local base = format("/teams/%s/%s?sort=%s&direction=%s", what, id or "all", sort, direction)
-  local page, items, i, more, done = 0, {}, 0, true, false
-  return function()
-    while not done do
-      if i < #items then
-        i = i + 1
-        return items[i]
-      end
-      if not more then break end
-      page = page + 1
-      local doc, res = send_doc(self, request(self, "GET", base .. "&page=" .. page))
-      if not doc then
-        done = true
-        return false, res
-      end
-      local meta = type(doc.meta) == "table" and doc.meta.paginate
-      if type(doc.data) ~= "table" or type(meta) ~= "table" then
-        done = true
-        return false, select(2, self.transport:protocol_error(res, "the response is not a page of a team listing"))
-      end
-      items, i = {}, 0
-      for _, entry in ipairs(doc.data) do items[#items + 1] = filesro.flatten(entry) end
-      local per = tonumber(meta.perPage) or 50
-      more = #doc.data > 0 and #doc.data >= per and (tonumber(meta.currentPage) or page) < (tonumber(meta.lastPage) or 0)
+  return pager.new(function(page)
+    local doc, res = send_doc(self, request(self, "GET", base .. "&page=" .. page))
+    if not doc then return nil, res end
+    local meta = type(doc.meta) == "table" and doc.meta.paginate
+    if type(doc.data) ~= "table" or type(meta) ~= "table" then
+      return nil, select(2, self.transport:protocol_error(res, "the response is not a page of a team listing"))
     end
-    done = true
-    return nil
-  end
+    local items = {}
+    for _, entry in ipairs(doc.data) do items[#items + 1] = filesro.flatten(entry) end
+    local per = tonumber(meta.perPage) or 50
+    return items, #doc.data > 0 and #doc.data >= per
+      and (tonumber(meta.currentPage) or page) < (tonumber(meta.lastPage) or 0)
+  end)
 end
 
 --- for item in d:team_folders(id, { sort, direction }) do … end
