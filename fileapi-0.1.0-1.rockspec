@@ -79,6 +79,7 @@ build = {
       ["fileapi"] = "lua/fileapi/init.lua",
       ["fileapi.kinds"] = "lua/fileapi/kinds.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",
+      ["fileapi.ngx_phase"] = "lua/fileapi/ngx_phase.lua",
       ["fileapi.pager"] = "lua/fileapi/pager.lua",
       ["fileapi.mijnklantportaal.oauth"] = "lua/fileapi/mijnklantportaal/oauth.lua",
       ["fileapi.filesro.chunks"] = "lua/fileapi/filesro/chunks.lua",
