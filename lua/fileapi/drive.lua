@@ -5,6 +5,7 @@
 -- answers: the reference's filesro-account.md.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
 local common = require "fileapi.filesro.owner_common"
 local filesro = require "fileapi.filesro.documents"
 
@@ -51,7 +52,7 @@ end
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local token = util.check_field(opts, "token", "string", "new")
-  local topts, msg = engine.check_options(opts, "new", { "token" })
+  local topts, msg = client_options.check(opts, "new", { "token" })
   if token == nil then
     local why
     token, why = M.default_token()
@@ -103,7 +104,7 @@ function M.login(opts)
   util.check_type(opts, "table", 1, "login")
   local email = util.check_field(opts, "email", "string", "login")
   local password = util.check_field(opts, "password", "string", "login")
-  local topts, msg = engine.check_options(opts, "login", { "email", "password" })
+  local topts, msg = client_options.check(opts, "login", { "email", "password" })
   local ok, why = common.check_email(email, "email")
   if not ok then return util.invalid(why) end
   if password == nil or password == "" then return util.invalid("password is required") end

@@ -5,6 +5,7 @@ local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
 local transport = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
 local tree = require "fileapi.tree"
 local pager = require "fileapi.pager"
 local oauth = require "fileapi.mijnklantportaal.oauth"
@@ -34,9 +35,9 @@ local function check_directory(id)
   return true
 end
 
--- The OAuth half of files.new: the keeper, and a transport of its own for
--- the manage host (no budget of the API's: another host, another limit).
-local function oauth_keeper(opts, topts, secrets)
+-- The OAuth half of files.new, checked: the keeper's settings, or nil and
+-- a message.
+local function oauth_settings(opts, topts, secrets)
   local o = util.check_field(opts, "oauth", "table", "new", 4)
   local on_tokens = util.check_field(opts, "on_tokens", "function", "new", 4)
   local dict = util.check_field(opts, "token_dict", "string", "new", 4)
@@ -53,13 +54,20 @@ local function oauth_keeper(opts, topts, secrets)
   for _, k in ipairs({ "client_id", "client_secret", "access_token", "refresh_token" }) do
     if o[k] then secrets[#secrets + 1] = o[k] end
   end
-  local hopts = {}
-  for k, v in pairs(topts) do hopts[k] = v end
-  hopts.rate_limit = false
-  local ht, err = transport.new(hopts, secrets)
-  if not ht then return nil, err end
-  return oauth.keeper({ oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, token_transport = ht,
-    secrets = secrets, store = topts.store, shared = shared }), nil, ht
+  return { oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, secrets = secrets, store = topts.store,
+    shared = shared }
+end
+
+-- The keeper of an OAuth client's tokens, with an engine of its own for the
+-- manage host, derived from the client's (no budget of the API's: another
+-- host, another limit).  Returns the keeper and that engine, or nil, err.
+local function oauth_keeper(t, settings)
+  local token_transport, err = t:derive({ rate_limit = false })
+  if not token_transport then return nil, err end
+  settings.token_transport = token_transport
+  local keeper = oauth.keeper(settings)
+  keeper:on_grant(function(grant) t:rekey(grant) end)
+  return keeper, token_transport
 end
 
 --- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }
@@ -67,7 +75,7 @@ end
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local given_key = util.check_field(opts, "api_key", "string", "new")
-  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
+  local topts, msg = client_options.check(opts, "new", NEW_OPTIONS)
   if given_key and opts.oauth ~= nil then return util.invalid("api_key and oauth exclude each other") end
   local key = given_key or (opts.oauth == nil and getenv("MKP_API_KEY")) or nil
   if opts.oauth == nil and (key == nil or key == "") then
@@ -80,11 +88,10 @@ function M.new(opts)
   local base, why = util.check_base_url(topts.base_url or getenv("MKP_BASE_URL") or M.DEFAULT_BASE_URL,
     topts.allow_insecure)
   if not base then return util.invalid(why) end
-  local secrets, keeper, token_transport = { key }, nil, nil
+  local secrets, settings = { key }, nil
   if not key then
-    local kerr
-    keeper, kerr, token_transport = oauth_keeper(opts, topts, secrets)
-    if not keeper then return util.invalid(kerr) end
+    settings, why = oauth_settings(opts, topts, secrets)
+    if not settings then return util.invalid(why) end
   end
   -- the budget counts by the credential: the key, or the OAuth grant.  A
   -- grant is named by its first refresh token (fileapi.mijnklantportaal.oauth): a client
@@ -92,7 +99,14 @@ function M.new(opts)
   -- grant's once its shared record has named it.
   local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
   if not t then return nil, err end
-  if keeper then keeper:on_grant(function(grant) t:rekey(grant) end) end
+  local keeper, token_transport
+  if settings then
+    keeper, token_transport = oauth_keeper(t, settings)
+    if not keeper then
+      t:close()
+      return nil, token_transport
+    end
+  end
   t.auth = keeper or transport.static_auth("Authorization: Bearer " .. key)
   local client = setmetatable({ transport = t, base_url = base }, Client)
   private[client] = { keeper = keeper, token_transport = token_transport }

@@ -3,6 +3,7 @@
 -- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
 local transport = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
 local share_upload = require "fileapi.filesro.chunks"
 local filesro = require "fileapi.filesro.documents"
 
@@ -58,7 +59,7 @@ function M.new(opts)
   util.check_type(opts, "table", 1, "new")
   local token = util.check_field(opts, "token", "string", "new")
   util.check_field(opts, "headers", "table", "new")
-  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
+  local topts, msg = client_options.check(opts, "new", NEW_OPTIONS)
   if token == nil then return util.invalid("token is required") end
   local ok, why = check_token(token)
   if not ok then return util.invalid(why) end

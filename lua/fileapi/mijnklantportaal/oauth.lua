@@ -58,6 +58,8 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
+local token_dict = require "fileapi.mijnklantportaal.token_dict"
 local cjson = require("cjson").new()
 
 local type, pairs, ipairs, tostring, tonumber, pcall, error = type, pairs, ipairs, tostring, tonumber, pcall, error
@@ -188,7 +190,7 @@ function M.exchange_code(opts)
   util.check_type(opts, "table", 1, "exchange_code")
   local fields = {}
   for _, k in ipairs(EXCHANGE_FIELDS) do fields[k] = util.check_field(opts, k, "string", "exchange_code") end
-  local topts, msg = engine.check_options(M.without(opts, EXCHANGE_FIELDS), "exchange_code", EXCHANGE_FIELDS)
+  local topts, msg = client_options.check(M.without(opts, EXCHANGE_FIELDS), "exchange_code", EXCHANGE_FIELDS)
   if not topts then return util.invalid(msg) end
   for _, k in ipairs({ "client_id", "client_secret", "code" }) do
     local ok, why = printable(k, fields[k])
@@ -246,7 +248,8 @@ end
 -- What a refresh keeps clear of its lease's end.
 function M.lease_margin(lease) return math.min(2, lease / 5) end
 
--- cfg: oauth (the five fields), on_tokens, token_dict, store (checked),
+-- cfg: oauth (the five fields), on_tokens, token_dict, store (an open one,
+-- handed in: fileapi.client_options),
 -- shared (a record as above, in place of token_dict and store: files.new's
 -- internal _shared_tokens, the command line's credentials file), base
 -- (checked), token_transport (an engine transport for the manage host),
@@ -260,13 +263,11 @@ function M.keeper(cfg)
     base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
   private[k] = p
   if not p.shared and cfg.token_dict then
-    p.shared = require("fileapi.mijnklantportaal.token_dict").record(rawget(_G, "ngx").shared[cfg.token_dict], own)
+    p.shared = token_dict.record(rawget(_G, "ngx").shared[cfg.token_dict], own)
   end
   if not cfg.shared and cfg.store then
     -- the fleet's record, over this nginx's (or nothing) while the store is away
-    p.shared = require("fileapi.store.tokens").record(require("fileapi.store").open(cfg.store), { own = own,
-      seal_key = "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, fallback = p.shared,
-      mode = cfg.store.on_unavailable })
+    p.shared = cfg.store:token_record(own, "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, p.shared)
   end
   k.refreshable = true
   return k

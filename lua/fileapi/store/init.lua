@@ -18,6 +18,8 @@
 local util = require "fileapi.util"
 local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
+local fleet_budget = require "fileapi.store.budget"
+local tokens = require "fileapi.store.tokens"
 
 local type, tonumber, tostring, format, max = type, tonumber, tostring, string.format, math.max
 
@@ -201,6 +203,19 @@ function Store:unavailable_error(waited)
   end
   return util.new_error("network", format("the store (%s) did not answer within %s (%s)", self.where,
     waited and format("%.1f s", waited) or "the call's time", why), { retryable = true, request_sent = false })
+end
+
+-- What this store offers those it is handed to.  The engine: the fleet's
+-- rate budget over `loc`, the process's own (fileapi.store.budget).
+function Store:budget(loc, rate_key, opts)
+  return fleet_budget.new(loc, self, rate_key, opts)
+end
+
+-- OAuth's keeper: the grant's shared record and refresh lock
+-- (fileapi.store.tokens), over `fallback` (the nginx's token_dict record,
+-- or nil) while the store is away.
+function Store:token_record(own, seal_key, fallback)
+  return tokens.record(self, { own = own, seal_key = seal_key, fallback = fallback, mode = self.cfg.on_unavailable })
 end
 
 M.Store = Store
