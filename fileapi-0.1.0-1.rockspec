@@ -65,6 +65,7 @@ build = {
       ["fileapi.cli.filesro_visitor"] = "lua/fileapi/cli/filesro_visitor.lua",
       ["fileapi.cli.sources"] = "lua/fileapi/cli/sources.lua",
       ["fileapi.client_options"] = "lua/fileapi/client_options.lua",
+      ["fileapi.credentials"] = "lua/fileapi/credentials.lua",
       ["fileapi.drive"] = "lua/fileapi/drive.lua",
       ["fileapi.filesro.owner_common"] = "lua/fileapi/filesro/owner_common.lua",
       ["fileapi.filesro.owner_items"] = "lua/fileapi/filesro/owner_items.lua",

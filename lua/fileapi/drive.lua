@@ -6,6 +6,7 @@
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
 local client_options = require "fileapi.client_options"
+local credentials = require "fileapi.credentials"
 local common = require "fileapi.filesro.owner_common"
 local filesro = require "fileapi.filesro.documents"
 
@@ -37,13 +38,13 @@ end
 
 --- drive.default_token() -> the token drive.new uses when given none | nil, why
 --- $FILESRO_API_TOKEN; else, outside nginx, the one `fileapi drive-login`
---- stored (read where the command reads it: one reader, one file).  Inside
+--- stored (fileapi.credentials: one reader, one file, the command's too).  Inside
 --- nginx a server never takes up a person's sign-in by accident.
 function M.default_token()
   local env = getenv("FILESRO_API_TOKEN")
   if env and env ~= "" then return env end
   if rawget(_G, "ngx") then return nil end
-  local stored, why = require("fileapi.cli.credentials").load_drive()
+  local stored, why = credentials.load_drive()
   if stored then return stored.token end
   return nil, why
 end
