@@ -9,6 +9,8 @@ local client_options = require "fileapi.client_options"
 local credentials = require "fileapi.credentials"
 local common = require "fileapi.filesro.owner_common"
 local filesro = require "fileapi.filesro.documents"
+local owner_items = require "fileapi.filesro.owner_items"
+local owner_sharing = require "fileapi.filesro.owner_sharing"
 
 local type, pairs, ipairs, setmetatable, getenv, tostring, tonumber =
   type, pairs, ipairs, setmetatable, os.getenv, tostring, tonumber
@@ -186,8 +188,9 @@ Drive.__tostring = function(self)
   return "fileapi.drive (" .. tostring(self.api) .. ")"
 end
 
-for _, name in ipairs({ "fileapi.filesro.owner_items", "fileapi.filesro.owner_sharing" }) do
-  for k, fn in pairs(require(name)) do Drive[k] = fn end
+-- the items' and the sharing calls are methods too
+for _, calls in ipairs({ owner_items, owner_sharing }) do
+  for k, fn in pairs(calls) do Drive[k] = fn end
 end
 
 return M

@@ -7,6 +7,11 @@ local core = require "fileapi.core"
 local argparse = require "argparse"
 local output = require "fileapi.cli.output"
 local options = require "fileapi.http.options"
+local kinds = require "fileapi.kinds"
+local mkp = require "fileapi.cli.mijnklantportaal"
+local share_commands = require "fileapi.cli.filesro_visitor"
+local login = require "fileapi.cli.mijnklantportaal_login"
+local drive_cli = require "fileapi.cli.filesro_owner"
 
 local M = {}
 
@@ -21,7 +26,7 @@ one, the tokens `fileapi login` stored are used.  A share's TOKEN may come
 from FILESRO_TOKEN instead (so it stays out of ps): then leave it out.  The
 owner's token comes from FILESRO_API_TOKEN, else from `fileapi drive-login`.
 
-exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
+exit status: ]] .. kinds.exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
 
 -- ---- the parser -------------------------------------------------------------------
 
@@ -210,15 +215,11 @@ local function build_parser()
   return p
 end
 
-local mkp = require "fileapi.cli.mijnklantportaal"
-local share_commands = require "fileapi.cli.filesro_visitor"
-local login = require "fileapi.cli.mijnklantportaal_login"
 local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
   shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
   ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
   ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
   login = login.login, logout = login.logout }
-local drive_cli = require "fileapi.cli.filesro_owner"
 for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, upload = drive_cli.upload,
     rename = drive_cli.rename, mv = drive_cli.mv, rm = drive_cli.rm, restore = drive_cli.restore, zip = drive_cli.zip,
     tree = drive_cli.tree, share = drive_cli.share, unshare = drive_cli.unshare, ["send-share"] = drive_cli.send_share,

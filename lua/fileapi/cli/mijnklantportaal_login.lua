@@ -13,6 +13,7 @@ local core = require "fileapi.core"
 local util = require "fileapi.util"
 local files = require "fileapi.files"
 local credentials = require "fileapi.cli.credentials"
+local socket = require "socket" -- luasocket: the loopback listener
 
 local C = {}
 
@@ -140,7 +141,6 @@ end
 -- side (select): one that sends its request slowly holds up no other, and
 -- is closed after REQUEST_SECONDS.
 local function serve(server, sign_in, seconds, out)
-  local socket = require "socket"
   local deadline, conns = core.now() + seconds, {}
   server:settimeout(0)
   local function close_all()
@@ -207,7 +207,6 @@ local function finisher(opts, secret)
 end
 
 local function listen(host, port)
-  local socket = require "socket"
   local server, berr = socket.bind(host == "[::1]" and "::1" or (host == "localhost" and "127.0.0.1" or host),
     tonumber(port))
   if server then return server end
