@@ -84,6 +84,7 @@ build = {
       ["fileapi.ngx_phase"] = "lua/fileapi/ngx_phase.lua",
       ["fileapi.pager"] = "lua/fileapi/pager.lua",
       ["fileapi.mijnklantportaal.oauth"] = "lua/fileapi/mijnklantportaal/oauth.lua",
+      ["fileapi.mijnklantportaal.oauth_keeper"] = "lua/fileapi/mijnklantportaal/oauth_keeper.lua",
       ["fileapi.filesro.chunks"] = "lua/fileapi/filesro/chunks.lua",
       ["fileapi.mijnklantportaal.token_dict"] = "lua/fileapi/mijnklantportaal/token_dict.lua",
       ["fileapi.shares"] = "lua/fileapi/shares.lua",

@@ -9,6 +9,7 @@ local client_options = require "fileapi.client_options"
 local tree = require "fileapi.tree"
 local pager = require "fileapi.pager"
 local oauth = require "fileapi.mijnklantportaal.oauth"
+local oauth_keeper = require "fileapi.mijnklantportaal.oauth_keeper"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
@@ -61,11 +62,11 @@ end
 -- The keeper of an OAuth client's tokens, with an engine of its own for the
 -- manage host, derived from the client's (no budget of the API's: another
 -- host, another limit).  Returns the keeper and that engine, or nil, err.
-local function oauth_keeper(t, settings)
+local function new_keeper(t, settings)
   local token_transport, err = t:derive({ rate_limit = false })
   if not token_transport then return nil, err end
   settings.token_transport = token_transport
-  local keeper = oauth.keeper(settings)
+  local keeper = oauth_keeper.new(settings)
   keeper:on_grant(function(grant) t:rekey(grant) end)
   return keeper, token_transport
 end
@@ -94,14 +95,14 @@ function M.new(opts)
     if not settings then return util.invalid(why) end
   end
   -- the budget counts by the credential: the key, or the OAuth grant.  A
-  -- grant is named by its first refresh token (fileapi.mijnklantportaal.oauth): a client
+  -- grant is named by its first refresh token (oauth.token_id): a client
   -- built from a later one starts with that one's name, and moves to the
   -- grant's once its shared record has named it.
   local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
   if not t then return nil, err end
   local keeper, token_transport
   if settings then
-    keeper, token_transport = oauth_keeper(t, settings)
+    keeper, token_transport = new_keeper(t, settings)
     if not keeper then
       t:close()
       return nil, token_transport

@@ -20,8 +20,9 @@ M.FIELDS, M.folder, M.path, M.drive_path = stored.FIELDS, stored.folder, stored.
 M.load, M.load_drive = stored.load, stored.load_drive
 
 -- What else the file keeps: which sign-in it is (`login`, made by `fileapi
--- login`), and the keeper's record (fileapi.mijnklantportaal.oauth): its version, when it
--- was refreshed, and a refusal of the token endpoint that ended it.
+-- login`), and the keeper's record (fileapi.mijnklantportaal.oauth_keeper):
+-- its version, when it was refreshed, and a refusal of the token endpoint
+-- that ended it.
 M.RECORD_FIELDS = { "login", "version", "refreshed_at", "dead", "oauth_error" }
 
 -- The folder of path, made (0700) when missing, its parent too.
@@ -104,8 +105,8 @@ end
 -- The fields of the file that are the sign-in's, not the keeper's record.
 local OWN = { client_id = true, client_secret = true, login = true }
 
--- The credentials file as the shared record of fileapi.mijnklantportaal.oauth's keeper
--- (load, save, lock, unlock): every refresh of a command takes the lock and
+-- The credentials file as the shared record of OAuth's keeper
+-- (fileapi.mijnklantportaal.oauth_keeper: load, save, lock, unlock): every refresh of a command takes the lock and
 -- reads the file, so a token another command wrote is taken instead of
 -- sending a refresh token that rotation may have killed.  The keeper's
 -- record doc (tokens, version, ...) is kept whole beside the sign-in's

@@ -95,7 +95,8 @@ function Transport:rekey(rate_key)
 end
 
 -- The Authorization header of a fixed credential (an API key): nothing to
--- refresh.  OAuth clients hold a keeper (fileapi.mijnklantportaal.oauth) in its place.
+-- refresh.  OAuth clients hold a keeper (fileapi.mijnklantportaal.oauth_keeper)
+-- in its place.
 function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end
