@@ -5,7 +5,7 @@ local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local core = require "fileapi.core"
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
 
 describe("core", function()
   local mock, client
@@ -114,7 +114,7 @@ describe("core", function()
 
   describe("methods", function()
     local function send(req, opts)
-      local t = assert(transport.new(assert(transport.check_options(opts or { retries = 0 }, "new")), {}))
+      local t = assert(engine.new(assert(engine.check_options(opts or { retries = 0 }, "new")), {}))
       req.url = mock.base .. "/conf/x"
       local res, err = t:send(req)
       t:close()
@@ -170,7 +170,7 @@ describe("core", function()
 
   describe("retries by method", function()
     local function send(method, faults, opts)
-      local t = assert(transport.new(assert(transport.check_options(opts or { timeout = 1, backoff = 0.01 }, "new")), {}))
+      local t = assert(engine.new(assert(engine.check_options(opts or { timeout = 1, backoff = 0.01 }, "new")), {}))
       for _, f in ipairs(faults) do f.path = "/conf" end
       mock:faults(faults)
       local res, err = t:send({ method = method, url = mock.base .. "/conf/x" })

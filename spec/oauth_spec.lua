@@ -272,7 +272,7 @@ describe("OAuth #waits", function()
     local held = {}
     for i = 1, 100 do
       assert(c:mkdir("r" .. i))
-      held[i] = c.transport:secret_count()
+      held[i] = c.engine:secret_count()
     end
     assert.same(100, mock:stats().token_requests)
     -- the configured four (client id and secret, the first tokens), and the newest rotating ones

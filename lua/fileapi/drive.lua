@@ -8,7 +8,7 @@ local engine = require "fileapi.http.engine"
 local client_options = require "fileapi.client_options"
 local credentials = require "fileapi.credentials"
 local common = require "fileapi.filesro.owner_common"
-local filesro = require "fileapi.filesro.documents"
+local documents = require "fileapi.filesro.documents"
 local owner_items = require "fileapi.filesro.owner_items"
 local owner_sharing = require "fileapi.filesro.owner_sharing"
 
@@ -72,9 +72,9 @@ function M.new(opts)
   local t, err = engine.new(topts, { token, util.pct(token) }, "files.ro-owner:" .. token)
   if not t then return nil, err end
   t.auth = engine.static_auth("Authorization: Bearer " .. token)
-  -- a limit's typed 401 is no refused token (filesro.refine_401)
-  t.refine_error = filesro.refine_401
-  return setmetatable({ transport = t, api = base .. "/api/v1" }, Drive)
+  -- a limit's typed 401 is no refused token (documents.refine_401)
+  t.refine_error = documents.refine_401
+  return setmetatable({ engine = t, api = base .. "/api/v1" }, Drive)
 end
 
 -- The token in a login answer: the docs' {"data":{"token":…}}, or a bare
@@ -151,7 +151,7 @@ function Drive:create_token(name)
   if not doc then return nil, res end
   local at, plain = doc.accessToken, doc.plainTextToken
   if type(at) ~= "table" or type(plain) ~= "string" or not check_token(plain) then
-    return self.transport:protocol_error(res, "the response is not a new access token")
+    return self.engine:protocol_error(res, "the response is not a new access token")
   end
   local id = tonumber(at.id) or tonumber(plain:match("^(%d+)|"))
   return { id = id, name = at.name, abilities = at.abilities, token = plain }
@@ -175,11 +175,11 @@ end
 
 --- d:rate_limit() -> what the server last said of the limit, or nil
 function Drive:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 function Drive:close()
-  self.transport:close()
+  self.engine:close()
 end
 
 Drive.__close = Drive.close

@@ -4,7 +4,7 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
 local client_options = require "fileapi.client_options"
 local tree = require "fileapi.tree"
 local pager = require "fileapi.pager"
@@ -63,12 +63,12 @@ end
 -- manage host, derived from the client's (no budget of the API's: another
 -- host, another limit).  Returns the keeper and that engine, or nil, err.
 local function new_keeper(t, settings)
-  local token_transport, err = t:derive({ rate_limit = false })
-  if not token_transport then return nil, err end
-  settings.token_transport = token_transport
+  local token_engine, err = t:derive({ rate_limit = false })
+  if not token_engine then return nil, err end
+  settings.token_engine = token_engine
   local keeper = oauth_keeper.new(settings)
   keeper:on_grant(function(grant) t:rekey(grant) end)
-  return keeper, token_transport
+  return keeper, token_engine
 end
 
 --- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }
@@ -98,19 +98,19 @@ function M.new(opts)
   -- grant is named by its first refresh token (oauth.token_id): a client
   -- built from a later one starts with that one's name, and moves to the
   -- grant's once its shared record has named it.
-  local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
+  local t, err = engine.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
   if not t then return nil, err end
-  local keeper, token_transport
+  local keeper, token_engine
   if settings then
-    keeper, token_transport = new_keeper(t, settings)
+    keeper, token_engine = new_keeper(t, settings)
     if not keeper then
       t:close()
-      return nil, token_transport
+      return nil, token_engine
     end
   end
-  t.auth = keeper or transport.static_auth("Authorization: Bearer " .. key)
-  local client = setmetatable({ transport = t, base_url = base }, Client)
-  private[client] = { keeper = keeper, token_transport = token_transport }
+  t.auth = keeper or engine.static_auth("Authorization: Bearer " .. key)
+  local client = setmetatable({ engine = t, base_url = base }, Client)
+  private[client] = { keeper = keeper, token_engine = token_engine }
   return client
 end
 
@@ -146,7 +146,7 @@ end
 local function item_or_error(self, doc, res)
   if not doc then return nil, res end
   if type(doc.id) ~= "string" or (doc.type ~= "file" and doc.type ~= "directory") then
-    return self.transport:protocol_error(res, "the response is not a file or directory")
+    return self.engine:protocol_error(res, "the response is not a file or directory")
   end
   return doc
 end
@@ -155,7 +155,7 @@ local function post(self, req)
   req.method = "POST"
   req.auth = true
   req.headers[#req.headers + 1] = "Accept: application/json"
-  return item_or_error(self, self.transport:send_json(req))
+  return item_or_error(self, self.engine:send_json(req))
 end
 
 --- client:upload(source, { directory, filename, mime, on_progress }) -> item | nil, err
@@ -178,7 +178,7 @@ function Client:upload(source, opts)
   part.content_type = ctype or mime.for_name(part.filename)
 
   local body, err = core.multipart({ part })
-  if not body then return self.transport:fail(err) end
+  if not body then return self.engine:fail(err) end
   local item
   item, err = post(self, {
     url = files_url(self, directory),
@@ -202,7 +202,7 @@ function Client:mkdir(name, opts)
   return post(self, {
     url = files_url(self, directory),
     headers = { "Content-Type: application/json" },
-    body = transport.json.encode({ directory = name }),
+    body = engine.json.encode({ directory = name }),
   })
 end
 
@@ -218,7 +218,7 @@ local function api_request(self, method, path, doc)
     headers = { "Accept: application/json" } }
   if doc then
     req.headers[#req.headers + 1] = "Content-Type: application/json"
-    req.body = transport.json.encode(doc)
+    req.body = engine.json.encode(doc)
   end
   return req
 end
@@ -228,7 +228,7 @@ function Client:get(id)
   util.check_type(id, "string", 1, "get")
   local ok, why = check_id(id, "^fs[fd]_%w+$", "id must be a file or directory id such as fsf_abc12345678")
   if not ok then return util.invalid(why) end
-  return item_or_error(self, self.transport:send_json(api_request(self, "GET", "/files/" .. id)))
+  return item_or_error(self, self.engine:send_json(api_request(self, "GET", "/files/" .. id)))
 end
 
 local function check_link(link, allow_insecure)
@@ -245,10 +245,10 @@ function Client:download_link(file_id)
   local ok, why = check_id(file_id, "^fsf_%w+$",
     "only files can be downloaded: file_id must look like fsf_abc12345678")
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "GET", "/files/" .. file_id .. "/download"))
+  local doc, res = self.engine:send_json(api_request(self, "GET", "/files/" .. file_id .. "/download"))
   if not doc then return nil, res end
-  if not check_link(doc.link, self.transport.opts.allow_insecure) then
-    return self.transport:protocol_error(res, "the response has no usable download link")
+  if not check_link(doc.link, self.engine.opts.allow_insecure) then
+    return self.engine:protocol_error(res, "the response has no usable download link")
   end
   return doc
 end
@@ -273,7 +273,7 @@ function Client:download(file_id, dest, opts)
     if not link then return nil, err end
     -- the link goes to another host: no Authorization, nothing of ours
     local res
-    res, err = self.transport:send({ method = "GET", url = link.link, headers = {}, sink = dest,
+    res, err = self.engine:send({ method = "GET", url = link.link, headers = {}, sink = dest,
       overwrite = overwrite, on_download = on_progress })
     if res then
       return { path = dt == "string" and dest or nil, size = res.download.size, resumed = res.download.resumed }
@@ -289,10 +289,10 @@ end
 -- numbers: the documented next_page_url carries a stray comma.
 local function pages(self, path)
   return pager.new(function(page)
-    local doc, res = self.transport:send_json(api_request(self, "GET", path .. "?page=" .. page))
+    local doc, res = self.engine:send_json(api_request(self, "GET", path .. "?page=" .. page))
     if not doc then return nil, res end
     if type(doc.data) ~= "table" then
-      return nil, select(2, self.transport:protocol_error(res, "the response is not a page of results"))
+      return nil, select(2, self.engine:protocol_error(res, "the response is not a page of results"))
     end
     return doc.data, doc.next_page_url ~= nil and #doc.data > 0
   end)
@@ -301,7 +301,7 @@ end
 local function doc_with_id(self, doc, res, prefix, what)
   if not doc then return nil, res end
   if type(doc.id) ~= "string" or doc.id:sub(1, #prefix) ~= prefix then
-    return self.transport:protocol_error(res, "the response is not a " .. what)
+    return self.engine:protocol_error(res, "the response is not a " .. what)
   end
   return doc
 end
@@ -324,7 +324,7 @@ function Client:share(ids, opts)
   if customer and not check_id(customer, "^cst_%w+$", "") then
     return util.invalid("customer_id must look like cst_abc12345678")
   end
-  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-shares",
+  local doc, res = self.engine:send_json(api_request(self, "POST", "/file-shares",
     { content = content, customerId = customer }))
   return doc_with_id(self, doc, res, "fss_", "file share")
 end
@@ -385,7 +385,7 @@ function Client:request_files(spec)
   end
   ok, why = check_directory(body.directoryId)
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-requests", body))
+  local doc, res = self.engine:send_json(api_request(self, "POST", "/file-requests", body))
   return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
@@ -399,7 +399,7 @@ function Client:file_request(id)
   util.check_type(id, "string", 1, "file_request")
   local ok, why = check_id(id, "^frq_%w+$", "id must be a file request id such as frq_abc12345678")
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "GET", "/file-requests/" .. id))
+  local doc, res = self.engine:send_json(api_request(self, "GET", "/file-requests/" .. id))
   return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
@@ -426,20 +426,20 @@ function Client:upload_tree(local_dir, opts)
   local summary, err = tree.upload(self, local_dir, opts)
   if not summary then
     if type(err) == "string" then return util.invalid(err) end
-    return self.transport:fail(err)
+    return self.engine:fail(err)
   end
   return summary
 end
 
 --- client:rate_limit() -> { limit, remaining, reset } as the API last said, or nil
 function Client:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 function Client:close()
-  self.transport:close()
+  self.engine:close()
   local p = private[self]
-  if p and p.token_transport then p.token_transport:close() end
+  if p and p.token_engine then p.token_engine:close() end
 end
 
 Client.__close = Client.close

@@ -2,10 +2,10 @@
 -- (POST …/uploads, chunked when large: fileapi.filesro.chunks), delete items
 -- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
 local client_options = require "fileapi.client_options"
-local share_upload = require "fileapi.filesro.chunks"
-local filesro = require "fileapi.filesro.documents"
+local chunks = require "fileapi.filesro.chunks"
+local documents = require "fileapi.filesro.documents"
 
 local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error
 local lower = string.lower
@@ -73,15 +73,15 @@ function M.new(opts)
   headers, why = build_headers(opts.headers, secrets)
   if not headers then return util.invalid(why) end
   -- files.ro counts a visitor's requests by IP: one budget per host
-  local t, err = transport.new(topts, secrets, "files.ro:" .. base)
+  local t, err = engine.new(topts, secrets, "files.ro:" .. base)
   if not t then return nil, err end
-  local share = setmetatable({ transport = t }, Share)
+  local share = setmetatable({ engine = t }, Share)
   private[share] = { base = base .. "/api/v1/shares/" .. util.pct(token) .. "/", headers = headers }
   return share
 end
 
-local UUID = filesro.UUID
-local flatten = filesro.flatten
+local UUID = documents.UUID
+local flatten = documents.flatten
 
 -- A POST to one of the share's calls, with the share's own headers (not a
 -- method: they hold secrets).
@@ -102,39 +102,39 @@ function Share:mkdir(name, opts)
   if not ok then return util.invalid(why) end
   if parent and not parent:match(UUID) then return util.invalid("parent_id must be a UUID") end
 
-  local json = transport.json
+  local json = engine.json
   local req = new_request(self, "items", { "Content-Type: application/json" })
   req.body = '{"name":' .. json.encode(name) .. (parent and ',"parent_id":' .. json.encode(parent) or "") .. "}"
-  local doc, res = self.transport:send_json(req)
+  local doc, res = self.engine:send_json(req)
   if not doc then return nil, res end
   local folder = flatten(doc)
-  if not folder then return self.transport:protocol_error(res, "the response is not a folder document") end
+  if not folder then return self.engine:protocol_error(res, "the response is not a folder document") end
   return folder
 end
 
 --- share:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
 --- -> file document (flattened like mkdir's) | nil, err
 function Share:upload(source, opts)
-  local plan, perr = share_upload.check_upload(self.transport, source, opts)
+  local plan, perr = chunks.check_upload(self.engine, source, opts)
   if not plan then return nil, perr end
-  local res, err = share_upload.send(self.transport, plan, plan.on_progress,
+  local res, err = chunks.send(self.engine, plan, plan.on_progress,
     function(headers) return new_request(self, "uploads", headers) end)
   if not res then return nil, err end
-  local doc = transport.decode_json(res.body)
+  local doc = engine.decode_json(res.body)
   local file = type(doc) == "table" and flatten(doc)
-  if not file then return self.transport:protocol_error(res, "the response is not a file document") end
+  if not file then return self.engine:protocol_error(res, "the response is not a file document") end
   return file
 end
 
-local check_items = filesro.check_items
+local check_items = documents.check_items
 
 -- 204, or a 2xx whose body says {"type":"success"}, is done; upstream
 -- answers an unknown id with 200 {"type":"error",…}: that is not found.
 local function done_or_error(self, res, err)
   if not res then return nil, err end
-  local kind, message = filesro.typed_error(transport.decode_json(res.body))
+  local kind, message = documents.typed_error(engine.decode_json(res.body))
   if kind then
-    return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
+    return self.engine:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
   end
   return true
 end
@@ -150,8 +150,8 @@ function Share:delete(items, opts)
   local list = {}
   for i, item in ipairs(items) do list[i] = { force_delete = force, type = item.type, id = item.id } end
   local req = new_request(self, "items", { "Content-Type: application/json" })
-  req.method, req.body = "DELETE", transport.json.encode({ items = list })
-  return done_or_error(self, self.transport:send(req))
+  req.method, req.body = "DELETE", engine.json.encode({ items = list })
+  return done_or_error(self, self.engine:send(req))
 end
 
 --- share:move(items, { to_id }) -> true | nil, err; no to_id: the share's root
@@ -167,16 +167,16 @@ function Share:move(items, opts)
   for i, item in ipairs(items) do list[i] = { type = item.type, id = item.id } end
   local req = new_request(self, "moves", { "Content-Type: application/json" })
   -- upstream refuses an explicit null: the root is asked for by leaving it out
-  req.body = transport.json.encode({ items = list, to_id = to })
-  return done_or_error(self, self.transport:send(req))
+  req.body = engine.json.encode({ items = list, to_id = to })
+  return done_or_error(self, self.engine:send(req))
 end
 
 function Share:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 function Share:close()
-  self.transport:close()
+  self.engine:close()
 end
 
 Share.__close = Share.close
@@ -186,7 +186,7 @@ function M.mkdir(token, name, opts)
   util.check_type(token, "string", 1, "mkdir")
   util.check_type(name, "string", 2, "mkdir")
   opts = util.check_type(opts, "table", 3, "mkdir", true) or {}
-  util.check_keys(opts, "mkdir", transport.OPTION_NAMES, { "headers", "parent_id" })
+  util.check_keys(opts, "mkdir", engine.OPTION_NAMES, { "headers", "parent_id" })
   local copts = {}
   for k, v in pairs(opts) do copts[k] = v end
   copts.token, copts.parent_id = token, nil

@@ -235,7 +235,7 @@ function M.cpu()
   if spec.upload then
     out = summary(client:upload(spec.upload))
   else
-    local t = client.transport
+    local t = client.engine
     local res, err = t:send({ url = spec.download, sink = spec.path, overwrite = true })
     out = res and { ok = true, size = res.download.size } or { ok = false, kind = err.kind, message = err.message }
   end

@@ -8,10 +8,10 @@ local argparse = require "argparse"
 local output = require "fileapi.cli.output"
 local options = require "fileapi.http.options"
 local kinds = require "fileapi.kinds"
-local mkp = require "fileapi.cli.mijnklantportaal"
-local share_commands = require "fileapi.cli.filesro_visitor"
+local mijnklantportaal = require "fileapi.cli.mijnklantportaal"
+local filesro_visitor = require "fileapi.cli.filesro_visitor"
 local login = require "fileapi.cli.mijnklantportaal_login"
-local drive_cli = require "fileapi.cli.filesro_owner"
+local filesro_owner = require "fileapi.cli.filesro_owner"
 
 local M = {}
 
@@ -215,15 +215,21 @@ local function build_parser()
   return p
 end
 
-local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
-  shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
-  ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
-  ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
-  login = login.login, logout = login.logout }
-for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, upload = drive_cli.upload,
-    rename = drive_cli.rename, mv = drive_cli.mv, rm = drive_cli.rm, restore = drive_cli.restore, zip = drive_cli.zip,
-    tree = drive_cli.tree, share = drive_cli.share, unshare = drive_cli.unshare, ["send-share"] = drive_cli.send_share,
-    ["team-folders"] = drive_cli.team_folders, request = drive_cli.request }) do
+-- Each command's function, by the command's name.
+local RUN = { login = login.login, logout = login.logout }
+for _, name in ipairs({ "upload", "mkdir", "get", "download", "share", "shares", "request-files", "requests",
+    "request" }) do
+  RUN[name] = mijnklantportaal[name]
+end
+for name, fn in pairs({ mkdir = filesro_visitor.share_mkdir, upload = filesro_visitor.share_upload,
+    rm = filesro_visitor.share_rm, mv = filesro_visitor.share_mv }) do
+  RUN["share-" .. name] = fn
+end
+for name, fn in pairs({ login = filesro_owner.login, logout = filesro_owner.logout, upload = filesro_owner.upload,
+    rename = filesro_owner.rename, mv = filesro_owner.mv, rm = filesro_owner.rm, restore = filesro_owner.restore,
+    zip = filesro_owner.zip, tree = filesro_owner.tree, share = filesro_owner.share, unshare = filesro_owner.unshare,
+    ["send-share"] = filesro_owner.send_share, ["team-folders"] = filesro_owner.team_folders,
+    request = filesro_owner.request }) do
   RUN["drive-" .. name] = fn
 end
 

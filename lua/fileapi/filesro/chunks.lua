@@ -9,7 +9,7 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
-local filesro = require "fileapi.filesro.documents"
+local documents = require "fileapi.filesro.documents"
 
 local type, ipairs, format, min, floor = type, ipairs, string.format, math.min, math.floor
 
@@ -68,7 +68,7 @@ local function plan_upload(part, opts)
   if not valid_extension(plan.extension) then
     return nil, "extension must be 1 to 32 letters, digits, - or _ (without the dot)"
   end
-  if opts.parent_id and not filesro.is_uuid(opts.parent_id) then return nil, "parent_id must be a UUID" end
+  if opts.parent_id and not documents.is_uuid(opts.parent_id) then return nil, "parent_id must be a UUID" end
   plan.parent_id = opts.parent_id
   if opts.path then
     ok, why = check_path(opts.path)
@@ -203,7 +203,7 @@ local function post(t, plan, parts, offset, length, on_progress)
   req.multipart, req.never_resend = body, true
   req.on_progress = progress_from(on_progress, offset, plan.size, body:payload_length() - length)
   local res
-  res, err = t.transport:send(req)
+  res, err = t.engine:send(req)
   body:close()
   return res, err
 end
@@ -216,15 +216,15 @@ local function chunk_failure(t, err, index, count)
     err.message = format("%s; chunk %d of %d was sent and not answered, so it was not sent again: "
       .. "the share may hold a partial upload", err.message, index, count)
   end
-  return t.transport:fail(err)
+  return t.engine:fail(err)
 end
 
 -- Returns the response to the request that finished the upload.
 -- new_request(headers) gives a POST to the uploads call.  always_chunked:
 -- even a small file goes as one chunk (is_last_chunk=1), for the owner's
 -- call, whose single-request form files.ro does not publish.
-function M.send(transport, plan, on_progress, new_request, always_chunked)
-  local t = { transport = transport, new_request = new_request }
+function M.send(engine, plan, on_progress, new_request, always_chunked)
+  local t = { engine = engine, new_request = new_request }
   if plan.size <= plan.chunk_size and not always_chunked then
     local part = content_part(plan, "file", plan.part.filename, 0, plan.size, plan.part.reader and slicer(plan.part))
     return post(t, plan, fields(plan, { part }), 0, plan.size, on_progress)
@@ -246,7 +246,7 @@ function M.send(transport, plan, on_progress, new_request, always_chunked)
     if not res then return chunk_failure(t, err, index, count) end
     if last then return res end
     if res.status ~= 200 or res.body:find("%S") then
-      return transport:protocol_error(res, format("chunk %d of %d: expected 200 with an empty body, got %d",
+      return engine:protocol_error(res, format("chunk %d of %d: expected 200 with an empty body, got %d",
         index, count, res.status))
     end
     offset = offset + length

@@ -82,7 +82,7 @@ function M.lease_margin(lease) return math.min(2, lease / 5) end
 -- handed in: fileapi.client_options),
 -- shared (a record as above, in place of token_dict and store: files.new's
 -- internal _shared_tokens, the command line's credentials file), base
--- (checked), token_transport (an engine transport for the manage host),
+-- (checked), token_engine (an engine for the manage host),
 -- secrets (the list the engines redact with: new tokens rotate through it).
 function M.new(cfg)
   local o = cfg.oauth
@@ -90,7 +90,7 @@ function M.new(cfg)
   local own = oauth.token_id(o.client_id, o.refresh_token)
   local p = { client_id = o.client_id, client_secret = o.client_secret, access_token = o.access_token,
     refresh_token = o.refresh_token, expires_at = o.expires_at or 0, on_tokens = cfg.on_tokens,
-    base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
+    base = cfg.base, engine = cfg.token_engine, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
   private[k] = p
   if not p.shared and cfg.token_dict then
     p.shared = token_dict.record(rawget(_G, "ngx").shared[cfg.token_dict], own)
@@ -254,7 +254,7 @@ end
 local function do_refresh(k, sleep, by, deadline, owner)
   local p = private[k]
   local spent = p.refresh_token
-  local tokens, err = oauth.post_tokens(p.t, p.base, { grant_type = "refresh_token", client_id = p.client_id,
+  local tokens, err = oauth.post_tokens(p.engine, p.base, { grant_type = "refresh_token", client_id = p.client_id,
     client_secret = p.client_secret, refresh_token = spent }, false, by)
   if not tokens then
     if err.kind == "unauthorized" then return refused(k, err, spent) end
