@@ -1,8 +1,8 @@
 -- files.ro for the account's owner (a Bearer token): signing in and
 -- personal tokens here; the items (upload, rename, move, delete, restore,
--- zip, the folder tree) in fileapi.filesro.owner_items; share links, team folders
--- and file requests in fileapi.filesro.owner_sharing.  The calls and their
--- answers: the reference's filesro-account.md.
+-- zip, the folder tree) in fileapi.filesro.owner_items; share links, team
+-- folders and file requests in fileapi.filesro.owner_sharing.  The calls
+-- and their answers: the service's reference for the account's owner.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
 local client_options = require "fileapi.client_options"

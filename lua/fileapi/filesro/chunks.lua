@@ -5,7 +5,9 @@
 -- name, with no offset: a chunk it may have received must never go again,
 -- or the stored file is corrupt.  So every upload gets its own random part
 -- name, one chunk is in flight at a time, and a chunk is sent again only
--- when the server cannot have appended it (see Transport's never_resend).
+-- when the server cannot have appended it (the request's never_resend:
+-- fileapi.http.engine).  Both callers' arguments are checked here too, by
+-- the same rules (check_upload).
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"

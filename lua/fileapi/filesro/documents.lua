@@ -56,7 +56,7 @@ end
 -- A 401 is a refused token, as its status says, also when typed: the
 -- documented one is {"type":"error","message":"You are not authorized"}.
 -- Only a limit's typed 401 (a plan or quota that forbids it, the members
--- limit, another user's token; filesro-account.md) says the token may not
+-- limit, another user's token: the owner's reference) says the token may not
 -- do this: forbidden, so that nobody signs in again over it.
 local LIMIT_401 = {
   ["This user action is not allowed."] = true,

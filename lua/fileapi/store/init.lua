@@ -1,7 +1,8 @@
--- The fleet's shared store (DESIGN.md, "Fleet: shared state across
--- machines"): the rate budget's log, the fleet-wide "wait until" mark and
--- OAuth's token and refresh lock, in one Redis that every machine using the
--- same key points at.
+-- The fleet's shared store (the `store` option): the rate budget's log,
+-- the fleet-wide "wait until" mark and OAuth's token and refresh lock, in
+-- one Redis that every machine using the same key points at.  Opened by
+-- fileapi.client_options and handed to those who use it: the engine
+-- (Store:budget) and OAuth's keeper (Store:token_record).
 --
 --   store = { url = "redis://[[user]:password@]host[:port][/db]", prefix = "fileapi:",
 --             timeout = 0.1, on_unavailable = "local" | "wait" }
