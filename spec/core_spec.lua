@@ -13,12 +13,7 @@ describe("core", function()
   setup(function() mock = helper.start_mock() end)
   teardown(function() mock:stop() end)
 
-  local function new_client(opts)
-    opts = opts or {}
-    opts.api_key, opts.base_url = helper.API_KEY, opts.base_url or mock.mkp_url
-    opts.backoff = opts.backoff or 0.01
-    return assert(files.new(opts))
-  end
+  local function new_client(opts) return helper.mkp_client(mock, opts, { backoff = 0.01 }) end
 
   before_each(function()
     mock:reset()

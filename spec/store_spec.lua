@@ -146,10 +146,7 @@ describe("clients sharing a store", function()
   end)
 
   local function client(extra)
-    local opts = { api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 1, retries = 0,
-      store = { url = redis:url() } }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return assert(files.new(opts))
+    return helper.mkp_client(mock, extra, { rate_window = 1, retries = 0, store = { url = redis:url() } })
   end
 
   it("two clients (two machines) draw from one budget: no 429, and nothing secret in the store", function()
@@ -343,12 +340,6 @@ local function warnings_of(fn)
   return table.concat(said), a, b
 end
 
--- The sends in every budget log of a Redis.
-local function logged(redis)
-  return tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
-    .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
-end
-
 describe("a connection Redis dropped", function()
   local mock, redis
   local n = 0
@@ -370,50 +361,28 @@ describe("a connection Redis dropped", function()
   -- another test); the mock sends no rate-limit headers.
   local function client(extra)
     n = n + 1
-    local opts = { api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
-      store = { url = redis:url(), prefix = "drop" .. n .. ":" } }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return assert(files.new(opts))
+    return helper.mkp_client(mock, extra, { rate_window = 5, retries = 0,
+      store = { url = redis:url(), prefix = "drop" .. n .. ":" } })
   end
 
   -- One call before and one after `between`: both through the store, no warning.
   local function across(between)
     local c = client()
     assert(c:mkdir("before"))
-    assert.same(1, logged(redis))
+    assert.same(1, redis:logged_sends())
     between()
     local said, item, err = warnings_of(function() return c:mkdir("after") end)
     c:close()
     assert.is_truthy(item, err and err.message)
     assert.same("", said)
-    return logged(redis)
+    return redis:logged_sends()
   end
 
-  it("CLIENT KILL: the next call opens a new connection, with no warning and no fallback", function()
-    assert.same(2, across(function()
-      assert.same("1", redis:cli({ "CLIENT", "KILL", "TYPE", "normal" }))
-    end))
-  end)
-
-  it("a restart (SIGKILL, then started again empty): the next call reconnects once", function()
-    assert.same(1, across(function()
-      redis:kill()
-      redis:start()
-    end))
-  end)
-
-  it("Redis's idle timeout: the next call reconnects", function()
-    assert.same(2, across(function()
-      redis:cli({ "CONFIG", "SET", "timeout", "1" })
-      -- Redis closes idle clients in its cron: until only redis-cli is left
-      local deadline = core.time() + 20
-      repeat
-        core.sleep(0.2)
-        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
-      until clients == 0 or core.time() > deadline
-      redis:cli({ "CONFIG", "SET", "timeout", "0" })
-    end))
-  end)
+  for _, case in ipairs(helper.REDIS_DROPS) do
+    it(case.name, function()
+      assert.same(case.logged, across(function() case.drop(redis) end))
+    end)
+  end
 
   it("a timeout is no dropped connection: the store is away at once, not tried twice #waits", function()
     local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
