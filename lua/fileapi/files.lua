@@ -424,10 +424,7 @@ function Client:upload_tree(local_dir, opts)
   local ok, why = check_directory(opts.directory)
   if not ok then return util.invalid(why) end
   local summary, err = tree.upload(self, local_dir, opts)
-  if not summary then
-    if type(err) == "string" then return util.invalid(err) end
-    return self.engine:fail(err)
-  end
+  if not summary then return util.fail_before(self.engine, err) end
   return summary
 end
 

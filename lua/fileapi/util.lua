@@ -21,6 +21,14 @@ function M.invalid(message)
   return nil, M.new_error("invalid_argument", message)
 end
 
+-- A failure before anything was sent, as a call returns it: a message (a
+-- bad value) as invalid_argument, an error (the core's: a file that cannot
+-- be read) through `engine`, which finishes it as it finishes its own.
+function M.fail_before(engine, why)
+  if type(why) == "string" then return M.invalid(why) end
+  return engine:fail(why)
+end
+
 -- A wrong Lua type is a programming error: raise as luaL_argerror does,
 -- naming the line that called the public function.  `level` is error()'s
 -- level: 3 (the default) when the public function calls the check itself,

@@ -116,10 +116,7 @@ function M.check_upload(engine, source, opts)
   if not part then return util.invalid(why) end
   local plan
   plan, why = plan_upload(part, opts)
-  if not plan then
-    if type(why) == "table" then return engine:fail(why) end
-    return util.invalid(why)
-  end
+  if not plan then return util.fail_before(engine, why) end
   plan.on_progress = on_progress
   return plan
 end

@@ -204,10 +204,7 @@ function M:upload_tree(local_dir, opts)
   }, local_dir, { journal = opts.journal, on_item = opts.on_item, on_progress = opts.on_progress,
     hidden = opts.hidden, follow_symlinks = opts.follow_symlinks, stop_on_error = opts.stop_on_error,
     folders_by_path = true })
-  if not summary then
-    if type(err) == "string" then return util.invalid(err) end
-    return self.engine:fail(err)
-  end
+  if not summary then return util.fail_before(self.engine, err) end
   return summary
 end
 
