@@ -2,7 +2,7 @@
 -- module -> engine (http/) -> transport; the store is handed to the engine,
 -- not imported by it; each service's folder serves its own public modules;
 -- nothing in the library depends on the command line; no module requires
--- another inside a function.
+-- another inside a function; the layout's page names every module.
 local helper = require "helper"
 
 -- What each part of the tree may require (beyond the Lua and C libraries
@@ -98,6 +98,16 @@ describe("the layout of lua/fileapi", function()
       end
     end
     assert.same({}, inside)
+  end)
+
+  it("docs/internals/layout.md names every module", function()
+    local doc = assert(helper.read_file(helper.root .. "/docs/internals/layout.md"))
+    local missing = {}
+    for _, path in ipairs(files) do
+      local name = path:match("[^/]+$")
+      if not doc:find(" " .. name .. " ", 1, true) then missing[#missing + 1] = path end
+    end
+    assert.same({}, missing)
   end)
 
   it("no source file is over 600 lines", function()
