@@ -79,11 +79,11 @@ M.CHAIN = 4 -- the refresh tokens of a grant a save names as its aliases
 function M.lease_margin(lease) return math.min(2, lease / 5) end
 
 -- cfg: oauth (the five fields), on_tokens, token_dict, store (an open one,
--- handed in: fileapi.client_options),
--- shared (a record as above, in place of token_dict and store: files.new's
--- internal _shared_tokens, the command line's credentials file), base
--- (checked), token_engine (an engine for the manage host),
--- secrets (the list the engines redact with: new tokens rotate through it).
+-- handed in: fileapi.client_options), shared (a record as above, in place
+-- of token_dict and store: files.new's internal _shared_tokens, the
+-- command line's credentials file), base (checked), token_engine (an
+-- engine for the manage host), secrets (the list the engines redact with:
+-- new tokens rotate through it).
 function M.new(cfg)
   local o = cfg.oauth
   local k = setmetatable({ refreshes = 0, version = 0 }, Keeper)
