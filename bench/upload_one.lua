@@ -24,7 +24,7 @@ end
 if mode == "download" then
   -- the core's sink on its own: GET a static file to a path
   local client = assert(files.new({ api_key = "bench-key", base_url = base }))
-  local res = assert(client.transport:send({ url = base .. "/" .. arg3, sink = arg[4], overwrite = true }))
+  local res = assert(client.engine:send({ url = base .. "/" .. arg3, sink = arg[4], overwrite = true }))
   assert(res.download.size > 0)
 end
 if mode == "share-upload" then

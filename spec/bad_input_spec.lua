@@ -3,9 +3,10 @@
 local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
+local drive_module = require "fileapi.drive"
 
 describe("bad input", function()
-  local mock, client, share, dir_path, unreadable
+  local mock, client, share, drive, dir_path, unreadable
 
   setup(function()
     mock = helper.start_mock()
@@ -23,6 +24,7 @@ describe("bad input", function()
     mock:reset()
     client = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url }))
     share = assert(shares.new({ token = "editor-token", base_url = mock.base }))
+    drive = assert(drive_module.new({ token = helper.DRIVE_TOKEN, base_url = mock.base }))
   end)
 
   local huge = ("x"):rep(1024 * 1024)
@@ -143,10 +145,45 @@ describe("bad input", function()
     { "share:mkdir with a table", function() share:mkdir({}) end },
     { "a numeric parent_id", function() share:mkdir("x", { parent_id = 1 }) end },
     { "shares.mkdir without a name", function() shares.mkdir("t") end },
+    { "share:upload with a number", function() share:upload(5) end },
+    { "share:upload with a numeric path", function() share:upload({ path = 5 }) end },
+    { "share:upload with an unknown source field", function() share:upload({ data = "x", file = "f" }) end },
+    { "share:upload opts as a string", function() share:upload("x", "a/b") end },
+    { "share:upload with a string chunk_size", function() share:upload("x", { chunk_size = "1" }) end },
+    { "share:delete with an item that is no table", function() share:delete({ "x" }) end },
+    { "share:move with an unknown item field", function() share:move({ { type = "file", ids = "x" } }) end },
+    { "d:upload with a number", function() drive:upload(5) end },
+    { "d:upload with a numeric path", function() drive:upload({ path = 5 }) end },
+    { "d:upload with a numeric data", function() drive:upload({ data = 5, filename = "f" }) end },
+    { "d:upload opts as a string", function() drive:upload("x", "a/b") end },
+    { "d:upload with a numeric parent_id", function() drive:upload("x", { parent_id = 5 }) end },
+    { "d:move opts as a string", function() drive:move({ { type = "file", id = "x" } }, "home") end },
+    { "d:move with an item that is no table", function() drive:move({ "x" }) end },
+    { "d:rename with a number", function() drive:rename(5, "x") end },
+    { "d:share opts as a string", function() drive:share({ type = "file", id = "x" }, "editor") end },
+    { "d:team_folders opts as a string", function() drive:team_folders(nil, "name") end },
+    { "d:move with a string", function() drive:move("file:x") end },
+    { "d:delete with an unknown item field", function() drive:delete({ { type = "file", uuid = "x" } }) end },
+    { "d:zip with a numeric dest", function() drive:zip({ { type = "file", id = "x" } }, 5) end },
+    { "d:restore opts as a string", function() drive:restore({ { type = "file", id = "x" } }, "home") end },
+    { "d:upload_tree opts as a string", function() drive:upload_tree(".", "x") end },
+    { "d:request_files with a string", function() drive:request_files("x") end },
+    { "client:upload_tree opts as a string", function() client:upload_tree(".", "x") end },
+    { "client:share with a numeric id", function() client:share({ 5 }) end },
+    { "a numeric requested file name", function() client:request_files({ name = "x", requested_files = { { name = 5 } } }) end },
+    { "drive.new with a numeric token", function() drive_module.new({ token = 5 }) end },
+    { "drive.login with a numeric password", function() drive_module.login({ email = "a@b.cd", password = 5 }) end },
+    { "files.new with a numeric store url", function() files.new({ api_key = "k", store = { url = 5 } }) end },
+    { "files.new with an unknown store field", function() files.new({ api_key = "k", store = { uri = "x" } }) end },
+    { "files.new with a numeric oauth field", function() files.new({ oauth = { client_id = 5 } }) end },
+    { "exchange_code with an unknown option", function() files.exchange_code({ code = "x", colour = 1 }) end },
   }
+  -- raised as luaL_argerror does: the message names the caller's line (here), not the library's
   for _, case in ipairs(types) do
-    it(case[1] .. " raises", function()
-      assert.has_error(case[2])
+    it(case[1] .. " raises at the caller's line", function()
+      local ok, msg = pcall(case[2])
+      assert.is_false(ok)
+      assert.matches("bad_input_spec%.lua:%d+: bad ", tostring(msg))
     end)
   end
 end)

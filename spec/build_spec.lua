@@ -31,21 +31,6 @@ local FAKE_ID = [[#!/bin/sh
 exec /usr/bin/id "$@"
 ]]
 
-local function write(path, text, mode)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  if mode then assert(os.execute("chmod " .. mode .. " " .. q(path))) end
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
 -- A copy of what the build reads, and a folder of stand-ins.
 local function sandbox()
   local dir = helper.tmpname(".build")
@@ -55,7 +40,7 @@ local function sandbox()
   local fake = dir .. "/fake"
   for name, text in pairs({ cc = FAKE_CC, clang = FAKE_CC, ["pkg-config"] = FAKE_PKG_CONFIG,
     ["dpkg-query"] = FAKE_DPKG_QUERY, ["apt-get"] = FAKE_APT_GET, id = FAKE_ID }) do
-    write(fake .. "/bin/" .. name, text, "755")
+    helper.write_text(fake .. "/bin/" .. name, text, "755")
   end
   local box = { dir = dir, src = dir .. "/src", fake = fake }
   -- `make ARGS` in the copy with the stand-ins first on PATH (and no make
@@ -64,16 +49,16 @@ local function sandbox()
     return helper.run_sh(("cd %s && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS FAKE=%s REAL_PKG_CONFIG=%s PATH=%s make %s")
       :format(q(box.src), q(fake), q(box.real_pkg_config), q(fake .. "/bin:" .. os.getenv("PATH")), args))
   end
-  function box.compiles() return select(2, read(fake .. "/cc.log"):gsub("\n", "")) end
+  function box.compiles() return select(2, (helper.read_file(fake .. "/cc.log") or ""):gsub("\n", "")) end
   function box.last_compile(target)
     local last
-    for line in read(fake .. "/cc.log"):gmatch("[^\n]+") do
+    for line in (helper.read_file(fake .. "/cc.log") or ""):gmatch("[^\n]+") do
       if line:find(" -o " .. target .. " ", 1, true) then last = line end
     end
     return last
   end
   function box.installed(yes)
-    if yes then write(fake .. "/hiredis", "") else os.remove(fake .. "/hiredis") end
+    if yes then helper.write_text(fake .. "/hiredis", "") else os.remove(fake .. "/hiredis") end
   end
   function box.remove() os.execute("rm -rf " .. q(dir)) end
   return box
@@ -102,7 +87,7 @@ describe("the build #toolchain", function()
       os.execute("rm -rf " .. q(box.src .. "/build"))
       local code, out = box.make(jobs .. " LUA=lua5.4 LUA_BIN=true CC=" .. q(box.fake .. "/bin/cc") .. " demo")
       assert.same(0, code, out)
-      assert.matches("apt%-get install .*libhiredis%-dev", read(box.fake .. "/apt.log"))
+      assert.matches("apt%-get install .*libhiredis%-dev", helper.read_file(box.fake .. "/apt.log") or "")
       local line = assert(box.last_compile("build/lua5.4/fileapi/core.so"), out)
       assert.matches("-DFA_HAVE_HIREDIS", line, 1, true)
       assert.matches("-lhiredis", line, 1, true)
@@ -162,7 +147,7 @@ describe("the build #toolchain", function()
     assert.matches("fileapi: missing Debian packages: lib" .. lua .. "-dev", out, 1, true)
     assert.matches("make LUA=" .. lua .. " deps", out, 1, true)
     assert.is_nil(out:find("lua.h", 1, true), out)
-    assert.same("", read(box.fake .. "/apt.log"))
+    assert.same("", helper.read_file(box.fake .. "/apt.log") or "")
   end)
 
   it("sanitized runs name the symbolizer, and the symbolizer package is a check dependency", function()
@@ -187,9 +172,9 @@ describe("sanitized runs #toolchain", function()
   setup(function()
     dir = helper.tmpname(".san")
     assert(os.execute("mkdir -p " .. q(dir)))
-    write(dir .. "/leak.c", "#include <stdlib.h>\nvoid *keep;\nstatic void *leaky(void) { return malloc(64); }\n"
+    helper.write_text(dir .. "/leak.c", "#include <stdlib.h>\nvoid *keep;\nstatic void *leaky(void) { return malloc(64); }\n"
       .. "int main(void) { keep = leaky(); keep = 0; return 0; }\n")
-    write(dir .. "/supp", "leak:leaky\n")
+    helper.write_text(dir .. "/supp", "leak:leaky\n")
     run = ("LSAN_OPTIONS=suppressions=%s:print_suppressions=0 sh %s %s"):format(q(dir .. "/supp"),
       q(helper.root .. "/tools/sanitize.sh"), q(dir .. "/leak"))
   end)

@@ -1,5 +1,5 @@
 -- The chunk rules of files.ro's uploads, for a share's visitor and the
--- account's owner alike (one implementation: fileapi.share_upload): a chunk
+-- account's owner alike (one implementation: fileapi.filesro.chunks): a chunk
 -- whose body broke off is sent again; a chunk sent whole and not answered
 -- is never sent again, and the upload stops with retryable = false; a
 -- chunk refused with 429 goes again after Retry-After.

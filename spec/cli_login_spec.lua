@@ -14,32 +14,6 @@ local http = require "socket.http"
 local SECRET = helper.OAUTH_CLIENT_SECRET
 local q = helper.sh_quote
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- Polls fn until it gives a truthy value or `seconds` pass (a loaded
--- machine is slow: the bounds are generous, the polls short).
-local function wait_for(fn, seconds)
-  local deadline = socket.gettime() + seconds
-  repeat
-    local v = fn()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return fn()
-end
-
 local function count(text, pattern)
   local _, n = text:gsub(pattern, "")
   return n
@@ -81,12 +55,9 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
   local function creds_path() return home .. "/config/fileapi/credentials.json" end
 
   local function cmd(args)
-    local env = { MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url, XDG_CONFIG_HOME = home .. "/config",
-      HOME = home, TMPDIR = home, MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }
-    local parts = {}
-    for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
-    return ("env %s sh %s %s %s %s"):format(table.concat(parts, " "), q(helper.root .. "/tools/with-paths.sh"),
-      helper.lua, q(helper.root .. "/bin/fileapi"), args)
+    return ("env %s %s %s"):format(helper.env_words({ MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url,
+      XDG_CONFIG_HOME = home .. "/config", HOME = home, TMPDIR = home, MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }),
+      helper.FILEAPI, args)
   end
 
   -- Runs a command to its end; `prefix` is shell run before it.
@@ -102,14 +73,14 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
   -- two uploads until the test says).
   local Job = {}
   Job.__index = Job
-  function Job:text() return read(self.out) or "" end
-  function Job:status() return tonumber(read(self.status_file) or "") end
+  function Job:text() return helper.read_file(self.out) or "" end
+  function Job:status() return tonumber(helper.read_file(self.status_file) or "") end
   function Job:wait(seconds)
-    local status = wait_for(function() return self:status() end, seconds or 60)
+    local status = helper.wait_for(function() return self:status() end, seconds or 60)
     return status, self:text()
   end
   function Job:kill()
-    local pid = tonumber(read(self.pid) or "")
+    local pid = tonumber(helper.read_file(self.pid) or "")
     if pid and not self:status() then os.execute("kill " .. pid .. " 2>/dev/null") end
   end
   local function start(args, gate)
@@ -125,13 +96,13 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
   -- Tokens as `fileapi login` leaves them, from a grant of the mock's.
   local function store(tokens, expires_in)
     assert(os.execute("mkdir -p " .. q(home .. "/config/fileapi")))
-    write(creds_path(), cjson.encode({ client_id = helper.OAUTH_CLIENT_ID, client_secret = SECRET,
+    helper.write_text(creds_path(), cjson.encode({ client_id = helper.OAUTH_CLIENT_ID, client_secret = SECRET,
       access_token = tokens.access_token, refresh_token = tokens.refresh_token, login = "test-login",
       expires_at = math.floor(core.time() + (expires_in or 3600)) }))
   end
 
   local function stored()
-    local text = read(creds_path())
+    local text = helper.read_file(creds_path())
     assert.truthy(text, "no stored tokens")
     return cjson.decode(text)
   end
@@ -155,10 +126,10 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local a = start("upload " .. q(file) .. " -", gate)
       local b = start("upload " .. q(file) .. " -", gate)
       -- both made their first upload on the first token
-      assert.truthy(wait_for(function() return a:text():find("fsf_") and b:text():find("fsf_") end, 60),
+      assert.truthy(helper.wait_for(function() return a:text():find("fsf_") and b:text():find("fsf_") end, 60),
         a:text() .. b:text())
       mock:oauth_expire()
-      write(gate, "")
+      helper.write_text(gate, "")
       local sa, ta = a:wait(60)
       local sb, tb = b:wait(60)
       assert.same(0, sa, ta)
@@ -183,11 +154,11 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       store(t)
       local file, gate = small_file(), home .. "/go"
       local job = start("upload " .. q(file) .. " -", gate)
-      assert.truthy(wait_for(function() return job:text():find("fsf_") end, 60), job:text())
+      assert.truthy(helper.wait_for(function() return job:text():find("fsf_") end, 60), job:text())
       -- this process is the peer: it holds the lock while the command's token lapses
       local lock = assert(core.lock_file(creds_path() .. ".lock", 10))
       mock:oauth_expire()
-      write(gate, "")
+      helper.write_text(gate, "")
       local function uploads()
         local n = 0
         for _, r in ipairs(mock:requests()) do
@@ -195,13 +166,13 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
         end
         return n >= 2
       end
-      assert.truthy(wait_for(uploads, 60))
+      assert.truthy(helper.wait_for(uploads, 60))
       socket.sleep(0.3)
       local peer = mock:oauth_grant()
       local doc = stored()
       doc.access_token, doc.refresh_token = peer.access_token, peer.refresh_token
       doc.expires_at, doc.version = math.floor(core.time() + 3600), (doc.version or 0) + 1
-      write(creds_path(), cjson.encode(doc))
+      helper.write_text(creds_path(), cjson.encode(doc))
       lock:unlock()
       local status, text = job:wait(60)
       assert.same(0, status, text)
@@ -213,7 +184,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
     it("a refresh whose tokens cannot be written says so, and the stored ones stay", function()
       local t = mock:oauth_grant()
       store(t, 10) -- due for a refresh
-      local before = read(creds_path())
+      local before = helper.read_file(creds_path())
       -- no file may grow past 0 bytes (EFBIG, as a full disk gives ENOSPC)
       local status, text = run("mkdir Unstored", "trap '' XFSZ; ulimit -f 0; ")
       assert.same(0, status, text)
@@ -221,7 +192,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       assert.same(1, mock:stats().token_requests)
       assert.matches("fileapi: warning: the refreshed tokens could not be stored[^\n]*File too large", text)
       no_secret(text, t)
-      assert.same(before, read(creds_path()))
+      assert.same(before, helper.read_file(creds_path()))
       local p = io.popen("ls -A " .. q(home .. "/config/fileapi"))
       local names = p:read("*a")
       p:close()
@@ -234,12 +205,12 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local job = start("logout")
       socket.sleep(1)
       assert.is_nil(job:status(), job:text())
-      assert.truthy(read(creds_path()))
+      assert.truthy(helper.read_file(creds_path()))
       lock:unlock()
       local status, text = job:wait(60)
       assert.same(0, status, text)
       assert.matches("signed out", text)
-      assert.is_nil(read(creds_path()))
+      assert.is_nil(helper.read_file(creds_path()))
     end)
 
     it("after a logout, a running command's refresh writes nothing back", function()
@@ -247,15 +218,15 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       store(t)
       local file, gate = small_file(), home .. "/go"
       local job = start("upload " .. q(file) .. " -", gate)
-      assert.truthy(wait_for(function() return job:text():find("fsf_") end, 60), job:text())
+      assert.truthy(helper.wait_for(function() return job:text():find("fsf_") end, 60), job:text())
       local status, text = run("logout")
       assert.same(0, status, text)
       mock:oauth_expire()
-      write(gate, "")
+      helper.write_text(gate, "")
       status, text = job:wait(60)
       assert.same(0, status, text)
       assert.same(1, mock:stats().token_requests)
-      assert.is_nil(read(creds_path()))
+      assert.is_nil(helper.read_file(creds_path()))
     end)
 
     it("a refresh the token endpoint refused is kept: the next command asks for a sign-in at once", function()
@@ -285,7 +256,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local port = helper.closed_port()
       local job = start(("login --client-id %s --redirect-uri http://127.0.0.1:%d/callback --wait 120")
         :format(helper.OAUTH_CLIENT_ID, port))
-      local url = wait_for(function() return job:text():match("(http://[^\n]*/oauth/authorize%?[^\n]+)") end, 60)
+      local url = helper.wait_for(function() return job:text():match("(http://[^\n]*/oauth/authorize%?[^\n]+)") end, 60)
       assert.truthy(url, job:text())
       local state = url:match("[?&]state=([^&]+)")
       -- the listener is up once the URL is printed
@@ -313,7 +284,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local status, page = get(port, consent(url))
       assert.same(200, status)
       assert.matches("Signed in", page)
-      assert.truthy(read(creds_path()), "signed in before the tokens were stored")
+      assert.truthy(helper.read_file(creds_path()), "signed in before the tokens were stored")
       local code, text = job:wait(60)
       assert.same(0, code, text)
       assert.same(1, mock:stats().token_requests)
@@ -335,7 +306,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       assert.is_nil(text:find("\194[\128-\159]"), text)
       assert.matches("fileapi: login: unauthorized: the sign%-in was refused: access_denied%[2J "
         .. "%(%[31mEvil%]0;pwned text 6n%)\n", text)
-      assert.is_nil(read(creds_path()))
+      assert.is_nil(helper.read_file(creds_path()))
     end)
 
     it("tells the browser it is signed in only once the code was exchanged", function()
@@ -348,7 +319,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local code, text = job:wait(60)
       assert.same(5, code, text)
       assert.matches("fileapi: login: unauthorized[^\n]*invalid or expired", text)
-      assert.is_nil(read(creds_path()))
+      assert.is_nil(helper.read_file(creds_path()))
     end)
 
     it("a client that sends its request slowly holds up neither the sign-in nor other requests", function()
@@ -356,7 +327,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       -- a client that sends a header line every 0.2 s for a minute, and
       -- notes when the listener hung up on it
       local script, note = home .. "/slow.lua", home .. "/slow.note"
-      write(script, ([[
+      helper.write_text(script, ([[
         local socket = require "socket"
         local c = assert(socket.connect("127.0.0.1", %d))
         local t0 = socket.gettime()
@@ -372,11 +343,11 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
         f = io.open(%q, "w") f:write(why, " ", socket.gettime() - t0, "\n") f:close()
       ]]):format(port, note, note))
       assert(os.execute(("%s %s >/dev/null 2>&1 &"):format(helper.mock_lua, q(script))))
-      assert.truthy(wait_for(function() return read(note) end, 30))
+      assert.truthy(helper.wait_for(function() return helper.read_file(note) end, 30))
       -- another request is answered meanwhile, at once
       assert.same(400, (get(port, "/callback?code=stolen&state=wrong", 20)))
       -- and the slow one is hung up on after a few seconds
-      local outcome = wait_for(function() return (read(note) or ""):match("^(%a+ [%d.]+)") end, 40)
+      local outcome = helper.wait_for(function() return (helper.read_file(note) or ""):match("^(%a+ [%d.]+)") end, 40)
       assert.matches("^closed", outcome or "still open")
       assert.is_nil(job:status(), job:text())
       local status, page = get(port, consent(url))

@@ -12,12 +12,7 @@ describe("fileapi command #children", function()
   teardown(function() mock:stop() end)
   before_each(function() mock:reset() end)
 
-  local function fileapi(args, extra_env, cwd)
-    local e = {}
-    for k, v in pairs(env) do e[k] = v end
-    for k, v in pairs(extra_env or {}) do e[k] = v end
-    return helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " " .. args, e, cwd)
-  end
+  local function fileapi(args, extra_env, cwd) return helper.run_fileapi(args, env, extra_env, cwd) end
 
   it("prints help for every command", function()
     for _, cmd in ipairs({ "--help", "upload --help", "mkdir --help", "share-mkdir --help" }) do
@@ -105,8 +100,8 @@ describe("fileapi command #children", function()
     local big = helper.write_file(helper.tmpname(".bin"), 64 * 1024 * 1024)
     local screen = helper.tmpname(".tty")
     local q = helper.sh_quote
-    local inner = ("env MKP_API_KEY=%s MKP_BASE_URL=%s sh %s %s %s upload %s"):format(helper.API_KEY,
-      q(mock.mkp_url), q(helper.root .. "/tools/with-paths.sh"), helper.lua, q(helper.root .. "/bin/fileapi"), q(big))
+    local inner = ("env MKP_API_KEY=%s MKP_BASE_URL=%s %s upload %s"):format(helper.API_KEY,
+      q(mock.mkp_url), helper.FILEAPI, q(big))
     -- script(1) gives the command a pseudo-terminal and records what it shows
     local ok = os.execute(("script -qfec %s %s >/dev/null 2>&1"):format(q(inner), q(screen)))
     os.remove(big)
@@ -221,15 +216,12 @@ describe("fileapi command #children", function()
     local src = helper.write_file(helper.tmpname(".dat"), 3 * 1024 * 1024)
     local dir = helper.tmpname(".tmpfs")
     assert(os.execute("mkdir -p " .. helper.sh_quote(dir)))
-    local e = {}
-    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. helper.sh_quote(v) end
     -- a machine that lets unshare -m run but not mount a tmpfs (a chroot, a
     -- sandbox) cannot give this test its world: it says so and skips
     local script = ("mount -t tmpfs -o size=1m tmpfs %s 2>&1 || exit 0; echo mounted; {"
-      .. " cat %s | env %s TMPDIR=%s sh %s %s %s upload - --name big.bin"
+      .. " cat %s | env %s TMPDIR=%s %s upload - --name big.bin"
       .. " 2>&1; echo \"exit $?\"; echo \"left $(ls -A %s | wc -l)\"; }"):format(helper.sh_quote(dir),
-      helper.sh_quote(src), table.concat(e, " "), helper.sh_quote(dir), helper.sh_quote(helper.root .. "/tools/with-paths.sh"),
-      helper.lua, helper.sh_quote(helper.root .. "/bin/fileapi"), helper.sh_quote(dir))
+      helper.sh_quote(src), helper.env_words(env), helper.sh_quote(dir), helper.FILEAPI, helper.sh_quote(dir))
     local p = io.popen("unshare -m sh -c " .. helper.sh_quote(script) .. " 2>&1")
     local out = p:read("*a")
     p:close()
@@ -254,11 +246,8 @@ describe("fileapi command #children", function()
     assert.matches("^fsf_%w+ from%-stdin%.txt 3000 text/csv\n$", out)
     code, out = fileapi("upload - --name piped.bin --quiet < /dev/null", nil)
     assert.same(0, code, out)
-    local e = {}
-    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. helper.sh_quote(v) end
-    local p = io.popen(("cat %s | env %s sh %s %s %s upload - --name piped.dat 2>&1"):format(helper.sh_quote(src),
-      table.concat(e, " "), helper.sh_quote(helper.root .. "/tools/with-paths.sh"), helper.lua,
-      helper.sh_quote(helper.root .. "/bin/fileapi")))
+    local p = io.popen(("cat %s | env %s %s upload - --name piped.dat 2>&1"):format(helper.sh_quote(src),
+      helper.env_words(env), helper.FILEAPI))
     out = p:read("*a")
     p:close()
     assert.matches("temporary file", out)
@@ -275,9 +264,7 @@ describe("fileapi command #children", function()
     assert.same(0, code, out)
     assert.matches("^fileapi %d+%.%d+%.%d+ %(libcurl [%d.]+%)\n$", out)
     -- no arguments: usage on stderr, status 2
-    local q = helper.sh_quote
-    p = io.popen(("env %s sh %s %s %s 2>/dev/null"):format(table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"),
-      helper.lua, q(helper.root .. "/bin/fileapi")))
+    p = io.popen(("env %s %s 2>/dev/null"):format(helper.env_words(env), helper.FILEAPI))
     assert.same("", p:read("*a"))
     p:close()
     -- an error names the path once
@@ -344,11 +331,8 @@ describe("fileapi command #children", function()
     f = stored(out)
     assert.same({ "stdin", "stdin", helper.sha256(readme) }, { f.name, f.extension, f.sha256 })
     -- a pipe, named by --name: its name and extension; FILESRO_TOKEN for the token
-    local e = {}
-    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. q(v) end
-    local p = io.popen(("cat %s | env %s FILESRO_TOKEN=editor-token sh %s %s %s share-upload - --name notes.csv 2>&1")
-      :format(q(readme), table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
-        q(helper.root .. "/bin/fileapi")))
+    local p = io.popen(("cat %s | env %s FILESRO_TOKEN=editor-token %s share-upload - --name notes.csv 2>&1")
+      :format(q(readme), helper.env_words(env), helper.FILEAPI))
     out = p:read("*a")
     p:close()
     assert.matches("temporary file", out)
@@ -410,10 +394,7 @@ describe("fileapi command #children", function()
   local function on_terminal(args)
     local screen = helper.tmpname(".tty")
     local q = helper.sh_quote
-    local e = {}
-    for k, v in pairs(env) do e[#e + 1] = k .. "=" .. q(v) end
-    local inner = ("env %s sh %s %s %s %s"):format(table.concat(e, " "), q(helper.root .. "/tools/with-paths.sh"),
-      helper.lua, q(helper.root .. "/bin/fileapi"), args)
+    local inner = ("env %s %s %s"):format(helper.env_words(env), helper.FILEAPI, args)
     local ok = os.execute(("script -qfec %s %s >/dev/null 2>&1"):format(q(inner), q(screen)))
     local text = io.open(screen):read("*a")
     os.remove(screen)

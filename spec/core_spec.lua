@@ -5,7 +5,7 @@ local helper = require "helper"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local core = require "fileapi.core"
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
 
 describe("core", function()
   local mock, client
@@ -13,12 +13,7 @@ describe("core", function()
   setup(function() mock = helper.start_mock() end)
   teardown(function() mock:stop() end)
 
-  local function new_client(opts)
-    opts = opts or {}
-    opts.api_key, opts.base_url = helper.API_KEY, opts.base_url or mock.mkp_url
-    opts.backoff = opts.backoff or 0.01
-    return assert(files.new(opts))
-  end
+  local function new_client(opts) return helper.mkp_client(mock, opts, { backoff = 0.01 }) end
 
   before_each(function()
     mock:reset()
@@ -114,7 +109,7 @@ describe("core", function()
 
   describe("methods", function()
     local function send(req, opts)
-      local t = assert(transport.new(assert(transport.check_options(opts or { retries = 0 }, "new")), {}))
+      local t = assert(engine.new(assert(engine.check_options(opts or { retries = 0 }, "new")), {}))
       req.url = mock.base .. "/conf/x"
       local res, err = t:send(req)
       t:close()
@@ -170,7 +165,7 @@ describe("core", function()
 
   describe("retries by method", function()
     local function send(method, faults, opts)
-      local t = assert(transport.new(assert(transport.check_options(opts or { timeout = 1, backoff = 0.01 }, "new")), {}))
+      local t = assert(engine.new(assert(engine.check_options(opts or { timeout = 1, backoff = 0.01 }, "new")), {}))
       for _, f in ipairs(faults) do f.path = "/conf" end
       mock:faults(faults)
       local res, err = t:send({ method = method, url = mock.base .. "/conf/x" })

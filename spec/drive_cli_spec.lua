@@ -21,12 +21,7 @@ describe("fileapi drive-* commands #children", function()
   end)
   before_each(function() mock:reset() end)
 
-  local function fileapi(args, extra_env, cwd)
-    local e = {}
-    for k, v in pairs(env) do e[k] = v end
-    for k, v in pairs(extra_env or {}) do e[k] = v end
-    return helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " " .. args, e, cwd)
-  end
+  local function fileapi(args, extra_env, cwd) return helper.run_fileapi(args, env, extra_env, cwd) end
 
   it("drive-login stores the token 0600 without printing it; commands use it; drive-logout revokes it", function()
     local pw = helper.tmpname(".pw")

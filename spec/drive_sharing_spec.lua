@@ -108,14 +108,14 @@ describe("drive sharing", function()
 
     it("a long-lived client redacts with a bounded list: 80 links made later, the newest token is still scrubbed",
       function()
-      local first = d.transport:secret_count()
+      local first = d.engine:secret_count()
       local s
       for _ = 1, 80 do
         s = assert(d:share(FOLDER, { permission = "editor", password = "pw-of-this-link" }))
         assert.is_true(d:revoke_shares({ s.token }))
       end
       s = assert(d:share(FOLDER, { permission = "editor" }))
-      local held = d.transport:secret_count()
+      local held = d.engine:secret_count()
       assert.is_true(held <= first + require("fileapi.util").MAX_ROTATING, held)
       mock:faults({ { type = "status", status = 403, path = "/api/v1/share/",
         body = '{"type":"error","message":"no link ' .. s.token .. '"}' } })

@@ -16,8 +16,8 @@ describe("download durability #toolchain", function()
     mock:reset()
     mock:faults({ { type = "file", size = 500000, path = "/conf" } })
     local script = ([[
-      local transport = require "fileapi.http.engine"
-      local t = assert(transport.new(assert(transport.check_options({}, "new")), {}))
+      local engine = require "fileapi.http.engine"
+      local t = assert(engine.new(assert(engine.check_options({}, "new")), {}))
       assert(t:send({ url = %q, sink = %q, overwrite = %s }))
       t:close()
     ]]):format(mock.base .. "/conf/d", dest, tostring(overwrite))

@@ -1,7 +1,6 @@
 -- Each fault the mock can play: the error's kind, status, attempts, how long
 -- it took, and that the same client works on the next call.
 local helper = require "helper"
-local files = require "fileapi.files"
 local core = require "fileapi.core"
 
 describe("faults #waits", function()
@@ -10,12 +9,7 @@ describe("faults #waits", function()
   setup(function() mock = helper.start_mock() end)
   teardown(function() mock:stop() end)
 
-  local function new_client(opts)
-    opts = opts or {}
-    opts.api_key, opts.base_url = helper.API_KEY, opts.base_url or mock.mkp_url
-    opts.backoff = opts.backoff or 0.05
-    return assert(files.new(opts))
-  end
+  local function new_client(opts) return helper.mkp_client(mock, opts, { backoff = 0.05 }) end
 
   before_each(function()
     mock:reset()

@@ -1,7 +1,6 @@
 -- MijnKlantportaal beyond uploads: read back, download through a link (to
 -- another host and port), share with a customer, request files.
 local helper = require "helper"
-local files = require "fileapi.files"
 local cjson = require "cjson"
 
 local MIB = 1024 * 1024
@@ -19,11 +18,7 @@ describe("files: read back, download, share, request", function()
     os.execute("rm -rf " .. helper.sh_quote(dir))
   end)
 
-  local function new_client(opts)
-    opts = opts or {}
-    opts.api_key, opts.base_url, opts.backoff = helper.API_KEY, mock.mkp_url, 0.01
-    return assert(files.new(opts))
-  end
+  local function new_client(opts) return helper.mkp_client(mock, opts, { backoff = 0.01 }) end
 
   before_each(function()
     mock:reset()

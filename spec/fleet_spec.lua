@@ -14,14 +14,6 @@ local q = helper.sh_quote
 
 local function ideal(calls) return (calls / LIMIT - 1) * WINDOW end
 
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
 local results_of = helper.json_lines
 
 -- How close the server saw the fleet come to its limit: the least time
@@ -96,7 +88,7 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
       if during then during() end
       local finished = io.open(calls.done) ~= nil
       for _, m in ipairs(members) do
-        if not read_file(m):find('{"done":true}', 1, true) then finished = false end
+        if not (helper.read_file(m) or ""):find('{"done":true}', 1, true) then finished = false end
       end
       if finished then return true end
       core.sleep(0.1)
@@ -108,12 +100,12 @@ describe("a fleet sharing one budget through Redis #nginx #fleet", function()
   local function collect(members, calls)
     local all, other = {}, {}
     for _, m in ipairs(members) do
-      local r, o = results_of(read_file(m))
+      local r, o = results_of(helper.read_file(m) or "")
       for _, d in ipairs(r) do all[#all + 1] = d end
       other[#other + 1] = o
       os.remove(m)
     end
-    local nginx_results = results_of(read_file(calls.out))
+    local nginx_results = results_of(helper.read_file(calls.out) or "")
     for _, d in ipairs(nginx_results) do all[#all + 1] = d end
     for _, p in ipairs({ calls.out, calls.done, calls.urls }) do os.remove(p) end
     return all, other, nginx_results
@@ -284,7 +276,7 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
   -- is called every few hundredths of a second meanwhile.
   local function run_oauth(o)
     scenarios = scenarios + 1
-    local log_before = #read_file(nginx.prefix .. "/error.log") -- this scenario's lines come after
+    local log_before = #(helper.read_file(nginx.prefix .. "/error.log") or "") -- this scenario's lines come after
     local doc = o.doc
     doc.name = "scenario" .. scenarios
     local outs = {}
@@ -314,7 +306,7 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
       texts = {}
       local finished = io.open(done) ~= nil
       for i, m in ipairs(outs) do
-        texts[i] = read_file(m)
+        texts[i] = helper.read_file(m) or ""
         if not texts[i]:find('{"done":true}', 1, true) then finished = false end
       end
     until finished or core.time() > o.at + (o.limit or 90)
@@ -323,8 +315,8 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
       for _, d in ipairs((results_of(text))) do r.all[#r.all + 1] = d end
       r.on_tokens = r.on_tokens + count(text, "on_tokens ran in this process")
     end
-    for _, d in ipairs(results_of(read_file(out))) do r.all[#r.all + 1] = d end
-    r.log = read_file(nginx.prefix .. "/error.log"):sub(log_before + 1)
+    for _, d in ipairs(results_of(helper.read_file(out) or "")) do r.all[#r.all + 1] = d end
+    r.log = (helper.read_file(nginx.prefix .. "/error.log") or ""):sub(log_before + 1)
     r.on_tokens = r.on_tokens + count(r.log, "on_tokens ran in this worker")
     for _, p in ipairs(outs) do os.remove(p) end
     for _, p in ipairs({ body, script, out, done }) do os.remove(p) end
@@ -534,48 +526,24 @@ describe("the store inside nginx (lua-resty-redis on cosockets) #nginx #fleet", 
     return count(nginx:log_tail(100000), "the store %(redis " .. where .. "%) is unavailable %(" .. (about or ""))
   end
 
-  local function logged()
-    return tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
-      .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
-  end
-
   -- One call before and one after `between`: both through the store, no warning.
   local function across(between)
     local path = query(redis:url())
     assert.is_true(call(path).ok)
-    assert.same(1, logged())
+    assert.same(1, redis:logged_sends())
     local before = warnings(redis:url())
     between()
     local after = call(path)
     assert.is_true(after.ok, cjson.encode(after))
     assert.same(before, warnings(redis:url()), nginx:log_tail(20))
-    return logged()
+    return redis:logged_sends()
   end
 
-  it("CLIENT KILL: the next call opens a new connection, with no warning and no fallback", function()
-    assert.same(2, across(function()
-      assert.same("1", redis:cli({ "CLIENT", "KILL", "TYPE", "normal" }))
-    end))
-  end)
-
-  it("a restart (SIGKILL, then started again empty): the next call reconnects once", function()
-    assert.same(1, across(function()
-      redis:kill()
-      redis:start()
-    end))
-  end)
-
-  it("Redis's idle timeout: the next call reconnects", function()
-    assert.same(2, across(function()
-      redis:cli({ "CONFIG", "SET", "timeout", "1" })
-      local deadline = core.time() + 20
-      repeat
-        core.sleep(0.2)
-        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
-      until clients == 0 or core.time() > deadline
-      redis:cli({ "CONFIG", "SET", "timeout", "0" })
-    end))
-  end)
+  for _, case in ipairs(helper.REDIS_DROPS) do
+    it(case.name, function()
+      assert.same(case.logged, across(function() case.drop(redis) end))
+    end)
+  end
 
   it("a pooled connection the network forgot (a firewall, a NAT): the next call opens a new one, no warning", function()
     local relay = helper.start_forgetful_relay(redis.port)
@@ -586,7 +554,7 @@ describe("the store inside nginx (lua-resty-redis on cosockets) #nginx #fleet", 
       local out = call(path)
       assert.is_true(out.ok, cjson.encode(out))
       assert.same(0, warnings(relay:url()), nginx:log_tail(20))
-      assert.same(2, logged())
+      assert.same(2, redis:logged_sends())
     end)
     relay:stop()
     assert(ok, err)

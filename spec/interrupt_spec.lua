@@ -24,9 +24,8 @@ describe("Ctrl-C in the command #toolchain #waits", function()
   -- after `after` seconds; returns status, output, seconds from signal to exit.
   local function interrupt(args, after, tty)
     local pidfile, out, status = helper.tmpname(".pid"), helper.tmpname(".out"), helper.tmpname(".rc")
-    local inner = ("echo $$ > %s; exec env MKP_API_KEY=%s MKP_BASE_URL=%s sh %s %s %s %s"):format(q(pidfile),
-      helper.API_KEY, q(mock.mkp_url), q(helper.root .. "/tools/with-paths.sh"), helper.lua,
-      q(helper.root .. "/bin/fileapi"), args)
+    local inner = ("echo $$ > %s; exec env MKP_API_KEY=%s MKP_BASE_URL=%s %s %s"):format(q(pidfile),
+      helper.API_KEY, q(mock.mkp_url), helper.FILEAPI, args)
     local cmd
     if tty then
       cmd = ("script -qfec %s %s >/dev/null 2>&1; echo done > %s"):format(q(inner), q(out), q(status))
@@ -35,14 +34,7 @@ describe("Ctrl-C in the command #toolchain #waits", function()
     end
     assert(os.execute("(" .. cmd .. ") &"))
     socket.sleep(after)
-    local pid
-    for _ = 1, 50 do
-      local f = io.open(pidfile)
-      pid = f and f:read("*l")
-      if f then f:close() end
-      if pid then break end
-      socket.sleep(0.05)
-    end
+    local pid = helper.wait_for(function() return helper.first_line(pidfile) end, 2.5)
     local t0 = socket.gettime()
     os.execute("kill -INT " .. pid)
     local rc
@@ -51,13 +43,7 @@ describe("Ctrl-C in the command #toolchain #waits", function()
       socket.sleep(0.01)
     end
     local elapsed = socket.gettime() - t0
-    for _ = 1, 100 do
-      local f = io.open(status)
-      rc = f and f:read("*l")
-      if f then f:close() end
-      if rc then break end
-      socket.sleep(0.05)
-    end
+    rc = helper.wait_for(function() return helper.first_line(status) end, 5)
     local text = io.open(out):read("*a")
     for _, p in ipairs({ pidfile, out, status }) do os.remove(p) end
     return tonumber(rc) or rc, text, elapsed

@@ -7,14 +7,6 @@ local socket = require "socket"
 
 local q = helper.sh_quote
 
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
 -- One request with curl: opts.method, opts.headers (a list), opts.upload
 -- (a file sent as the body), opts.chunked, opts.jar (a cookie jar).
 -- Returns the status, the response's body and its head.
@@ -29,7 +21,7 @@ local function curl(url, opts)
   if opts.jar then args[#args + 1] = ("-b %s -c %s"):format(q(opts.jar), q(opts.jar)) end
   args[#args + 1] = q(url)
   os.execute(table.concat(args, " "))
-  local head_text, body_text = read_all(head), read_all(body)
+  local head_text, body_text = helper.read_file(head) or "", helper.read_file(body) or ""
   os.remove(head)
   os.remove(body)
   local status -- the last head's (after a 100 Continue)

@@ -272,7 +272,7 @@ describe("OAuth #waits", function()
     local held = {}
     for i = 1, 100 do
       assert(c:mkdir("r" .. i))
-      held[i] = c.transport:secret_count()
+      held[i] = c.engine:secret_count()
     end
     assert.same(100, mock:stats().token_requests)
     -- the configured four (client id and secret, the first tokens), and the newest rotating ones
@@ -494,18 +494,9 @@ describe("fileapi login #toolchain #waits", function()
     os.execute("rm -rf " .. helper.sh_quote(home))
   end)
 
-  local function env_args(extra)
-    local e = { MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url, XDG_CONFIG_HOME = home,
-      MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }
-    for k, v in pairs(extra or {}) do e[k] = v end
-    local parts = {}
-    for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. helper.sh_quote(v) end
-    return table.concat(parts, " ")
-  end
-
   local function fileapi_cmd(args, extra)
-    return ("env %s sh %s %s %s %s"):format(env_args(extra), helper.sh_quote(helper.root .. "/tools/with-paths.sh"),
-      helper.lua, helper.sh_quote(helper.root .. "/bin/fileapi"), args)
+    return ("env %s %s %s"):format(helper.env_words({ MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url,
+      XDG_CONFIG_HOME = home, MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }, extra), helper.FILEAPI, args)
   end
 
   local function run(args, extra)
@@ -523,31 +514,16 @@ describe("fileapi login #toolchain #waits", function()
     assert(os.execute(("(%s > %s 2>&1; echo $? > %s) &"):format(fileapi_cmd(("login --client-id %s --redirect-uri "
       .. "http://127.0.0.1:%d/callback --wait 20"):format(CLIENT_ID, port), extra), helper.sh_quote(out),
       helper.sh_quote(status))))
-    local url
-    for _ = 1, 200 do
-      local f = io.open(out)
-      local text = f and f:read("*a") or ""
-      if f then f:close() end
-      url = text:match("(http://[^\n]*/oauth/authorize%?[^\n]+)")
-      if url then break end
-      require("socket").sleep(0.05)
-    end
+    local url = helper.wait_for(function()
+      return (helper.read_file(out) or ""):match("(http://[^\n]*/oauth/authorize%?[^\n]+)")
+    end, 10)
     assert.truthy(url, "no consent URL was printed")
     local code, location = consent(url)
     assert.same(302, code)
     local body = {}
     local _, page_status = http.request({ url = location, sink = require("ltn12").sink.table(body) })
-    local code_text
-    for _ = 1, 200 do
-      local f = io.open(status)
-      code_text = f and f:read("*l")
-      if f then f:close() end
-      if code_text then break end
-      require("socket").sleep(0.05)
-    end
-    local f = io.open(out)
-    local text = f:read("*a")
-    f:close()
+    local code_text = helper.wait_for(function() return helper.first_line(status) end, 10)
+    local text = assert(helper.read_file(out))
     os.remove(out)
     os.remove(status)
     return tonumber(code_text), text, page_status, table.concat(body)

@@ -18,10 +18,7 @@ describe("rate budget #waits", function()
     mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
   end)
 
-  local function new_client(opts)
-    opts.api_key, opts.base_url = helper.API_KEY, mock.mkp_url
-    return assert(files.new(opts))
-  end
+  local function new_client(opts) return helper.mkp_client(mock, opts) end
 
   it("300 calls from one client: no 429, within 10% of the ideal 27 s #slow", function()
     local c = new_client({ rate_window = WINDOW, retries = 0 })

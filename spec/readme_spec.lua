@@ -145,7 +145,7 @@ describe("README: Try it #children", function()
     local line = start:match("^[^\n#]*"):gsub("%s+$", "")
     assert(os.execute(("cd %s && %s %s >%s 2>%s & echo $! >%s"):format(q(helper.root), env, line, q(out), q(err),
       q(pidfile))))
-    local pid = read_file(pidfile):match("%d+")
+    local pid = (helper.read_file(pidfile) or ""):match("%d+")
     local run_dir = os.getenv("FILEAPI_RUN_DIR") -- spec/run.sh stops it if this spec dies
     if run_dir then
       local f = assert(io.open(run_dir .. "/tryit-" .. pid .. ".pid", "w"))
@@ -158,18 +158,18 @@ describe("README: Try it #children", function()
     end)
     local exports
     for _ = 1, 200 do
-      exports = read_file(out)
+      exports = helper.read_file(out) or ""
       if exports:find("FILESRO_PASSWORD", 1, true) or not running(pid) then break end
       require("socket").sleep(0.05)
     end
-    assert.same(names_of(shown), names_of(exports), read_file(err))
+    assert.same(names_of(shown), names_of(exports), helper.read_file(err) or "")
 
     local script = dir .. "/try.sh"
     local f = assert(io.open(script, "w"))
     f:write(exports, "set -e\n", commands, "\n")
     f:close()
     local ok = os.execute(("cd %s && %s sh %s >%s 2>&1"):format(q(helper.root), env, q(script), q(dir .. "/try.out")))
-    local text = read_file(dir .. "/try.out")
+    local text = helper.read_file(dir .. "/try.out") or ""
     assert.truthy(ok == true or ok == 0, text)
     assert.matches("fsd_%w+ Contracts\n", text)
     assert.matches("fsf_%w+ README%.md %d+ ", text)

@@ -146,10 +146,7 @@ describe("clients sharing a store", function()
   end)
 
   local function client(extra)
-    local opts = { api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 1, retries = 0,
-      store = { url = redis:url() } }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return assert(files.new(opts))
+    return helper.mkp_client(mock, extra, { rate_window = 1, retries = 0, store = { url = redis:url() } })
   end
 
   it("two clients (two machines) draw from one budget: no 429, and nothing secret in the store", function()
@@ -343,12 +340,6 @@ local function warnings_of(fn)
   return table.concat(said), a, b
 end
 
--- The sends in every budget log of a Redis.
-local function logged(redis)
-  return tonumber(redis:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
-    .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
-end
-
 describe("a connection Redis dropped", function()
   local mock, redis
   local n = 0
@@ -370,50 +361,28 @@ describe("a connection Redis dropped", function()
   -- another test); the mock sends no rate-limit headers.
   local function client(extra)
     n = n + 1
-    local opts = { api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
-      store = { url = redis:url(), prefix = "drop" .. n .. ":" } }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return assert(files.new(opts))
+    return helper.mkp_client(mock, extra, { rate_window = 5, retries = 0,
+      store = { url = redis:url(), prefix = "drop" .. n .. ":" } })
   end
 
   -- One call before and one after `between`: both through the store, no warning.
   local function across(between)
     local c = client()
     assert(c:mkdir("before"))
-    assert.same(1, logged(redis))
+    assert.same(1, redis:logged_sends())
     between()
     local said, item, err = warnings_of(function() return c:mkdir("after") end)
     c:close()
     assert.is_truthy(item, err and err.message)
     assert.same("", said)
-    return logged(redis)
+    return redis:logged_sends()
   end
 
-  it("CLIENT KILL: the next call opens a new connection, with no warning and no fallback", function()
-    assert.same(2, across(function()
-      assert.same("1", redis:cli({ "CLIENT", "KILL", "TYPE", "normal" }))
-    end))
-  end)
-
-  it("a restart (SIGKILL, then started again empty): the next call reconnects once", function()
-    assert.same(1, across(function()
-      redis:kill()
-      redis:start()
-    end))
-  end)
-
-  it("Redis's idle timeout: the next call reconnects", function()
-    assert.same(2, across(function()
-      redis:cli({ "CONFIG", "SET", "timeout", "1" })
-      -- Redis closes idle clients in its cron: until only redis-cli is left
-      local deadline = core.time() + 20
-      repeat
-        core.sleep(0.2)
-        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
-      until clients == 0 or core.time() > deadline
-      redis:cli({ "CONFIG", "SET", "timeout", "0" })
-    end))
-  end)
+  for _, case in ipairs(helper.REDIS_DROPS) do
+    it(case.name, function()
+      assert.same(case.logged, across(function() case.drop(redis) end))
+    end)
+  end
 
   it("a timeout is no dropped connection: the store is away at once, not tried twice #waits", function()
     local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 5, retries = 0,
@@ -549,123 +518,3 @@ describe("a Redis Cluster", function()
     refused("MOVED", "moved:")
   end)
 end)
-
-describe("OAuth tokens in a store that fails or is tampered with", function()
-  local mock, redis
-  local oauth = require "fileapi.oauth"
-
-  setup(function()
-    mock = helper.start_mock()
-    redis = helper.start_redis()
-  end)
-  teardown(function()
-    redis:signal("CONT")
-    redis:stop()
-    mock:stop()
-  end)
-  before_each(function()
-    mock:reset()
-    mock:config({ oauth_rotate = true })
-    redis:signal("CONT")
-    redis:cli({ "FLUSHALL" })
-  end)
-
-  -- A client of the grant `t` whose token needs refreshing; the rate
-  -- budget is off (its own fallback is another spec's): the tokens alone.
-  local function oauth_client(t, store, extra)
-    local opts = { base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0, rate_limit = false,
-      store = store or { url = redis:url() },
-      oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
-        refresh_token = t.refresh_token, expires_at = t.expires_at or core.time() + 30 } }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return assert(files.new(opts))
-  end
-
-  local function sent_token()
-    return (mock:last_request().headers.authorization or ""):match("^Bearer (.+)$")
-  end
-
-  -- The store's name for a grant's record (fileapi.store's key of its id).
-  local function record_key(refresh_token, part)
-    return ("fileapi:oauth:{%s}:%s"):format(core.sha256(oauth.token_id(CLIENT_ID, refresh_token)), part)
-  end
-
-  it('on_unavailable = "wait": a store that stays away holds the refresh back; the call fails when its time is up,'
-    .. " and no token request was sent", function()
-    local c = oauth_client(mock:oauth_grant(), { url = "redis://127.0.0.1:" .. helper.closed_port(),
-      on_unavailable = "wait" }, { timeout = 1.5 })
-    local t = core.now()
-    local item, err = c:mkdir("w")
-    local elapsed = core.now() - t
-    assert.is_nil(item)
-    assert.same("network", err.kind)
-    assert.matches("did not answer", err.message)
-    assert.is_true(elapsed >= 1.4 and elapsed <= 5, elapsed)
-    assert.same(0, mock:stats().token_requests)
-    c:close()
-  end)
-
-  it('on_unavailable = "local": a store that stays away past a grace of a few seconds is gone on without #waits',
-    function()
-    local c = oauth_client(mock:oauth_grant(), { url = "redis://127.0.0.1:" .. helper.closed_port() })
-    local t = core.now()
-    assert(c:mkdir("l"))
-    local elapsed = core.now() - t
-    assert.same(1, mock:stats().token_requests)
-    assert.is_true(elapsed >= require("fileapi.store.tokens").GRACE - 0.2, elapsed)
-    c:close()
-  end)
-
-  it("a refresh the record missed (Redis stopped) is put there later, over a peer's word that the grant is dead;"
-    .. " the peer then takes it #waits", function()
-    local t = mock:oauth_grant()
-    -- stores of their own (another timeout: another connection, another health), as two machines have
-    local a = oauth_client(t, { url = redis:url(), timeout = 0.1 })
-    local b = oauth_client(t, { url = redis:url(), timeout = 0.15 })
-    redis:signal("STOP")
-    local ok, err = pcall(function() assert(a:mkdir("a")) end) -- falls back after the grace, refreshes alone
-    redis:signal("CONT")
-    assert(ok, err)
-    core.sleep(1.1) -- a's store is tried again a second after its last failure
-    -- b never heard of a's refresh: it spends the old refresh token, which the server refuses
-    local _, berr = b:mkdir("b")
-    assert.same("invalid_grant", berr and berr.oauth_error)
-    assert(a:mkdir("a2")) -- a's tokens go to the record, over b's word
-    assert(b:mkdir("b2")) -- which b takes
-    assert.same(2, mock:stats().token_requests)
-    assert.same(1, a:token_info().refreshes + b:token_info().refreshes)
-    a:close()
-    b:close()
-  end)
-
-  it("a sealed record copied over another grant's, or an alias copied to another token, does not open there",
-    function()
-    local ta, tb = mock:oauth_grant(), mock:oauth_grant()
-    local seen = {}
-    local a = oauth_client(ta, nil, { on_tokens = function(n) seen.a = n end })
-    local b = oauth_client(tb, nil, { on_tokens = function(n) seen.b = n end })
-    assert(a:mkdir("a"))
-    assert(b:mkdir("b"))
-    assert.same(seen.b.access_token, sent_token())
-    -- tenant A's record over tenant B's, a few versions ahead
-    assert.same("1", redis:cli({ "COPY", record_key(ta.refresh_token, "token"), record_key(tb.refresh_token, "token"),
-      "REPLACE" }))
-    redis:cli({ "HINCRBY", record_key(tb.refresh_token, "token"), "v", 5 })
-    b:token_info() -- reads the record again
-    assert(b:mkdir("b2"))
-    assert.same(seen.b.access_token, sent_token())
-    -- A's alias over the alias of B's newest refresh token: a client built from that token finds
-    -- B's grant or none, never A's
-    assert.same("1", redis:cli({ "COPY", record_key(seen.a.refresh_token, "grant"),
-      record_key(seen.b.refresh_token, "grant"), "REPLACE" }))
-    local c = oauth_client({ access_token = seen.b.access_token, refresh_token = seen.b.refresh_token,
-      expires_at = seen.b.expires_at })
-    assert(c:mkdir("c"))
-    assert.same(seen.b.access_token, sent_token())
-    assert.same(2, mock:stats().token_requests)
-    a:close()
-    b:close()
-    c:close()
-  end)
-end)
-

@@ -12,13 +12,6 @@ local request = require "fileapi.http.request"
 local engine = require "fileapi.http.engine"
 local gen = dofile(helper.root .. "/tools/gen.lua")
 
-local function read(path)
-  local f = assert(io.open(helper.root .. "/" .. path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
 local function set(list)
   local out = {}
   for _, v in ipairs(list) do out[v] = true end
@@ -58,7 +51,7 @@ describe("the generated files", function()
   it("are what tools/gen.lua makes of the lists now", function()
     local stale = {}
     for _, file in ipairs(gen.FILES) do
-      local have = read(file.path)
+      local have = assert(helper.read_file(helper.root .. "/" .. file.path))
       local want = file.make(have)
       if have ~= want then stale[#stale + 1] = file.path .. " (" .. first_difference(have, want) .. ")" end
     end
@@ -136,7 +129,7 @@ describe("the one list of transport options", function()
   end)
 
   it("the cosocket transport reads every field its transports' options name", function()
-    local text = read("lua/fileapi/http/cosocket.lua")
+    local text = assert(helper.read_file(helper.root .. "/lua/fileapi/http/cosocket.lua"))
     local used = {}
     for name in text:gmatch("creq%.([%w_]+)") do used[name] = true end
     local want = {}
@@ -151,7 +144,7 @@ describe("the one list of transport options", function()
     local cli_flags = {}
     local code, out = helper.run_lua(helper.sh_quote(helper.root .. "/bin/fileapi") .. " mkdir --help")
     assert.same(0, code)
-    local cli_page = read("docs/cli.md")
+    local cli_page = assert(helper.read_file(helper.root .. "/docs/cli.md"))
     local given = { quiet = true }
     for _, o in ipairs(options.CLI) do
       local flag = "--" .. o.name:gsub("_", "-")
@@ -205,7 +198,7 @@ describe("the one list of error kinds", function()
   it("every kind named in the Lua sources is in the list (C's do not compile otherwise: FA_KIND)", function()
     local known, found = set(names), 0
     for _, path in ipairs(sources("lua/fileapi/*.lua lua/fileapi/*/*.lua")) do
-      local text = read(path)
+      local text = assert(helper.read_file(helper.root .. "/" .. path))
       for _, pattern in ipairs({ 'new_error%("([%w_]+)"', 'kind = "([%w_]+)"', 'return "([%w_]+)", "',
           '[^:%w_]fail%("([%w_]+)"', 'return nil, "([%w_]+)", "' }) do
         for kind in text:gmatch(pattern) do
@@ -266,7 +259,7 @@ describe("the reference's calls", function()
   end)
 
   it("are in docs/reference.md, one list per module", function()
-    local text = read("docs/reference.md")
+    local text = assert(helper.read_file(helper.root .. "/docs/reference.md"))
     for _, section in ipairs(gen.CALLS) do
       assert.truthy(text:find("<!-- list: " .. section.block .. " -->", 1, true), section.block)
     end

@@ -1,12 +1,16 @@
 -- files.ro for the account's owner (a Bearer token): signing in and
 -- personal tokens here; the items (upload, rename, move, delete, restore,
--- zip, the folder tree) in fileapi.drive.items; share links, team folders
--- and file requests in fileapi.drive.sharing.  The calls and their
--- answers: the reference's filesro-account.md.
+-- zip, the folder tree) in fileapi.filesro.owner_items; share links, team
+-- folders and file requests in fileapi.filesro.owner_sharing.  The calls
+-- and their answers: the service's reference for the account's owner.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local common = require "fileapi.drive.common"
-local filesro = require "fileapi.filesro"
+local client_options = require "fileapi.client_options"
+local credentials = require "fileapi.credentials"
+local common = require "fileapi.filesro.owner_common"
+local documents = require "fileapi.filesro.documents"
+local owner_items = require "fileapi.filesro.owner_items"
+local owner_sharing = require "fileapi.filesro.owner_sharing"
 
 local type, pairs, ipairs, setmetatable, getenv, tostring, tonumber =
   type, pairs, ipairs, setmetatable, os.getenv, tostring, tonumber
@@ -36,13 +40,13 @@ end
 
 --- drive.default_token() -> the token drive.new uses when given none | nil, why
 --- $FILESRO_API_TOKEN; else, outside nginx, the one `fileapi drive-login`
---- stored (read where the command reads it: one reader, one file).  Inside
+--- stored (fileapi.credentials: one reader, one file, the command's too).  Inside
 --- nginx a server never takes up a person's sign-in by accident.
 function M.default_token()
   local env = getenv("FILESRO_API_TOKEN")
   if env and env ~= "" then return env end
   if rawget(_G, "ngx") then return nil end
-  local stored, why = require("fileapi.cli.credentials").load_drive()
+  local stored, why = credentials.load_drive()
   if stored then return stored.token end
   return nil, why
 end
@@ -51,7 +55,7 @@ end
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local token = util.check_field(opts, "token", "string", "new")
-  local topts, msg = engine.check_options(opts, "new", { "token" })
+  local topts, msg = client_options.check(opts, "new", { "token" })
   if token == nil then
     local why
     token, why = M.default_token()
@@ -68,9 +72,9 @@ function M.new(opts)
   local t, err = engine.new(topts, { token, util.pct(token) }, "files.ro-owner:" .. token)
   if not t then return nil, err end
   t.auth = engine.static_auth("Authorization: Bearer " .. token)
-  -- a limit's typed 401 is no refused token (filesro.refine_401)
-  t.refine_error = filesro.refine_401
-  return setmetatable({ transport = t, api = base .. "/api/v1" }, Drive)
+  -- a limit's typed 401 is no refused token (documents.refine_401)
+  t.refine_error = documents.refine_401
+  return setmetatable({ engine = t, api = base .. "/api/v1" }, Drive)
 end
 
 -- The token in a login answer: the docs' {"data":{"token":…}}, or a bare
@@ -103,7 +107,7 @@ function M.login(opts)
   util.check_type(opts, "table", 1, "login")
   local email = util.check_field(opts, "email", "string", "login")
   local password = util.check_field(opts, "password", "string", "login")
-  local topts, msg = engine.check_options(opts, "login", { "email", "password" })
+  local topts, msg = client_options.check(opts, "login", { "email", "password" })
   local ok, why = common.check_email(email, "email")
   if not ok then return util.invalid(why) end
   if password == nil or password == "" then return util.invalid("password is required") end
@@ -147,7 +151,7 @@ function Drive:create_token(name)
   if not doc then return nil, res end
   local at, plain = doc.accessToken, doc.plainTextToken
   if type(at) ~= "table" or type(plain) ~= "string" or not check_token(plain) then
-    return self.transport:protocol_error(res, "the response is not a new access token")
+    return self.engine:protocol_error(res, "the response is not a new access token")
   end
   local id = tonumber(at.id) or tonumber(plain:match("^(%d+)|"))
   return { id = id, name = at.name, abilities = at.abilities, token = plain }
@@ -171,13 +175,13 @@ end
 
 --- d:rate_limit() -> what the server last said of the limit, or nil
 function Drive:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 --- d:close()
 --- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Drive:close()
-  self.transport:close()
+  self.engine:close()
 end
 
 Drive.__close = Drive.close
@@ -186,8 +190,9 @@ Drive.__tostring = function(self)
   return "fileapi.drive (" .. tostring(self.api) .. ")"
 end
 
-for _, name in ipairs({ "fileapi.drive.items", "fileapi.drive.sharing" }) do
-  for k, fn in pairs(require(name)) do Drive[k] = fn end
+-- the items' and the sharing calls are methods too
+for _, calls in ipairs({ owner_items, owner_sharing }) do
+  for k, fn in pairs(calls) do Drive[k] = fn end
 end
 
 return M

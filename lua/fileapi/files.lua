@@ -4,9 +4,12 @@
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
 local tree = require "fileapi.tree"
-local oauth = require "fileapi.oauth"
+local pager = require "fileapi.pager"
+local oauth = require "fileapi.mijnklantportaal.oauth"
+local oauth_keeper = require "fileapi.mijnklantportaal.oauth_keeper"
 
 local type, ipairs, select, setmetatable, getenv = type, ipairs, select, setmetatable, os.getenv
 
@@ -33,14 +36,14 @@ local function check_directory(id)
   return true
 end
 
--- The OAuth half of files.new: the keeper, and a transport of its own for
--- the manage host (no budget of the API's: another host, another limit).
-local function oauth_keeper(opts, topts, secrets)
-  local o = util.check_field(opts, "oauth", "table", "new")
-  local on_tokens = util.check_field(opts, "on_tokens", "function", "new")
-  local dict = util.check_field(opts, "token_dict", "string", "new")
-  local given = util.check_field(opts, "oauth_base_url", "string", "new")
-  local shared = util.check_field(opts, "_shared_tokens", "table", "new")
+-- The OAuth half of files.new, checked: the keeper's settings, or nil and
+-- a message.
+local function oauth_settings(opts, topts, secrets)
+  local o = util.check_field(opts, "oauth", "table", "new", 4)
+  local on_tokens = util.check_field(opts, "on_tokens", "function", "new", 4)
+  local dict = util.check_field(opts, "token_dict", "string", "new", 4)
+  local given = util.check_field(opts, "oauth_base_url", "string", "new", 4)
+  local shared = util.check_field(opts, "_shared_tokens", "table", "new", 4)
   local ok, why = oauth.check_tokens(o, "new")
   if not ok then return nil, why end
   if dict then
@@ -52,13 +55,20 @@ local function oauth_keeper(opts, topts, secrets)
   for _, k in ipairs({ "client_id", "client_secret", "access_token", "refresh_token" }) do
     if o[k] then secrets[#secrets + 1] = o[k] end
   end
-  local hopts = {}
-  for k, v in pairs(topts) do hopts[k] = v end
-  hopts.rate_limit = false
-  local ht, err = transport.new(hopts, secrets)
-  if not ht then return nil, err end
-  return oauth.keeper({ oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, token_transport = ht,
-    secrets = secrets, store = topts.store, shared = shared }), nil, ht
+  return { oauth = o, on_tokens = on_tokens, token_dict = dict, base = base, secrets = secrets, store = topts.store,
+    shared = shared }
+end
+
+-- The keeper of an OAuth client's tokens, with an engine of its own for the
+-- manage host, derived from the client's (no budget of the API's: another
+-- host, another limit).  Returns the keeper and that engine, or nil, err.
+local function new_keeper(t, settings)
+  local token_engine, err = t:derive({ rate_limit = false })
+  if not token_engine then return nil, err end
+  settings.token_engine = token_engine
+  local keeper = oauth_keeper.new(settings)
+  keeper:on_grant(function(grant) t:rekey(grant) end)
+  return keeper, token_engine
 end
 
 --- files.new{ api_key | oauth, on_tokens, token_dict, oauth_base_url, base_url, <transport options> }
@@ -66,7 +76,7 @@ end
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "new", true) or {}
   local given_key = util.check_field(opts, "api_key", "string", "new")
-  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
+  local topts, msg = client_options.check(opts, "new", NEW_OPTIONS)
   if given_key and opts.oauth ~= nil then return util.invalid("api_key and oauth exclude each other") end
   local key = given_key or (opts.oauth == nil and getenv("MKP_API_KEY")) or nil
   if opts.oauth == nil and (key == nil or key == "") then
@@ -79,22 +89,28 @@ function M.new(opts)
   local base, why = util.check_base_url(topts.base_url or getenv("MKP_BASE_URL") or M.DEFAULT_BASE_URL,
     topts.allow_insecure)
   if not base then return util.invalid(why) end
-  local secrets, keeper, token_transport = { key }, nil, nil
+  local secrets, settings = { key }, nil
   if not key then
-    local kerr
-    keeper, kerr, token_transport = oauth_keeper(opts, topts, secrets)
-    if not keeper then return util.invalid(kerr) end
+    settings, why = oauth_settings(opts, topts, secrets)
+    if not settings then return util.invalid(why) end
   end
   -- the budget counts by the credential: the key, or the OAuth grant.  A
-  -- grant is named by its first refresh token (fileapi.oauth): a client
+  -- grant is named by its first refresh token (oauth.token_id): a client
   -- built from a later one starts with that one's name, and moves to the
   -- grant's once its shared record has named it.
-  local t, err = transport.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
+  local t, err = engine.new(topts, secrets, key or oauth.token_id(opts.oauth.client_id, opts.oauth.refresh_token))
   if not t then return nil, err end
-  if keeper then keeper:on_grant(function(grant) t:rekey(grant) end) end
-  t.auth = keeper or transport.static_auth("Authorization: Bearer " .. key)
-  local client = setmetatable({ transport = t, base_url = base }, Client)
-  private[client] = { keeper = keeper, token_transport = token_transport }
+  local keeper, token_engine
+  if settings then
+    keeper, token_engine = new_keeper(t, settings)
+    if not keeper then
+      t:close()
+      return nil, token_engine
+    end
+  end
+  t.auth = keeper or engine.static_auth("Authorization: Bearer " .. key)
+  local client = setmetatable({ engine = t, base_url = base }, Client)
+  private[client] = { keeper = keeper, token_engine = token_engine }
   return client
 end
 
@@ -130,7 +146,7 @@ end
 local function item_or_error(self, doc, res)
   if not doc then return nil, res end
   if type(doc.id) ~= "string" or (doc.type ~= "file" and doc.type ~= "directory") then
-    return self.transport:protocol_error(res, "the response is not a file or directory")
+    return self.engine:protocol_error(res, "the response is not a file or directory")
   end
   return doc
 end
@@ -139,7 +155,7 @@ local function post(self, req)
   req.method = "POST"
   req.auth = true
   req.headers[#req.headers + 1] = "Accept: application/json"
-  return item_or_error(self, self.transport:send_json(req))
+  return item_or_error(self, self.engine:send_json(req))
 end
 
 --- client:upload(source, { directory, filename, mime, on_progress }) -> item | nil, err
@@ -162,7 +178,7 @@ function Client:upload(source, opts)
   part.content_type = ctype or mime.for_name(part.filename)
 
   local body, err = core.multipart({ part })
-  if not body then return self.transport:fail(err) end
+  if not body then return self.engine:fail(err) end
   local item
   item, err = post(self, {
     url = files_url(self, directory),
@@ -186,7 +202,7 @@ function Client:mkdir(name, opts)
   return post(self, {
     url = files_url(self, directory),
     headers = { "Content-Type: application/json" },
-    body = transport.json.encode({ directory = name }),
+    body = engine.json.encode({ directory = name }),
   })
 end
 
@@ -202,7 +218,7 @@ local function api_request(self, method, path, doc)
     headers = { "Accept: application/json" } }
   if doc then
     req.headers[#req.headers + 1] = "Content-Type: application/json"
-    req.body = transport.json.encode(doc)
+    req.body = engine.json.encode(doc)
   end
   return req
 end
@@ -212,7 +228,7 @@ function Client:get(id)
   util.check_type(id, "string", 1, "get")
   local ok, why = check_id(id, "^fs[fd]_%w+$", "id must be a file or directory id such as fsf_abc12345678")
   if not ok then return util.invalid(why) end
-  return item_or_error(self, self.transport:send_json(api_request(self, "GET", "/files/" .. id)))
+  return item_or_error(self, self.engine:send_json(api_request(self, "GET", "/files/" .. id)))
 end
 
 local function check_link(link, allow_insecure)
@@ -229,10 +245,10 @@ function Client:download_link(file_id)
   local ok, why = check_id(file_id, "^fsf_%w+$",
     "only files can be downloaded: file_id must look like fsf_abc12345678")
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "GET", "/files/" .. file_id .. "/download"))
+  local doc, res = self.engine:send_json(api_request(self, "GET", "/files/" .. file_id .. "/download"))
   if not doc then return nil, res end
-  if not check_link(doc.link, self.transport.opts.allow_insecure) then
-    return self.transport:protocol_error(res, "the response has no usable download link")
+  if not check_link(doc.link, self.engine.opts.allow_insecure) then
+    return self.engine:protocol_error(res, "the response has no usable download link")
   end
   return doc
 end
@@ -257,7 +273,7 @@ function Client:download(file_id, dest, opts)
     if not link then return nil, err end
     -- the link goes to another host: no Authorization, nothing of ours
     local res
-    res, err = self.transport:send({ method = "GET", url = link.link, headers = {}, sink = dest,
+    res, err = self.engine:send({ method = "GET", url = link.link, headers = {}, sink = dest,
       overwrite = overwrite, on_download = on_progress })
     if res then
       return { path = dt == "string" and dest or nil, size = res.download.size, resumed = res.download.resumed }
@@ -269,40 +285,23 @@ end
 
 -- ---- file shares and file requests --------------------------------------------
 
--- An iterator over every item of a Laravel simple paginator, a page fetched
--- when the previous one is used up.  Follows page numbers: the documented
--- next_page_url carries a stray comma.  A failed page gives false, err
--- once, then the loop ends.
+-- Every item of a Laravel simple paginator (fileapi.pager).  Follows page
+-- numbers: the documented next_page_url carries a stray comma.
 local function pages(self, path)
-  local page, items, i, more, done = 1, {}, 0, true, false
-  return function()
-    while not done do
-      if i < #items then
-        i = i + 1
-        return items[i]
-      end
-      if not more then break end
-      local doc, res = self.transport:send_json(api_request(self, "GET", path .. "?page=" .. page))
-      if not doc then
-        done = true
-        return false, res
-      end
-      if type(doc.data) ~= "table" then
-        done = true
-        return false, select(2, self.transport:protocol_error(res, "the response is not a page of results"))
-      end
-      items, i, page = doc.data, 0, page + 1
-      more = doc.next_page_url ~= nil and #items > 0
+  return pager.new(function(page)
+    local doc, res = self.engine:send_json(api_request(self, "GET", path .. "?page=" .. page))
+    if not doc then return nil, res end
+    if type(doc.data) ~= "table" then
+      return nil, select(2, self.engine:protocol_error(res, "the response is not a page of results"))
     end
-    done = true
-    return nil
-  end
+    return doc.data, doc.next_page_url ~= nil and #doc.data > 0
+  end)
 end
 
 local function doc_with_id(self, doc, res, prefix, what)
   if not doc then return nil, res end
   if type(doc.id) ~= "string" or doc.id:sub(1, #prefix) ~= prefix then
-    return self.transport:protocol_error(res, "the response is not a " .. what)
+    return self.engine:protocol_error(res, "the response is not a " .. what)
   end
   return doc
 end
@@ -325,7 +324,7 @@ function Client:share(ids, opts)
   if customer and not check_id(customer, "^cst_%w+$", "") then
     return util.invalid("customer_id must look like cst_abc12345678")
   end
-  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-shares",
+  local doc, res = self.engine:send_json(api_request(self, "POST", "/file-shares",
     { content = content, customerId = customer }))
   return doc_with_id(self, doc, res, "fss_", "file share")
 end
@@ -341,10 +340,10 @@ local REQUESTED_FILE_FIELDS = { "name", "description", "required", "max_file_siz
 local function requested_file(f, i)
   util.check_keys(f, "request_files", REQUESTED_FILE_FIELDS, 4)
   local out = {
-    name = util.check_field(f, "name", "string", "request_files"),
-    description = util.check_field(f, "description", "string", "request_files"),
-    required = util.check_field(f, "required", "boolean", "request_files"),
-    maxFileSize = util.check_field(f, "max_file_size", "number", "request_files"),
+    name = util.check_field(f, "name", "string", "request_files", 4),
+    description = util.check_field(f, "description", "string", "request_files", 4),
+    required = util.check_field(f, "required", "boolean", "request_files", 4),
+    maxFileSize = util.check_field(f, "max_file_size", "number", "request_files", 4),
   }
   if out.name == nil then return nil, ("requested_files[%d] needs a name"):format(i) end
   local ok, why = util.check_name(("requested_files[%d].name"):format(i), out.name)
@@ -386,7 +385,7 @@ function Client:request_files(spec)
   end
   ok, why = check_directory(body.directoryId)
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "POST", "/file-requests", body))
+  local doc, res = self.engine:send_json(api_request(self, "POST", "/file-requests", body))
   return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
@@ -400,7 +399,7 @@ function Client:file_request(id)
   util.check_type(id, "string", 1, "file_request")
   local ok, why = check_id(id, "^frq_%w+$", "id must be a file request id such as frq_abc12345678")
   if not ok then return util.invalid(why) end
-  local doc, res = self.transport:send_json(api_request(self, "GET", "/file-requests/" .. id))
+  local doc, res = self.engine:send_json(api_request(self, "GET", "/file-requests/" .. id))
   return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
@@ -425,24 +424,21 @@ function Client:upload_tree(local_dir, opts)
   local ok, why = check_directory(opts.directory)
   if not ok then return util.invalid(why) end
   local summary, err = tree.upload(self, local_dir, opts)
-  if not summary then
-    if type(err) == "string" then return util.invalid(err) end
-    return self.transport:fail(err)
-  end
+  if not summary then return util.fail_before(self.engine, err) end
   return summary
 end
 
 --- client:rate_limit() -> { limit, remaining, reset } as the API last said, or nil
 function Client:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 --- client:close()
 --- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Client:close()
-  self.transport:close()
+  self.engine:close()
   local p = private[self]
-  if p and p.token_transport then p.token_transport:close() end
+  if p and p.token_engine then p.token_engine:close() end
 end
 
 Client.__close = Client.close

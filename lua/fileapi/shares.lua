@@ -1,10 +1,11 @@
 -- files.ro shared folders: create folders (POST …/items), upload files
--- (POST …/uploads, chunked when large: fileapi.share_upload), delete items
+-- (POST …/uploads, chunked when large: fileapi.filesro.chunks), delete items
 -- (DELETE …/items) and move them (POST …/moves), on a share token.
 local util = require "fileapi.util"
-local transport = require "fileapi.http.engine"
-local share_upload = require "fileapi.share_upload"
-local filesro = require "fileapi.filesro"
+local engine = require "fileapi.http.engine"
+local client_options = require "fileapi.client_options"
+local chunks = require "fileapi.filesro.chunks"
+local documents = require "fileapi.filesro.documents"
 
 local type, pairs, ipairs, setmetatable, getenv, error = type, pairs, ipairs, setmetatable, os.getenv, error
 local lower = string.lower
@@ -37,7 +38,7 @@ local function build_headers(headers, secrets)
   local lines = {}
   for name, value in pairs(headers or {}) do
     if type(name) ~= "string" or type(value) ~= "string" then
-      error("bad option 'headers' to 'new' (string names and values expected)", 4)
+      error("bad option 'headers' to 'new' (string names and values expected)", 3)
     end
     if not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then
       return nil, "header name '" .. name:gsub("%c", "?") .. "' is not a valid token"
@@ -58,7 +59,7 @@ function M.new(opts)
   util.check_type(opts, "table", 1, "new")
   local token = util.check_field(opts, "token", "string", "new")
   util.check_field(opts, "headers", "table", "new")
-  local topts, msg = transport.check_options(opts, "new", NEW_OPTIONS)
+  local topts, msg = client_options.check(opts, "new", NEW_OPTIONS)
   if token == nil then return util.invalid("token is required") end
   local ok, why = check_token(token)
   if not ok then return util.invalid(why) end
@@ -72,15 +73,15 @@ function M.new(opts)
   headers, why = build_headers(opts.headers, secrets)
   if not headers then return util.invalid(why) end
   -- files.ro counts a visitor's requests by IP: one budget per host
-  local t, err = transport.new(topts, secrets, "files.ro:" .. base)
+  local t, err = engine.new(topts, secrets, "files.ro:" .. base)
   if not t then return nil, err end
-  local share = setmetatable({ transport = t }, Share)
+  local share = setmetatable({ engine = t }, Share)
   private[share] = { base = base .. "/api/v1/shares/" .. util.pct(token) .. "/", headers = headers }
   return share
 end
 
-local UUID = filesro.UUID
-local flatten = filesro.flatten
+local UUID = documents.UUID
+local flatten = documents.flatten
 
 -- A POST to one of the share's calls, with the share's own headers (not a
 -- method: they hold secrets).
@@ -101,54 +102,39 @@ function Share:mkdir(name, opts)
   if not ok then return util.invalid(why) end
   if parent and not parent:match(UUID) then return util.invalid("parent_id must be a UUID") end
 
-  local json = transport.json
+  local json = engine.json
   local req = new_request(self, "items", { "Content-Type: application/json" })
   req.body = '{"name":' .. json.encode(name) .. (parent and ',"parent_id":' .. json.encode(parent) or "") .. "}"
-  local doc, res = self.transport:send_json(req)
+  local doc, res = self.engine:send_json(req)
   if not doc then return nil, res end
   local folder = flatten(doc)
-  if not folder then return self.transport:protocol_error(res, "the response is not a folder document") end
+  if not folder then return self.engine:protocol_error(res, "the response is not a folder document") end
   return folder
 end
-
-local UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
 
 --- share:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
 --- -> file document (flattened like mkdir's) | nil, err
 function Share:upload(source, opts)
-  local st = type(source)
-  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
-  opts = util.check_type(opts, "table", 2, "upload", true) or {}
-  util.check_keys(opts, "upload", UPLOAD_OPTIONS)
-  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do util.check_field(opts, k, "string", "upload") end
-  util.check_field(opts, "chunk_size", "number", "upload")
-  local on_progress = util.check_field(opts, "on_progress", "function", "upload")
-  local part, why = util.source_part(source, nil, "upload")
-  if not part then return util.invalid(why) end
-  local plan
-  plan, why = share_upload.plan(part, opts, UUID)
-  if not plan then
-    if type(why) == "table" then return self.transport:fail(why) end
-    return util.invalid(why)
-  end
-  local res, err = share_upload.send(self.transport, plan, on_progress,
+  local plan, perr = chunks.check_upload(self.engine, source, opts)
+  if not plan then return nil, perr end
+  local res, err = chunks.send(self.engine, plan, plan.on_progress,
     function(headers) return new_request(self, "uploads", headers) end)
   if not res then return nil, err end
-  local doc = transport.decode_json(res.body)
+  local doc = engine.decode_json(res.body)
   local file = type(doc) == "table" and flatten(doc)
-  if not file then return self.transport:protocol_error(res, "the response is not a file document") end
+  if not file then return self.engine:protocol_error(res, "the response is not a file document") end
   return file
 end
 
-local check_items = filesro.check_items
+local check_items = documents.check_items
 
 -- 204, or a 2xx whose body says {"type":"success"}, is done; upstream
 -- answers an unknown id with 200 {"type":"error",…}: that is not found.
 local function done_or_error(self, res, err)
   if not res then return nil, err end
-  local kind, message = filesro.typed_error(transport.decode_json(res.body))
+  local kind, message = documents.typed_error(engine.decode_json(res.body))
   if kind then
-    return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
+    return self.engine:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
   end
   return true
 end
@@ -164,8 +150,8 @@ function Share:delete(items, opts)
   local list = {}
   for i, item in ipairs(items) do list[i] = { force_delete = force, type = item.type, id = item.id } end
   local req = new_request(self, "items", { "Content-Type: application/json" })
-  req.method, req.body = "DELETE", transport.json.encode({ items = list })
-  return done_or_error(self, self.transport:send(req))
+  req.method, req.body = "DELETE", engine.json.encode({ items = list })
+  return done_or_error(self, self.engine:send(req))
 end
 
 --- share:move(items, { to_id }) -> true | nil, err; no to_id: the share's root
@@ -181,19 +167,19 @@ function Share:move(items, opts)
   for i, item in ipairs(items) do list[i] = { type = item.type, id = item.id } end
   local req = new_request(self, "moves", { "Content-Type: application/json" })
   -- upstream refuses an explicit null: the root is asked for by leaving it out
-  req.body = transport.json.encode({ items = list, to_id = to })
-  return done_or_error(self, self.transport:send(req))
+  req.body = engine.json.encode({ items = list, to_id = to })
+  return done_or_error(self, self.engine:send(req))
 end
 
 --- share:rate_limit() -> { limit, remaining, reset } as the server last said, or nil
 function Share:rate_limit()
-  return self.transport:rate_limit()
+  return self.engine:rate_limit()
 end
 
 --- share:close()
 --- Idempotent; `__gc` and (Lua 5.4) `__close` do it too.
 function Share:close()
-  self.transport:close()
+  self.engine:close()
 end
 
 Share.__close = Share.close
@@ -204,7 +190,7 @@ function M.mkdir(token, name, opts)
   util.check_type(token, "string", 1, "mkdir")
   util.check_type(name, "string", 2, "mkdir")
   opts = util.check_type(opts, "table", 3, "mkdir", true) or {}
-  util.check_keys(opts, "mkdir", transport.OPTION_NAMES, { "headers", "parent_id" })
+  util.check_keys(opts, "mkdir", engine.OPTION_NAMES, { "headers", "parent_id" })
   local copts = {}
   for k, v in pairs(opts) do copts[k] = v end
   copts.token, copts.parent_id = token, nil

@@ -1,11 +1,14 @@
--- Mirroring a local folder tree on MijnKlantportaal: a directory per local
--- directory (parents before children), an upload per regular file, in
--- byte order of the names so that two runs walk alike.  With a journal
--- (JSON lines, each fsync'd), a rerun skips what is done: a "started" line
--- goes down before a file's upload and a "done" line with its id after.
--- The API has no call to list a directory, so an item whose creation was
--- under way when the run was killed cannot be looked for: it is made again
--- and reported with maybe_duplicate = true.
+-- Mirroring a local folder tree, for both services' upload_tree: on
+-- MijnKlantportaal (files' client:upload_tree) a directory per local
+-- directory (parents before children) and an upload per regular file; for
+-- the files.ro owner (d:upload_tree, folders_by_path) an upload per file
+-- whose path names its folders, which the server makes.  Names are walked
+-- in byte order so that two runs walk alike.  With a journal (JSON lines,
+-- each fsync'd), a rerun skips what is done: a "started" line goes down
+-- before an item is made and a "done" line with its id after.  Neither API
+-- has a call to look an item up by name, so an item whose creation was
+-- under way when the run was killed is made again and reported with
+-- maybe_duplicate = true.
 local core = require "fileapi.core"
 local cjson = require("cjson").new()
 

@@ -21,18 +21,29 @@ function M.invalid(message)
   return nil, M.new_error("invalid_argument", message)
 end
 
--- A wrong Lua type is a programming error: raise as luaL_argerror does.
-function M.check_type(value, expected, argn, fname, optional)
+-- A failure before anything was sent, as a call returns it: a message (a
+-- bad value) as invalid_argument, an error (the core's: a file that cannot
+-- be read) through `engine`, which finishes it as it finishes its own.
+function M.fail_before(engine, why)
+  if type(why) == "string" then return M.invalid(why) end
+  return engine:fail(why)
+end
+
+-- A wrong Lua type is a programming error: raise as luaL_argerror does,
+-- naming the line that called the public function.  `level` is error()'s
+-- level: 3 (the default) when the public function calls the check itself,
+-- one more for each helper in between.
+function M.check_type(value, expected, argn, fname, optional, level)
   local t = type(value)
   if t == expected or (optional and value == nil) then return value end
   error(format("bad argument #%d to '%s' (%s expected, got %s)",
-    argn, fname, expected, value == nil and "no value" or t), 3)
+    argn, fname, expected, value == nil and "no value" or t), level or 3)
 end
 
-function M.check_field(tbl, key, expected, fname)
+function M.check_field(tbl, key, expected, fname, level)
   local v = tbl[key]
   if v ~= nil and type(v) ~= expected then
-    error(format("bad option '%s' to '%s' (%s expected, got %s)", key, fname, expected, type(v)), 3)
+    error(format("bad option '%s' to '%s' (%s expected, got %s)", key, fname, expected, type(v)), level or 3)
   end
   return v
 end
@@ -229,19 +240,21 @@ local SOURCE_FIELDS = { "path", "data", "reader", "rewind", "size", "filename" }
 
 -- Turns the accepted source forms (a path; { path }, { data, filename },
 -- { reader, size, filename, rewind }) into one multipart part description
--- named "file".  Raises for wrong types; nil, message for bad values.
-function M.source_part(source, filename, fname)
+-- named "file".  Raises for wrong types (level: as check_type's, seen from
+-- here); nil, message for bad values.
+function M.source_part(source, filename, fname, level)
   local part = { name = "file" }
   if type(source) == "string" then
     part.path = source
   else
-    M.check_keys(source, fname, SOURCE_FIELDS, 4)
-    part.path = M.check_field(source, "path", "string", fname)
-    part.data = M.check_field(source, "data", "string", fname)
-    part.reader = M.check_field(source, "reader", "function", fname)
-    part.rewind = M.check_field(source, "rewind", "function", fname)
-    part.size = M.check_field(source, "size", "number", fname)
-    filename = filename or M.check_field(source, "filename", "string", fname)
+    local at = (level or 3) + 1
+    M.check_keys(source, fname, SOURCE_FIELDS, at)
+    part.path = M.check_field(source, "path", "string", fname, at)
+    part.data = M.check_field(source, "data", "string", fname, at)
+    part.reader = M.check_field(source, "reader", "function", fname, at)
+    part.rewind = M.check_field(source, "rewind", "function", fname, at)
+    part.size = M.check_field(source, "size", "number", fname, at)
+    filename = filename or M.check_field(source, "filename", "string", fname, at)
     local given = (part.path and 1 or 0) + (part.data and 1 or 0) + (part.reader and 1 or 0)
     if given ~= 1 then return nil, "source needs exactly one of path, data or reader" end
     if part.reader and (part.size == nil or part.size < 0 or part.size ~= math.floor(part.size)

@@ -19,7 +19,7 @@ end
 function M.run(spec)
   local client = assert(files.new({ api_key = "test-key", base_url = spec.base_url, transport = spec.transport,
     retries = 0, timeout = 10 }))
-  local t = client.transport
+  local t = client.engine
   local out = {}
   local v = raised_value()
   out.on_progress = summary(v, client:upload({ data = ("x"):rep(100000), filename = "p.bin" },

@@ -2,7 +2,7 @@
 -- fileapi.http.engine and sums up what came back.  The same code runs in the
 -- busted process (libcurl) and inside nginx (cosockets), so the two
 -- transports are compared on equal terms.
-local transport = require "fileapi.http.engine"
+local engine = require "fileapi.http.engine"
 
 local M = {}
 
@@ -38,12 +38,12 @@ end
 -- "path"|"writer", path, headers, body }
 function M.run(spec)
   local out = { waits = {} }
-  local opts = assert(transport.check_options({
+  local opts = assert(engine.check_options({
     transport = spec.transport, timeout = spec.timeout or 5, max_response = spec.max_response,
     retries = spec.retries or 0, backoff = 0.01, max_retry_wait = spec.max_retry_wait, rate_window = spec.rate_window,
     on_wait = function(_, reason) out.waits[#out.waits + 1] = reason end,
   }, "new"))
-  local t = assert(transport.new(opts, {}))
+  local t = assert(engine.new(opts, {}))
   local req = { method = spec.method or "GET", url = spec.url, headers = spec.headers or {}, body = spec.body }
   if spec.sink == "path" then
     req.sink, req.overwrite = spec.path, true

@@ -45,6 +45,19 @@ local function sh_quote(s)
 end
 M.sh_quote = sh_quote
 
+-- The shell words that run the fileapi command with this checkout's paths.
+M.FILEAPI = ("sh %s %s %s"):format(sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, sh_quote(M.root .. "/bin/fileapi"))
+
+-- env(1)'s words that set `env`'s variables, and `extra`'s over them.
+function M.env_words(env, extra)
+  local merged, parts = {}, {}
+  for k, v in pairs(env or {}) do merged[k] = v end
+  for k, v in pairs(extra or {}) do merged[k] = v end
+  for k, v in pairs(merged) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  table.sort(parts)
+  return table.concat(parts, " ")
+end
+
 local Mock = {}
 Mock.__index = Mock
 
@@ -303,6 +316,42 @@ function Redis:start()
   error("redis-server did not start")
 end
 
+-- How many sends the rate budgets' logs in this Redis hold
+-- (fileapi.store.budget: a sorted set per key, named ...:log).
+function Redis:logged_sends()
+  return tonumber(self:cli({ "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:log'))"
+    .. " do n = n + redis.call('ZCARD', k) end return n", 0 }))
+end
+
+-- Ways Redis drops a client's connection, for the specs of both Redis
+-- clients (hiredis outside nginx, store_spec; lua-resty-redis inside,
+-- fleet_spec): the test's name, the sends the budget's log holds after one
+-- call before the drop and one after (a restarted Redis starts empty), and
+-- the drop itself.
+M.REDIS_DROPS = {
+  { name = "CLIENT KILL: the next call opens a new connection, with no warning and no fallback", logged = 2,
+    drop = function(redis)
+      local said = redis:cli({ "CLIENT", "KILL", "TYPE", "normal" })
+      if said ~= "1" then error("CLIENT KILL answered " .. said) end
+    end },
+  { name = "a restart (SIGKILL, then started again empty): the next call reconnects once", logged = 1,
+    drop = function(redis)
+      redis:kill()
+      redis:start()
+    end },
+  { name = "Redis's idle timeout: the next call reconnects", logged = 2,
+    drop = function(redis)
+      redis:cli({ "CONFIG", "SET", "timeout", "1" })
+      -- Redis closes idle clients in its cron: until only redis-cli is left
+      local deadline = socket.gettime() + 20
+      repeat
+        socket.sleep(0.2)
+        local _, clients = redis:cli({ "CLIENT", "LIST" }):gsub("\n", "")
+      until clients == 0 or socket.gettime() > deadline
+      redis:cli({ "CONFIG", "SET", "timeout", "0" })
+    end },
+}
+
 -- Gone at once, as a crash: SIGKILL.
 function Redis:kill()
   self:signal("CONT")
@@ -413,6 +462,17 @@ function M.http_get(url, timeout)
   return status, body, socket.gettime() - t
 end
 
+-- A MijnKlantportaal client of the mock with the test key: `opts` over
+-- `defaults` over those two.  (fileapi.files is required here, not at the
+-- top: the mock's own process, tools/mock.lua, loads this helper and needs
+-- no C core.)
+function M.mkp_client(mock, opts, defaults)
+  local all = { api_key = M.API_KEY, base_url = mock.mkp_url }
+  for k, v in pairs(defaults or {}) do all[k] = v end
+  for k, v in pairs(opts or {}) do all[k] = v end
+  return assert(require("fileapi.files").new(all))
+end
+
 -- The environment the examples and the command read, pointed at the mock.
 function M.mock_env(mock)
   return { MKP_API_KEY = M.API_KEY, MKP_BASE_URL = mock.mkp_url, FILESRO_BASE_URL = mock.base,
@@ -443,10 +503,15 @@ end
 -- Runs a Lua file in a child process with this checkout's module paths and
 -- the given environment (and working folder); returns its exit status and output.
 function M.run_lua(script_args, env, cwd)
-  local parts = {}
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
-  return M.run_sh(((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s sh %s %s %s"):format(table.concat(parts, " "),
+  return M.run_sh(((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s sh %s %s %s"):format(M.env_words(env),
     sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args))
+end
+
+-- Runs the fileapi command with `args` (shell words), in a child process
+-- with `env` and `extra` over it; returns its exit status and output.
+function M.run_fileapi(args, env, extra, cwd)
+  return M.run_sh(((cwd and "cd " .. sh_quote(cwd) .. " && " or "") .. "env %s %s %s"):format(M.env_words(env, extra),
+    M.FILEAPI, args))
 end
 
 -- SHA-256 of a file, by sha256sum.
@@ -468,6 +533,44 @@ function M.sha256_of_pattern(size)
   return pattern_sums[size]
 end
 
+-- Polls fn until it gives a truthy value or `seconds` pass (a loaded
+-- machine is slow: the bounds are generous, the polls short); returns that
+-- value, or fn's answer at the deadline.
+function M.wait_for(fn, seconds)
+  local deadline = socket.gettime() + seconds
+  repeat
+    local v = fn()
+    if v then return v end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  return fn()
+end
+
+-- The first line of a file, or nil while it has none (a child still
+-- writing its pid or exit status there).
+function M.first_line(path)
+  return (M.read_file(path) or ""):match("^([^\n]+)")
+end
+
+-- A file's text, or nil when there is none.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- Writes text to path (mode: chmod's, as "755", when given); returns path.
+function M.write_text(path, text, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  if mode then assert(os.execute("chmod " .. mode .. " " .. sh_quote(path))) end
+  return path
+end
+
+-- A file of `size` bytes of a repeating pattern (default: hex digits).
 function M.write_file(path, size, fill)
   local f = assert(io.open(path, "wb"))
   local chunk = (fill or "0123456789abcdef"):rep(65536):sub(1, 1024 * 1024)

@@ -165,7 +165,7 @@ function M.oauth_fleet()
   local spec = input()
   -- the lease knobs are the worker's: set for every request, as its scenario has them
   require("fileapi.store.tokens").LOCK_MS = spec.lock_ms or 30000
-  require("fileapi.shared_tokens").LEASE = (spec.lock_ms or 30000) / 1000
+  require("fileapi.mijnklantportaal.token_dict").LEASE = (spec.lock_ms or 30000) / 1000
   local client = fleet_oauth[spec.name]
   if not client then
     client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
@@ -235,7 +235,7 @@ function M.cpu()
   if spec.upload then
     out = summary(client:upload(spec.upload))
   else
-    local t = client.transport
+    local t = client.engine
     local res, err = t:send({ url = spec.download, sink = spec.path, overwrite = true })
     out = res and { ok = true, size = res.download.size } or { ok = false, kind = err.kind, message = err.message }
   end

@@ -5,6 +5,7 @@ local core = require "fileapi.core"
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local options = require "fileapi.http.options"
+local login = require "fileapi.cli.mijnklantportaal_login"
 
 local M = {}
 
@@ -25,7 +26,7 @@ local function open_client(opts, out, what)
   if key and key ~= "" then
     client, err = files.new(copts)
   else
-    client, err = require("fileapi.cli.login").stored_client(copts, out)
+    client, err = login.stored_client(copts, out)
     if not client and not err then
       err = core.error({ kind = "invalid_argument", retryable = false, attempts = 0, message = "no API key and "
         .. "no stored sign-in: set MKP_API_KEY, or sign in with fileapi login --client-id ID --redirect-uri "

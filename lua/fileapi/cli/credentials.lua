@@ -1,55 +1,29 @@
--- The OAuth tokens `fileapi login` stores (and the files.ro owner's token
--- of `fileapi drive-login`, drive.json): $XDG_CONFIG_HOME/fileapi/
--- credentials.json (default ~/.config), the folder 0700 and the file 0600,
--- written to a temporary file, synced, renamed and the folder synced, so a
--- reader never sees half of it and a crash never loses a rotated refresh
--- token.  Writers hold a file lock (credentials.json.lock): every refresh
--- of a command goes through it and reads the file first (record below), so
--- two commands at an expiry send one refresh and the second takes the
--- first's tokens; login and logout take it too.
+-- Writing the OAuth tokens `fileapi login` stores (and the files.ro owner's
+-- token of `fileapi drive-login`, drive.json); where they are and their
+-- reading are the library's (fileapi.credentials: drive.new reads the
+-- owner's token there too), and this module hands those on.  The folder is
+-- 0700 and the file 0600, written to a temporary file, synced, renamed and
+-- the folder synced, so a reader never sees half of it and a crash never
+-- loses a rotated refresh token.  Writers hold a file lock
+-- (credentials.json.lock): every refresh of a command goes through it and
+-- reads the file first (record below), so two commands at an expiry send
+-- one refresh and the second takes the first's tokens; login and logout
+-- take it too.
 local core = require "fileapi.core"
+local stored = require "fileapi.credentials"
 local cjson = require("cjson").new()
 
 local M = {}
 
-M.FIELDS = { "client_id", "client_secret", "access_token", "refresh_token", "expires_at" }
+-- The library's reading and locations, for the command's modules.
+M.FIELDS, M.folder, M.path, M.drive_path = stored.FIELDS, stored.folder, stored.path, stored.drive_path
+M.load, M.load_drive = stored.load, stored.load_drive
+
 -- What else the file keeps: which sign-in it is (`login`, made by `fileapi
--- login`), and the keeper's record (fileapi.oauth): its version, when it
--- was refreshed, and a refusal of the token endpoint that ended it.
+-- login`), and the keeper's record (fileapi.mijnklantportaal.oauth_keeper):
+-- its version, when it was refreshed, and a refusal of the token endpoint
+-- that ended it.
 M.RECORD_FIELDS = { "login", "version", "refreshed_at", "dead", "oauth_error" }
-
-function M.folder()
-  local base = os.getenv("XDG_CONFIG_HOME")
-  if not base or base == "" then base = (os.getenv("HOME") or ".") .. "/.config" end
-  return base .. "/fileapi"
-end
-
-function M.path()
-  return M.folder() .. "/credentials.json"
-end
-
--- A stored JSON object: the table; false when the file holds none; nil
--- when there is no file.
-local function read_doc(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  local ok, doc = pcall(cjson.decode, text)
-  return ok and type(doc) == "table" and doc or false
-end
-
--- The stored tokens, or nil (and why) when there are none that make sense.
-function M.load(path)
-  local doc = read_doc(path or M.path())
-  if doc == nil then return nil end
-  if not doc then return nil, "the stored credentials cannot be read: run fileapi login" end
-  for _, k in ipairs(M.FIELDS) do
-    local want = k == "expires_at" and "number" or "string"
-    if type(doc[k]) ~= want then return nil, "the stored credentials lack " .. k .. ": run fileapi login" end
-  end
-  return doc
-end
 
 -- The folder of path, made (0700) when missing, its parent too.
 local function make_folder(path)
@@ -99,21 +73,8 @@ function M.save(tokens, path)
   return write_private(path or M.path(), cjson.encode(doc) .. "\n")
 end
 
--- The files.ro owner's token `fileapi drive-login` stores, beside the
--- OAuth tokens: drive.json, same folder, same modes.
-function M.drive_path()
-  return M.folder() .. "/drive.json"
-end
-
-function M.load_drive(path)
-  local doc = read_doc(path or M.drive_path())
-  if doc == nil then return nil end
-  if not doc or type(doc.token) ~= "string" then
-    return nil, "the stored files.ro token cannot be read: run fileapi drive-login"
-  end
-  return doc
-end
-
+-- The files.ro owner's token, beside the OAuth tokens (same folder, same
+-- modes).
 function M.save_drive(doc, path)
   return write_private(path or M.drive_path(), cjson.encode({ token = doc.token, email = doc.email }) .. "\n")
 end
@@ -144,8 +105,8 @@ end
 -- The fields of the file that are the sign-in's, not the keeper's record.
 local OWN = { client_id = true, client_secret = true, login = true }
 
--- The credentials file as the shared record of fileapi.oauth's keeper
--- (load, save, lock, unlock): every refresh of a command takes the lock and
+-- The credentials file as the shared record of OAuth's keeper
+-- (fileapi.mijnklantportaal.oauth_keeper: load, save, lock, unlock): every refresh of a command takes the lock and
 -- reads the file, so a token another command wrote is taken instead of
 -- sending a refresh token that rotation may have killed.  The keeper's
 -- record doc (tokens, version, ...) is kept whole beside the sign-in's

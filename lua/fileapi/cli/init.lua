@@ -7,6 +7,11 @@ local core = require "fileapi.core"
 local argparse = require "argparse"
 local output = require "fileapi.cli.output"
 local options = require "fileapi.http.options"
+local kinds = require "fileapi.kinds"
+local mijnklantportaal = require "fileapi.cli.mijnklantportaal"
+local filesro_visitor = require "fileapi.cli.filesro_visitor"
+local login = require "fileapi.cli.mijnklantportaal_login"
+local filesro_owner = require "fileapi.cli.filesro_owner"
 
 local M = {}
 
@@ -21,7 +26,7 @@ one, the tokens `fileapi login` stored are used.  A share's TOKEN may come
 from FILESRO_TOKEN instead (so it stays out of ps): then leave it out.  The
 owner's token comes from FILESRO_API_TOKEN, else from `fileapi drive-login`.
 
-exit status: ]] .. require("fileapi.kinds").exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
+exit status: ]] .. kinds.exit_summary(78 - #"exit status: "):gsub("\n", "\n  ")
 
 -- ---- the parser -------------------------------------------------------------------
 
@@ -83,6 +88,13 @@ local function filesro_naming(cmd)
     .. "is sent with itself as the extension, as files.ro's web client does)")
 end
 
+-- How an upload's -r walks the local tree (both services' upload_tree).
+local function tree_flags(cmd)
+  cmd:flag("--hidden", "with -r: include hidden files and folders")
+  cmd:flag("--follow-symlinks", "with -r: follow symbolic links")
+  cmd:flag("--stop-on-error", "with -r: stop at the first failed item")
+end
+
 local function share_options(cmd)
   cmd:option("--header", "an extra request header 'Name: value' (a protected share's Cookie)"):count("*")
   return common(cmd)
@@ -102,9 +114,7 @@ local function drive_commands(p)
   filesro_naming(up)
   up:option("--chunk-size", "bytes per request (default 64000000)"):convert(chunk_size())
   up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
-  up:flag("--hidden", "with -r: include hidden files and folders")
-  up:flag("--follow-symlinks", "with -r: follow symbolic links")
-  up:flag("--stop-on-error", "with -r: stop at the first failed item")
+  tree_flags(up)
   local rn = common(p:command("drive-rename", "rename an item (TYPE:ID)"))
   rn:argument("item", "TYPE:ID (file:UUID or folder:UUID)")
   rn:argument("name", "the new NAME")
@@ -161,9 +171,7 @@ local function build_parser()
   up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
   up:option("--name", "the file name to send (default: the base name)")
   up:option("--mime", "the media type to send (default: by extension)")
-  up:flag("--hidden", "with -r: include hidden files and folders")
-  up:flag("--follow-symlinks", "with -r: follow symbolic links")
-  up:flag("--stop-on-error", "with -r: stop at the first failed item")
+  tree_flags(up)
   local mk = common(p:command("mkdir", "create a directory"))
   mk:argument("name", "NAME")
   mk:option("--dir", "inside directory ID (fsd_...)")
@@ -210,17 +218,21 @@ local function build_parser()
   return p
 end
 
-local mkp, share_commands, login = require "fileapi.cli.mkp", require "fileapi.cli.shares", require "fileapi.cli.login"
-local RUN = { upload = mkp.upload, mkdir = mkp.mkdir, get = mkp.get, download = mkp.download, share = mkp.share,
-  shares = mkp.shares, ["request-files"] = mkp["request-files"], requests = mkp.requests, request = mkp.request,
-  ["share-mkdir"] = share_commands.share_mkdir, ["share-upload"] = share_commands.share_upload,
-  ["share-rm"] = share_commands.share_rm, ["share-mv"] = share_commands.share_mv,
-  login = login.login, logout = login.logout }
-local drive_cli = require "fileapi.cli.drive"
-for name, fn in pairs({ login = drive_cli.login, logout = drive_cli.logout, upload = drive_cli.upload,
-    rename = drive_cli.rename, mv = drive_cli.mv, rm = drive_cli.rm, restore = drive_cli.restore, zip = drive_cli.zip,
-    tree = drive_cli.tree, share = drive_cli.share, unshare = drive_cli.unshare, ["send-share"] = drive_cli.send_share,
-    ["team-folders"] = drive_cli.team_folders, request = drive_cli.request }) do
+-- Each command's function, by the command's name.
+local RUN = { login = login.login, logout = login.logout }
+for _, name in ipairs({ "upload", "mkdir", "get", "download", "share", "shares", "request-files", "requests",
+    "request" }) do
+  RUN[name] = mijnklantportaal[name]
+end
+for name, fn in pairs({ mkdir = filesro_visitor.share_mkdir, upload = filesro_visitor.share_upload,
+    rm = filesro_visitor.share_rm, mv = filesro_visitor.share_mv }) do
+  RUN["share-" .. name] = fn
+end
+for name, fn in pairs({ login = filesro_owner.login, logout = filesro_owner.logout, upload = filesro_owner.upload,
+    rename = filesro_owner.rename, mv = filesro_owner.mv, rm = filesro_owner.rm, restore = filesro_owner.restore,
+    zip = filesro_owner.zip, tree = filesro_owner.tree, share = filesro_owner.share, unshare = filesro_owner.unshare,
+    ["send-share"] = filesro_owner.send_share, ["team-folders"] = filesro_owner.team_folders,
+    request = filesro_owner.request }) do
   RUN["drive-" .. name] = fn
 end
 

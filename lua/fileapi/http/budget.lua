@@ -41,6 +41,9 @@ M.RESET_MARGIN = RESET_MARGIN
 -- to a second past the window it closes.
 M.RESET_SLACK = 1
 M.margin = margin
+-- ...and on every budget, for the fleet's budget it is handed to
+-- (fileapi.store.budget), which does not import this module.
+Budget.RESET_MARGIN, Budget.RESET_SLACK = M.RESET_MARGIN, M.RESET_SLACK
 
 -- The key a thread's slot is held under (the main thread is nil in 5.1).
 local MAIN = {}

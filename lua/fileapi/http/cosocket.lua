@@ -7,16 +7,13 @@
 local core = require "fileapi.core"
 local request = require "fileapi.http.request"
 local options = require "fileapi.http.options"
+local ngx_phase = require "fileapi.ngx_phase"
 
 local M = {}
 
 local ngx = rawget(_G, "ngx")
 local tonumber, tostring, pcall, type = tonumber, tostring, pcall, type
 local concat, min, floor, ceil = table.concat, math.min, math.floor, math.ceil
-
--- Phases where cosockets and ngx.sleep may be used.
-local YIELDING = { rewrite = true, access = true, content = true, timer = true,
-  ssl_cert = true, ssl_session_fetch = true }
 
 local POOL_SIZE, POOL_IDLE_MS = 32, 60000
 -- 64 KiB pieces: larger strings cost more in allocation and page faults
@@ -30,10 +27,8 @@ local EXPECT_WAIT_MS = 1000
 -- an absent max_response means the default, as in the C core (`missing`)
 local MAX_RESPONSE = options.BY_NAME.max_response.default
 
-function M.available()
-  return type(ngx) == "table" and type(ngx.get_phase) == "function"
-    and YIELDING[ngx.get_phase()] == true
-end
+-- Whether requests may go over cosockets here (fileapi.ngx_phase).
+M.available = ngx_phase.cosockets_usable
 
 local function is_ip(host)
   return host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil

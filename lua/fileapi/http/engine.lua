@@ -4,6 +4,8 @@
 -- policy, streamed responses (their policy in fileapi.http.download), JSON
 -- decoding and the mapping of an API's error bodies to error fields.
 -- Calls go API module -> engine -> transport (core session or cosocket).
+-- A fleet's store is handed in (opts.store, opened by
+-- fileapi.client_options), never imported: its budget wraps this one.
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
@@ -13,10 +15,8 @@ local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
 local options = require "fileapi.http.options"
 local kinds = require "fileapi.kinds"
-local store = require "fileapi.store"
-local fleet_budget = require "fileapi.store.budget"
 
-local type, ipairs, setmetatable, pcall, error = type, ipairs, setmetatable, pcall, error
+local type, pairs, ipairs, setmetatable, pcall, error = type, pairs, ipairs, setmetatable, pcall, error
 local tostring = tostring
 local min, random = math.min, math.random
 local format = string.format
@@ -40,23 +40,26 @@ M.USER_AGENT = format("fileapi/%s libcurl/%s", core.version, core.curl_version)
 M.OPTION_NAMES = options.NAMES
 
 -- Raises for wrong types (all of them first) and unknown names (`own`
--- lists the API module's names besides the transport's); returns the
--- normalised options, or nil and a message for a bad value.
-function M.check_options(opts, fname, own)
-  util.check_keys(opts, fname, M.OPTION_NAMES, own or {}, 4)
+-- lists the API module's names besides the transport's) at the line that
+-- called the API module's function (`depth`: the calls in between, 0 when
+-- it calls this itself); returns the normalised options, or nil and a
+-- message for a bad value.  `store` is checked by the store itself
+-- (fileapi.client_options does both).
+function M.check_options(opts, fname, own, depth)
+  depth = depth or 0
+  util.check_keys(opts, fname, M.OPTION_NAMES, own or {}, 4 + depth)
   local wrong, expected = options.wrong_type(opts)
   if wrong then
-    error(format("bad option '%s' to '%s' (%s expected, got %s)", wrong, fname, expected, type(opts[wrong])), 3)
+    error(format("bad option '%s' to '%s' (%s expected, got %s)", wrong, fname, expected, type(opts[wrong])), 3 + depth)
   end
   local out, why = options.normalise(opts)
   if not out then return nil, why end
-  out.store, why = store.check(opts.store, fname)
-  if out.store == nil then return nil, why end
   return out
 end
 
--- opts: checked options; secrets: strings that must never appear in errors;
--- rate_key: what the service counts requests by (an API key, a host).
+-- opts: checked options, opts.store an open store (fileapi.store.open) or
+-- false; secrets: strings that must never appear in errors; rate_key: what
+-- the service counts requests by (an API key, a host).
 function M.new(opts, secrets, rate_key)
   local session, err = core.session()
   if not session then return nil, err end
@@ -70,10 +73,19 @@ function M.new(opts, secrets, rate_key)
     curl = function(creq) return session:perform(creq) end }
   opts.proxy = nil
   t.budget = budget.new(opts, rate_key)
-  if opts.store and t.budget then
-    t.budget = fleet_budget.new(t.budget, store.open(opts.store), rate_key or "", opts)
-  end
+  if opts.store and t.budget then t.budget = opts.store:budget(t.budget, rate_key or "", opts) end
   return t
+end
+
+-- A sibling for another host of the same client (OAuth's token endpoint
+-- beside the API): these options with `changes` (values already valid),
+-- the same secrets, a session and a budget of its own.
+function Transport:derive(changes, rate_key)
+  local opts = {}
+  for k, v in pairs(self.opts) do opts[k] = v end
+  opts.proxy = private[self].proxy
+  for k, v in pairs(changes) do opts[k] = v end
+  return M.new(opts, private[self].secrets, rate_key)
 end
 
 -- What the budget counts by changed (an OAuth grant's name, learnt from
@@ -83,7 +95,8 @@ function Transport:rekey(rate_key)
 end
 
 -- The Authorization header of a fixed credential (an API key): nothing to
--- refresh.  OAuth clients hold a keeper (fileapi.oauth) in its place.
+-- refresh.  OAuth clients hold a keeper (fileapi.mijnklantportaal.oauth_keeper)
+-- in its place.
 function M.static_auth(header)
   return { refreshable = false, header = function() return header end }
 end

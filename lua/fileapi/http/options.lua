@@ -99,7 +99,7 @@ M.LIST = {
     doc = "seconds of the rolling window the limit counts over (the APIs': a minute)" },
   { name = "rate_limit_dict", type = "string", honoured = "engine", shown = "none", check = shared_dict,
     doc = "inside nginx: a `lua_shared_dict` name; every worker's clients for the same key share one budget" },
-  -- checked by the store itself (fileapi.store: store.check), which the engine calls
+  -- checked and opened by the store itself (fileapi.store: store.check), through fileapi.client_options
   { name = "store", type = "table", honoured = "engine", shown = "none",
     doc = "a fleet's shared Redis: `{ url = \"redis://host:port/db\", prefix, timeout, on_unavailable }` "
       .. "(see [fleet.md](fleet.md))" },

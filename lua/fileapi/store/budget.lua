@@ -1,7 +1,8 @@
 -- The rate budget of a fleet: the rolling log of sends that
 -- fileapi.http.budget keeps per process, kept once in the store for every
 -- machine that uses the same key, so that together they stay within the
--- service's limit.
+-- service's limit.  The engine hands it the process's own budget, which it
+-- wraps (Store:budget): the store never imports the engine's modules.
 --
 -- One atomic script per request takes a slot (ACQUIRE): its clock is Redis's
 -- TIME, so machines whose clocks disagree still agree on the log.  A slot
@@ -17,7 +18,6 @@
 -- obeying the server's headers.
 local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
-local local_budget = require "fileapi.http.budget"
 
 local tonumber, tostring, format, max, min = tonumber, tostring, string.format, math.max, math.min
 local running = coroutine.running
@@ -292,10 +292,10 @@ local function said_block(self, said, status, now)
   if status == 429 and said.retry then block = min(said.retry, self.max_wait) end
   local reset = said.reset
   if said.remaining == 0 and reset then
-    local until_reset = reset + local_budget.RESET_MARGIN - now
+    local until_reset = reset + self.loc.RESET_MARGIN - now
     -- a reset past a whole window is nothing a window explains: the
     -- process's own budget answers rate_limited for it instead
-    if until_reset > 0 and until_reset <= self.window + M.margin(self.window) + local_budget.RESET_SLACK then
+    if until_reset > 0 and until_reset <= self.window + M.margin(self.window) + self.loc.RESET_SLACK then
       block = max(block, until_reset)
     end
   end

@@ -1,7 +1,8 @@
--- The fleet's shared store (DESIGN.md, "Fleet: shared state across
--- machines"): the rate budget's log, the fleet-wide "wait until" mark and
--- OAuth's token and refresh lock, in one Redis that every machine using the
--- same key points at.
+-- The fleet's shared store (the `store` option): the rate budget's log,
+-- the fleet-wide "wait until" mark and OAuth's token and refresh lock, in
+-- one Redis that every machine using the same key points at.  Opened by
+-- fileapi.client_options and handed to those who use it: the engine
+-- (Store:budget) and OAuth's keeper (Store:token_record).
 --
 --   store = { url = "redis://[[user]:password@]host[:port][/db]", prefix = "fileapi:",
 --             timeout = 0.1, on_unavailable = "local" | "wait" }
@@ -18,6 +19,8 @@
 local util = require "fileapi.util"
 local core = require "fileapi.core"
 local redis = require "fileapi.store.redis"
+local fleet_budget = require "fileapi.store.budget"
+local tokens = require "fileapi.store.tokens"
 
 local type, tonumber, tostring, format, max = type, tonumber, tostring, string.format, math.max
 
@@ -74,10 +77,10 @@ function M.check(store, fname)
     error(format("bad option 'store' to '%s' (table expected, got %s)", fname, type(store)), 4)
   end
   util.check_keys(store, fname .. " store", M.FIELDS, 5)
-  local url = util.check_field(store, "url", "string", fname)
-  local prefix = util.check_field(store, "prefix", "string", fname) or "fileapi:"
-  local timeout = util.check_field(store, "timeout", "number", fname) or M.DEFAULT_TIMEOUT
-  local mode = util.check_field(store, "on_unavailable", "string", fname) or "local"
+  local url = util.check_field(store, "url", "string", fname, 5)
+  local prefix = util.check_field(store, "prefix", "string", fname, 5) or "fileapi:"
+  local timeout = util.check_field(store, "timeout", "number", fname, 5) or M.DEFAULT_TIMEOUT
+  local mode = util.check_field(store, "on_unavailable", "string", fname, 5) or "local"
   if not url then return nil, "store.url is required (redis://host:port/db)" end
   if not core.sha256 then
     return nil, "store needs fileapi built with libcrypto (Debian: libssl-dev), for its key names and sealed tokens"
@@ -201,6 +204,19 @@ function Store:unavailable_error(waited)
   end
   return util.new_error("network", format("the store (%s) did not answer within %s (%s)", self.where,
     waited and format("%.1f s", waited) or "the call's time", why), { retryable = true, request_sent = false })
+end
+
+-- What this store offers those it is handed to.  The engine: the fleet's
+-- rate budget over `loc`, the process's own (fileapi.store.budget).
+function Store:budget(loc, rate_key, opts)
+  return fleet_budget.new(loc, self, rate_key, opts)
+end
+
+-- OAuth's keeper: the grant's shared record and refresh lock
+-- (fileapi.store.tokens), over `fallback` (the nginx's token_dict record,
+-- or nil) while the store is away.
+function Store:token_record(own, seal_key, fallback)
+  return tokens.record(self, { own = own, seal_key = seal_key, fallback = fallback, mode = self.cfg.on_unavailable })
 end
 
 M.Store = Store

@@ -12,7 +12,7 @@
 -- client Redis itself ships with (Debian's lua-redis is a 2014 snapshot for
 -- Lua 5.1-5.3), lua-resty-redis the one OpenResty ships.
 local core = require "fileapi.core"
-local cosocket = require "fileapi.http.cosocket"
+local ngx_phase = require "fileapi.ngx_phase"
 
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local type, tostring, pcall, floor, rawget, ipairs = type, tostring, pcall, math.floor, rawget, ipairs
@@ -192,7 +192,7 @@ end
 function M.link(cfg)
   local link = {}
   function link.call(...)
-    if cosocket.available() and resty_module() then return resty_call(cfg, ...) end
+    if ngx_phase.cosockets_usable() and resty_module() then return resty_call(cfg, ...) end
     return hiredis_call(link, cfg, ...)
   end
   function link.close()

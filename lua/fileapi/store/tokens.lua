@@ -1,8 +1,9 @@
 -- OAuth's tokens shared by a fleet: the record and the refresh lock that
--- fileapi.oauth keeps in a lua_shared_dict for one nginx, kept in the store
--- for every machine, so that one refresh goes out per expiry fleet-wide.
--- It offers the shared record's calls that fileapi.oauth's keeper works
--- through (the contract is written at the top of fileapi/oauth.lua).
+-- one nginx keeps in a lua_shared_dict (fileapi.mijnklantportaal.token_dict),
+-- kept in the store for every machine, so that one refresh goes out per
+-- expiry fleet-wide.  It offers the shared record's calls that OAuth's
+-- keeper works through (the contract is written at the top of
+-- fileapi/mijnklantportaal/oauth_keeper.lua).
 --
 -- Keys (Store:key hashes what they are about; no token is in a name):
 --   oauth:{grant}:token  a hash: `v`, the record's version (a save only
@@ -20,7 +21,7 @@
 --   oauth:{token}:grant  an alias: the grant a refresh token belongs to
 --                        (sealed the same way, bound to its own name).
 -- The grant is named by the first refresh token the store saw for it; the
--- aliases of its latest refresh tokens (fileapi.oauth's CHAIN of them) are
+-- aliases of its latest refresh tokens (the keeper's CHAIN of them) are
 -- written with each save, so a process built from tokens an earlier refresh
 -- handed to on_tokens finds the same record (and budget) with one look-up.
 --
@@ -74,8 +75,8 @@ local function bound(key, version)
   return key .. "\0" .. version
 end
 
--- cfg: own (fileapi.oauth's token id of the refresh token the client was
--- built with), seal_key (secret material from the client secret),
+-- cfg: own (fileapi.mijnklantportaal.oauth's token id of the refresh token
+-- the client was built with), seal_key (secret material from the client secret),
 -- fallback (the token_dict record, or nil), mode ("local" | "wait").
 function M.record(store, cfg)
   local seal_key, fallback = cfg.seal_key, cfg.fallback

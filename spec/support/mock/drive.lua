@@ -1,5 +1,5 @@
--- files.ro for the account's owner (Bearer token), after the reference's
--- filesro-account.md: upstream statuses and order of checks, the typed
+-- files.ro for the account's owner (Bearer token), after the service's
+-- reference for the account's owner: upstream statuses and order of checks, the typed
 -- 200/401/422 bodies, Laravel's 422.  One store with the share visitor's
 -- routes (mock.filesro): a folder the owner shares is the visitor's share,
 -- a file a visitor uploads is the owner's.  Zips are built (stored, with

@@ -1,7 +1,7 @@
 -- files.ro share API: create folder (POST …/items), upload (POST …/uploads,
 -- single and chunked), delete (DELETE …/items) and move (POST …/moves), with
--- the upstream order of checks (see the reference's server-behaviour page
--- and filesro-share-items.md).  Chunks are appended to a temporary file
+-- the upstream order of checks (as the service's reference for share
+-- items, and its server behaviour, describe them).  Chunks are appended to a temporary file
 -- keyed by the part's file name, exactly as upstream does, so a chunk sent
 -- twice shows up as a corrupted file.
 local cjson = require "cjson"

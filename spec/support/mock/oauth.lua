@@ -1,6 +1,6 @@
 -- The mock's manage host: MijnKlantportaal's OAuth endpoints on a port of
 -- their own (the real ones are on another host than the API), as
--- reference/mijnklantportaal-oauth.md describes them and, where it is
+-- the service's OAuth reference describes them and, where it is
 -- silent, as RFC 6749 has them.
 --   GET /oauth/authorize  a consent page that decides at once: a 302 to
 --                         redirect_uri with code and state, or with

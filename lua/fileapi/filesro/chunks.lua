@@ -5,12 +5,15 @@
 -- name, with no offset: a chunk it may have received must never go again,
 -- or the stored file is corrupt.  So every upload gets its own random part
 -- name, one chunk is in flight at a time, and a chunk is sent again only
--- when the server cannot have appended it (see Transport's never_resend).
+-- when the server cannot have appended it (the request's never_resend:
+-- fileapi.http.engine).  Both callers' arguments are checked here too, by
+-- the same rules (check_upload).
 local core = require "fileapi.core"
 local util = require "fileapi.util"
 local mime = require "fileapi.mime"
+local documents = require "fileapi.filesro.documents"
 
-local type, format, min, floor = type, string.format, math.min, math.floor
+local type, ipairs, format, min, floor = type, ipairs, string.format, math.min, math.floor
 
 local M = {}
 
@@ -57,7 +60,7 @@ end
 
 -- Checks the options and settles name, extension and size; nil, message
 -- for a bad value.  Nothing is sent before this has passed.
-function M.plan(part, opts, UUID)
+local function plan_upload(part, opts)
   local plan = { part = part }
   local base, ext = split_name(part.filename)
   plan.name = opts.name or base
@@ -67,7 +70,7 @@ function M.plan(part, opts, UUID)
   if not valid_extension(plan.extension) then
     return nil, "extension must be 1 to 32 letters, digits, - or _ (without the dot)"
   end
-  if opts.parent_id and not opts.parent_id:match(UUID) then return nil, "parent_id must be a UUID" end
+  if opts.parent_id and not documents.is_uuid(opts.parent_id) then return nil, "parent_id must be a UUID" end
   plan.parent_id = opts.parent_id
   if opts.path then
     ok, why = check_path(opts.path)
@@ -89,6 +92,32 @@ function M.plan(part, opts, UUID)
     plan.size = part.size
   end
   plan.content_type = mime.for_name(part.filename)
+  return plan
+end
+
+M.UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
+
+-- The arguments of share:upload and d:upload (one set: both go by these
+-- rules), checked before anything is sent.  A wrong Lua type raises at the
+-- line that called upload; a bad value is nil and an error, made by
+-- `engine` (the file's size unreadable, say: kind io) or invalid_argument.
+-- Returns the plan, whose on_progress is the caller's.
+function M.check_upload(engine, source, opts)
+  local st = type(source)
+  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload", false, 4) end
+  opts = util.check_type(opts, "table", 2, "upload", true, 4) or {}
+  util.check_keys(opts, "upload", M.UPLOAD_OPTIONS, 4)
+  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do
+    util.check_field(opts, k, "string", "upload", 4)
+  end
+  util.check_field(opts, "chunk_size", "number", "upload", 4)
+  local on_progress = util.check_field(opts, "on_progress", "function", "upload", 4)
+  local part, why = util.source_part(source, nil, "upload", 4)
+  if not part then return util.invalid(why) end
+  local plan
+  plan, why = plan_upload(part, opts)
+  if not plan then return util.fail_before(engine, why) end
+  plan.on_progress = on_progress
   return plan
 end
 
@@ -173,7 +202,7 @@ local function post(t, plan, parts, offset, length, on_progress)
   req.multipart, req.never_resend = body, true
   req.on_progress = progress_from(on_progress, offset, plan.size, body:payload_length() - length)
   local res
-  res, err = t.transport:send(req)
+  res, err = t.engine:send(req)
   body:close()
   return res, err
 end
@@ -186,15 +215,15 @@ local function chunk_failure(t, err, index, count)
     err.message = format("%s; chunk %d of %d was sent and not answered, so it was not sent again: "
       .. "the share may hold a partial upload", err.message, index, count)
   end
-  return t.transport:fail(err)
+  return t.engine:fail(err)
 end
 
 -- Returns the response to the request that finished the upload.
 -- new_request(headers) gives a POST to the uploads call.  always_chunked:
 -- even a small file goes as one chunk (is_last_chunk=1), for the owner's
 -- call, whose single-request form files.ro does not publish.
-function M.send(transport, plan, on_progress, new_request, always_chunked)
-  local t = { transport = transport, new_request = new_request }
+function M.send(engine, plan, on_progress, new_request, always_chunked)
+  local t = { engine = engine, new_request = new_request }
   if plan.size <= plan.chunk_size and not always_chunked then
     local part = content_part(plan, "file", plan.part.filename, 0, plan.size, plan.part.reader and slicer(plan.part))
     return post(t, plan, fields(plan, { part }), 0, plan.size, on_progress)
@@ -216,7 +245,7 @@ function M.send(transport, plan, on_progress, new_request, always_chunked)
     if not res then return chunk_failure(t, err, index, count) end
     if last then return res end
     if res.status ~= 200 or res.body:find("%S") then
-      return transport:protocol_error(res, format("chunk %d of %d: expected 200 with an empty body, got %d",
+      return engine:protocol_error(res, format("chunk %d of %d: expected 200 with an empty body, got %d",
         index, count, res.status))
     end
     offset = offset + length

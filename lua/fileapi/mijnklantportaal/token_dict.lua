@@ -1,8 +1,9 @@
 -- OAuth's tokens shared by every worker of one nginx (token_dict): the
 -- record, the grant's aliases and the refresh lock in a lua_shared_dict,
--- with the shared record's calls that fileapi.oauth's keeper works through
--- (the contract is at the top of fileapi/oauth.lua).  A fleet's store
--- (fileapi.store.tokens) keeps the same things in Redis, over this one.
+-- with the shared record's calls that OAuth's keeper works through (the
+-- contract is at the top of fileapi/mijnklantportaal/oauth_keeper.lua).  A
+-- fleet's store (fileapi.store.tokens) keeps the same things in Redis,
+-- over this one.
 --
 -- Keys: fileapi:oauth:<grant> (the record, JSON), fileapi:oauth:<grant>:lock
 -- (the lock: an owner, with the lease as its expiry) and

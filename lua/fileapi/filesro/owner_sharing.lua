@@ -3,14 +3,15 @@
 -- requests.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
-local common = require "fileapi.drive.common"
+local documents = require "fileapi.filesro.documents"
+local common = require "fileapi.filesro.owner_common"
+local pager = require "fileapi.pager"
 
 local type, pairs, ipairs, select, tonumber, format = type, pairs, ipairs, select, tonumber, string.format
 local request, send_doc, send_done = common.request, common.send_doc, common.send_done
 local json = engine.json
 
-local D = {}
+local M = {}
 
 -- A share document: its attributes at top level (their `type` is the
 -- shared item's), the share's id.
@@ -18,13 +19,13 @@ local function share_of(self, doc, res)
   local data = type(doc) == "table" and doc.data
   local attrs = type(data) == "table" and data.attributes
   if type(attrs) ~= "table" or type(attrs.token) ~= "string" then
-    return self.transport:protocol_error(res, "the response is not a share document")
+    return self.engine:protocol_error(res, "the response is not a share document")
   end
   local share = {}
   for k, v in pairs(attrs) do share[k] = v end
   share.id = data.id
   -- the token opens the share as a visitor: never shown in an error again
-  self.transport:add_secret(attrs.token)
+  self.engine:add_secret(attrs.token)
   return share
 end
 
@@ -45,22 +46,22 @@ end
 local SHARE_OPTIONS = { "permission", "password", "expiration", "emails" }
 
 local function check_share_options(self, opts, fname)
-  for _, k in ipairs({ "permission", "password" }) do util.check_field(opts, k, "string", fname) end
-  util.check_field(opts, "expiration", "number", fname)
-  util.check_field(opts, "emails", "table", fname)
+  for _, k in ipairs({ "permission", "password" }) do util.check_field(opts, k, "string", fname, 4) end
+  util.check_field(opts, "expiration", "number", fname, 4)
+  util.check_field(opts, "emails", "table", fname, 4)
   local ok, why = check_permission(opts.permission, true)
   if ok then ok, why = check_password(opts.password) end
   if ok then ok, why = common.check_hours(opts.expiration, "expiration") end
   if ok then ok, why = common.check_emails(opts.emails, "emails", true) end
-  if ok and opts.password then self.transport:add_secret(opts.password) end
+  if ok and opts.password then self.engine:add_secret(opts.password) end
   return ok, why
 end
 
 --- d:share(item, { permission, password, expiration, emails }) -> share:
 ---   { id, token, link, permission, protected, expire_in, item_id, type }
 --- A folder needs a permission; expiration is in whole hours (none: never).
-function D:share(item, opts)
-  local ok, why = filesro.check_item(item, "share")
+function M:share(item, opts)
+  local ok, why = documents.check_item(item, "share")
   opts = common.options(opts, 2, "share", SHARE_OPTIONS)
   local oks, whys = check_share_options(self, opts, "share")
   if not ok then return util.invalid(why) end
@@ -80,7 +81,7 @@ end
 --- The server replaces: no expiration clears the expiry, no permission
 --- blanks a file share's; no password keeps the old one.  protected is
 --- required (the server's rule): say what the share is to be.
-function D:update_share(token, opts)
+function M:update_share(token, opts)
   util.check_type(token, "string", 1, "update_share")
   opts = common.options(opts, 2, "update_share", { "protected", "password", "permission", "expiration" })
   local protected = util.check_field(opts, "protected", "boolean", "update_share")
@@ -107,7 +108,7 @@ end
 
 --- d:revoke_shares({ token, … }) -> true
 --- The server reads only the list (unknown tokens are skipped).
-function D:revoke_shares(tokens)
+function M:revoke_shares(tokens)
   util.check_type(tokens, "table", 1, "revoke_shares")
   local ok, why = check_tokens(tokens)
   if not ok then return util.invalid(why) end
@@ -117,7 +118,7 @@ function D:revoke_shares(tokens)
 end
 
 --- d:send_share(token, { emails }) -> true (the server queues the mails)
-function D:send_share(token, opts)
+function M:send_share(token, opts)
   util.check_type(token, "string", 1, "send_share")
   opts = common.options(opts, 2, "send_share", { "emails" })
   util.check_field(opts, "emails", "table", "send_share")
@@ -131,11 +132,10 @@ end
 
 local LIST_OPTIONS = { "sort", "direction" }
 
--- An iterator over every entry of a team listing, a page (50, fixed by the
--- server) fetched when the last is used up.  Always sends page, sort and
--- direction: without page the root fails, without sort no order is
--- stable.  Oldest first by default, so entries added meanwhile come last
--- instead of shifting the pages.  A failed page gives false, err once.
+-- Every entry of a team listing (fileapi.pager; 50 a page, fixed by the
+-- server).  Always sends page, sort and direction: without page the root
+-- fails, without sort no order is stable.  Oldest first by default, so
+-- entries added meanwhile come last instead of shifting the pages.
 local function team_pages(self, what, id, opts)
   local ok, why = true, nil
   if id ~= nil then ok, why = common.check_uuid(id, "id") end
@@ -145,45 +145,31 @@ local function team_pages(self, what, id, opts)
   if ok and direction ~= "ASC" and direction ~= "DESC" then ok, why = false, 'direction must be "asc" or "desc"' end
   if not ok then return util.invalid(why) end
   local base = format("/teams/%s/%s?sort=%s&direction=%s", what, id or "all", sort, direction)
-  local page, items, i, more, done = 0, {}, 0, true, false
-  return function()
-    while not done do
-      if i < #items then
-        i = i + 1
-        return items[i]
-      end
-      if not more then break end
-      page = page + 1
-      local doc, res = send_doc(self, request(self, "GET", base .. "&page=" .. page))
-      if not doc then
-        done = true
-        return false, res
-      end
-      local meta = type(doc.meta) == "table" and doc.meta.paginate
-      if type(doc.data) ~= "table" or type(meta) ~= "table" then
-        done = true
-        return false, select(2, self.transport:protocol_error(res, "the response is not a page of a team listing"))
-      end
-      items, i = {}, 0
-      for _, entry in ipairs(doc.data) do items[#items + 1] = filesro.flatten(entry) end
-      local per = tonumber(meta.perPage) or 50
-      more = #doc.data > 0 and #doc.data >= per and (tonumber(meta.currentPage) or page) < (tonumber(meta.lastPage) or 0)
+  return pager.new(function(page)
+    local doc, res = send_doc(self, request(self, "GET", base .. "&page=" .. page))
+    if not doc then return nil, res end
+    local meta = type(doc.meta) == "table" and doc.meta.paginate
+    if type(doc.data) ~= "table" or type(meta) ~= "table" then
+      return nil, select(2, self.engine:protocol_error(res, "the response is not a page of a team listing"))
     end
-    done = true
-    return nil
-  end
+    local items = {}
+    for _, entry in ipairs(doc.data) do items[#items + 1] = documents.flatten(entry) end
+    local per = tonumber(meta.perPage) or 50
+    return items, #doc.data > 0 and #doc.data >= per
+      and (tonumber(meta.currentPage) or page) < (tonumber(meta.lastPage) or 0)
+  end)
 end
 
 --- for item in d:team_folders(id, { sort, direction }) do … end
 --- id nil: your top-level team folders; a folder's uuid: its content.
-function D:team_folders(id, opts)
+function M:team_folders(id, opts)
   util.check_type(id, "string", 1, "team_folders", true)
   opts = common.options(opts, 2, "team_folders", LIST_OPTIONS)
   return team_pages(self, "folders", id, opts)
 end
 
 --- for item in d:shared_with_me(id, { sort, direction }) do … end
-function D:shared_with_me(id, opts)
+function M:shared_with_me(id, opts)
   util.check_type(id, "string", 1, "shared_with_me", true)
   opts = common.options(opts, 2, "shared_with_me", LIST_OPTIONS)
   return team_pages(self, "shared-with-me", id, opts)
@@ -209,7 +195,7 @@ local function check_members(list)
   if type(list) ~= "table" then return nil, "members must be a list of { id, permission }" end
   local out = {}
   for i, m in ipairs(list) do
-    if type(m) ~= "table" or not filesro.is_uuid(m.id) then return nil, format("members #%d: id must be a UUID", i) end
+    if type(m) ~= "table" or not documents.is_uuid(m.id) then return nil, format("members #%d: id must be a UUID", i) end
     if m.permission ~= "owner" and not common.MEMBER_PERMISSIONS[m.permission] then
       return nil, format('members #%d: permission must be "owner", "can-edit" or "can-view"', i)
     end
@@ -225,7 +211,7 @@ local function json_array(list)
 end
 
 --- d:create_team_folder(name, { { email, permission }, … }) -> the folder
-function D:create_team_folder(name, invitations)
+function M:create_team_folder(name, invitations)
   util.check_type(name, "string", 1, "create_team_folder")
   util.check_type(invitations, "table", 2, "create_team_folder")
   local ok, why = util.check_name("name", name)
@@ -241,7 +227,7 @@ end
 --- d:update_team_folder(id, { invitations, members }) -> the folder
 --- The server syncs to both lists: a member left out is removed, the
 --- owner's own entry too.  Start from relationships.members as read.
-function D:update_team_folder(id, opts)
+function M:update_team_folder(id, opts)
   util.check_type(id, "string", 1, "update_team_folder")
   opts = common.options(opts, 2, "update_team_folder", { "invitations", "members" })
   local ok, why = common.check_uuid(id, "id")
@@ -261,7 +247,7 @@ function D:update_team_folder(id, opts)
 end
 
 --- d:dissolve_team_folder(id) -> true (members and invitations go, the content stays)
-function D:dissolve_team_folder(id)
+function M:dissolve_team_folder(id)
   util.check_type(id, "string", 1, "dissolve_team_folder")
   local ok, why = common.check_uuid(id, "id")
   if not ok then return util.invalid(why) end
@@ -272,7 +258,7 @@ end
 
 --- d:request_files{ name, email, notes, folder_id } -> the upload request, flattened
 --- No folder_id: the home folder (an empty one fails the server's check).
-function D:request_files(spec)
+function M:request_files(spec)
   util.check_type(spec, "table", 1, "request_files")
   util.check_keys(spec, "request_files", { "name", "email", "notes", "folder_id" })
   for _, k in ipairs({ "name", "email", "notes", "folder_id" }) do util.check_field(spec, k, "string", "request_files") end
@@ -290,4 +276,4 @@ function D:request_files(spec)
   return common.flat(self, doc, res, "an upload request")
 end
 
-return D
+return M

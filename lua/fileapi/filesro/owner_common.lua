@@ -3,7 +3,7 @@
 -- the checks every value passes before anything is sent.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
+local documents = require "fileapi.filesro.documents"
 
 local type, ipairs, format, floor = type, ipairs, string.format, math.floor
 
@@ -22,16 +22,16 @@ end
 
 -- A typed error in a 2xx body as nil, err of its kind; nil for a success.
 local function typed(self, doc, res)
-  local kind, message = filesro.typed_error(doc)
+  local kind, message = documents.typed_error(doc)
   if not kind then return nil end
-  return self.transport:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
+  return self.engine:fail(util.new_error(kind, message, { status = res.status, attempts = res.attempts }))
 end
 
 M.typed = typed
 
 -- A call answered with a document: the decoded JSON object and the response.
 function M.send_doc(self, req)
-  local doc, res = self.transport:send_json(req)
+  local doc, res = self.engine:send_json(req)
   if not doc then return nil, res end
   local _, err = typed(self, doc, res)
   if err then return nil, err end
@@ -40,18 +40,18 @@ end
 
 -- A call answered with a message (or nothing): true.
 function M.send_done(self, req)
-  local res, err = self.transport:send(req)
+  local res, err = self.engine:send(req)
   if not res then return nil, err end
   local _, terr = typed(self, engine.decode_json(res.body), res)
   if terr then return nil, terr end
   return true, res
 end
 
--- A document flattened (filesro.flatten), or a protocol error naming what
+-- A document flattened (documents.flatten), or a protocol error naming what
 -- was expected.
 function M.flat(self, doc, res, what)
-  local out = filesro.flatten(doc)
-  if not out then return self.transport:protocol_error(res, "the response is not " .. what) end
+  local out = documents.flatten(doc)
+  if not out then return self.engine:protocol_error(res, "the response is not " .. what) end
   return out
 end
 
@@ -94,7 +94,7 @@ end
 
 function M.check_uuid(s, what, optional)
   if s == nil and optional then return true end
-  if not filesro.is_uuid(s) then return nil, what .. " must be a UUID" end
+  if not documents.is_uuid(s) then return nil, what .. " must be a UUID" end
   return true
 end
 
@@ -111,7 +111,7 @@ end
 
 -- The option tables every call takes, checked for names and types.
 function M.options(opts, argn, fname, known)
-  opts = util.check_type(opts, "table", argn, fname, true) or {}
+  opts = util.check_type(opts, "table", argn, fname, true, 4) or {}
   util.check_keys(opts, fname, known, 4)
   return opts
 end

@@ -5,9 +5,9 @@ local sources = require "fileapi.cli.sources"
 
 local take_token, open_share = clients.take_token, clients.open_share
 
-local C = {}
+local M = {}
 
-function C.share_mkdir(opts, out)
+function M.share_mkdir(opts, out)
   local args = opts.args
   local token = take_token(args)
   if not token or #args ~= 1 then return nil, "share-mkdir needs TOKEN (or FILESRO_TOKEN) and NAME" end
@@ -20,7 +20,7 @@ function C.share_mkdir(opts, out)
   return 0
 end
 
-function C.share_upload(opts, out)
+function M.share_upload(opts, out)
   local args = opts.args
   local token = take_token(args)
   if not token or #args < 1 then return nil, "share-upload needs TOKEN (or FILESRO_TOKEN) and at least one FILE" end
@@ -62,11 +62,11 @@ local function share_items(what, verb, call)
   end
 end
 
-C.share_rm = share_items("share-rm", "deleted", function(share, items, opts)
+M.share_rm = share_items("share-rm", "deleted", function(share, items, opts)
   return share:delete(items, { force = opts.force or false })
 end)
-C.share_mv = share_items("share-mv", "moved", function(share, items, opts)
+M.share_mv = share_items("share-mv", "moved", function(share, items, opts)
   return share:move(items, { to_id = opts.to })
 end)
 
-return C
+return M

@@ -1,13 +1,11 @@
--- MijnKlantportaal OAuth for third-party applications
--- (reference/mijnklantportaal-oauth.md): the consent URL and its state, the
--- code exchange and refreshes at POST /oauth/tokens on the manage host, and
--- the keeper a client holds its tokens in.
+-- The keeper a MijnKlantportaal OAuth client holds its tokens in (the
+-- token endpoint's calls: fileapi.mijnklantportaal.oauth).
 --
 -- The keeper refreshes before a call when the access token expires within a
 -- minute, and once after a 401.  One refresh goes out per expiry: light
 -- threads of a client wait for the one under way; beyond one client the
 -- tokens and a refresh lock live in a shared record: token_dict's
--- (fileapi.shared_tokens: the workers of an nginx), the store's
+-- (fileapi.mijnklantportaal.token_dict: the workers of an nginx), the store's
 -- (fileapi.store.tokens: a fleet, over token_dict's while the store is
 -- away), or one a caller hands over (cfg.shared: the command line's
 -- credentials file).  The keeper works through these calls of a record;
@@ -57,172 +55,16 @@
 -- machine restarted) joins the same record and budget.
 local core = require "fileapi.core"
 local util = require "fileapi.util"
-local engine = require "fileapi.http.engine"
-local cjson = require("cjson").new()
+local oauth = require "fileapi.mijnklantportaal.oauth"
+local token_dict = require "fileapi.mijnklantportaal.token_dict"
 
-local type, pairs, ipairs, tostring, tonumber, pcall, error = type, pairs, ipairs, tostring, tonumber, pcall, error
+local type, ipairs, tostring, tonumber, pcall, error = type, ipairs, tostring, tonumber, pcall, error
 local rawget, setmetatable = rawget, setmetatable
-local floor, byte = math.floor, string.byte
+local floor = math.floor
 
 local M = {}
 
-M.DEFAULT_BASE_URL = "https://manage.mijnklantportaal.nl"
-M.REFRESH_AHEAD = 60 -- seconds: refresh when the token expires sooner
-M.TOKEN_FIELDS = { "client_id", "client_secret", "access_token", "refresh_token", "expires_at" }
-
 local function now() return core.time() end
-
--- The manage host's root: oauth_base_url, $MKP_OAUTH_BASE_URL, or the default.
-function M.base_url(given, allow_insecure)
-  return util.check_base_url(given or os.getenv("MKP_OAUTH_BASE_URL") or M.DEFAULT_BASE_URL, allow_insecure)
-end
-
-local function printable(what, s)
-  if type(s) ~= "string" or s == "" or s:find("[^\33-\126]") then
-    return nil, what .. " must be printable ASCII without spaces"
-  end
-  return true
-end
-
--- ---- step 1: the consent URL ----------------------------------------------
-
-local AUTHORIZE_OPTIONS = { "client_id", "redirect_uri", "scope", "prompt", "state", "oauth_base_url" }
-
---- files.authorize_url{ client_id, redirect_uri, scope, prompt, state, oauth_base_url } -> url, state | nil, err
-function M.authorize_url(opts)
-  util.check_type(opts, "table", 1, "authorize_url")
-  util.check_keys(opts, "authorize_url", AUTHORIZE_OPTIONS)
-  local client_id = util.check_field(opts, "client_id", "string", "authorize_url")
-  local redirect = util.check_field(opts, "redirect_uri", "string", "authorize_url")
-  local prompt = util.check_field(opts, "prompt", "string", "authorize_url")
-  local state = util.check_field(opts, "state", "string", "authorize_url")
-  local base_given = util.check_field(opts, "oauth_base_url", "string", "authorize_url")
-  local scope = opts.scope
-  if type(scope) ~= "table" and type(scope) ~= "string" then util.check_type(scope, "table", 1, "authorize_url") end
-  local ok, why = printable("client_id", client_id)
-  if not ok then return util.invalid(why) end
-  if not (redirect and redirect:match("^https?://[^%s]+$")) then
-    return util.invalid("redirect_uri must be an http(s) URL registered for the application")
-  end
-  local scopes = type(scope) == "string" and { scope } or scope
-  local names = {}
-  for _, s in ipairs(scopes) do
-    for name in tostring(s):gmatch("%S+") do
-      if not name:match("^[%w_]+%.[%w_]+$") then return util.invalid("scope names look like files.read, not " .. name) end
-      names[#names + 1] = name
-    end
-  end
-  if #names == 0 then return util.invalid("scope must name at least one scope, such as files.read") end
-  if prompt ~= nil and prompt ~= "consent" and prompt ~= "login" then
-    return util.invalid('prompt must be "consent" or "login"')
-  end
-  if state == nil then
-    -- 26 of 36 characters: 134 bits nobody can guess
-    state = core.random_token(26)
-    if not state then return nil, util.new_error("io", "no random bytes for the state (/dev/urandom)") end
-  elseif state == "" then
-    return util.invalid("state must not be empty")
-  end
-  local base, berr = M.base_url(base_given, true)
-  if not base then return util.invalid(berr) end
-  local query = {
-    "client_id=" .. util.pct(client_id), "redirect_uri=" .. util.pct(redirect), "state=" .. util.pct(state),
-    "scope=" .. util.pct(table.concat(names, " ")), "response_type=code",
-  }
-  if prompt then query[#query + 1] = "prompt=" .. prompt end
-  return base .. "/oauth/authorize?" .. table.concat(query, "&"), state
-end
-
---- files.check_state(expected, got) -> boolean, in time that does not depend on where they differ
-function M.check_state(expected, got)
-  if type(expected) ~= "string" or type(got) ~= "string" or expected == "" then return false end
-  local diff = #expected == #got and 0 or 1
-  for i = 1, #expected do
-    local a, b = byte(expected, i), byte(got, i) or 0
-    if a ~= b then diff = 1 end
-  end
-  return diff == 0
-end
-
--- ---- steps 2 and 3: POST /oauth/tokens --------------------------------------
-
--- A token endpoint that refuses: RFC 6749 5.2's {error, error_description}
--- when it sent one; any 400 or 401 is the grant's (or the client's) fault.
-local function token_error(err)
-  if not (err.status == 400 or err.status == 401) then return err end
-  local code = err.oauth_error or (err.status == 401 and "invalid_client" or "invalid_grant")
-  err.kind, err.oauth_error, err.retryable = "unauthorized", code, false
-  if err.message == engine.status_message(err.status) then -- no words of the server's own
-    err.message = "the token endpoint refused the request (" .. code .. ")"
-  end
-  return err
-end
-
--- The documented answer: access_token, expires_in, and refresh_token on a
--- code exchange (a refresh may carry one too: then it replaces the old).
-local function token_doc(doc, res, t, need_refresh)
-  if type(doc) ~= "table" then return nil, res end
-  local ttl = tonumber(doc.expires_in)
-  if type(doc.access_token) ~= "string" or doc.access_token == "" or not ttl or ttl < 0
-      or (need_refresh and type(doc.refresh_token) ~= "string") then
-    return t:protocol_error(res, "the token endpoint's answer has no access_token and expires_in")
-  end
-  return { access_token = doc.access_token, refresh_token = type(doc.refresh_token) == "string"
-    and doc.refresh_token or nil, expires_in = ttl, expires_at = floor(now() + ttl) }
-end
-
--- deadline: when the request (and any wait between its attempts) must be
--- over: a refresh under a lock ends within the lock's lease.
-local function post_tokens(t, base, body, need_refresh, deadline)
-  local doc, res = t:send_json({ method = "POST", url = base .. "/oauth/tokens", body = cjson.encode(body),
-    headers = { "Content-Type: application/json", "Accept: application/json" }, deadline = deadline })
-  if not doc then return nil, token_error(res) end
-  return token_doc(doc, res, t, need_refresh)
-end
-
-local EXCHANGE_FIELDS = { "client_id", "client_secret", "redirect_uri", "code", "oauth_base_url" }
-
---- files.exchange_code{ client_id, client_secret, redirect_uri, code, oauth_base_url, <transport options> }
----   -> { access_token, refresh_token, expires_in, expires_at } | nil, err
-function M.exchange_code(opts)
-  util.check_type(opts, "table", 1, "exchange_code")
-  local fields = {}
-  for _, k in ipairs(EXCHANGE_FIELDS) do fields[k] = util.check_field(opts, k, "string", "exchange_code") end
-  local topts, msg = engine.check_options(M.without(opts, EXCHANGE_FIELDS), "exchange_code", EXCHANGE_FIELDS)
-  if not topts then return util.invalid(msg) end
-  for _, k in ipairs({ "client_id", "client_secret", "code" }) do
-    local ok, why = printable(k, fields[k])
-    if not ok then return util.invalid(why) end
-  end
-  if not (fields.redirect_uri and fields.redirect_uri:match("^https?://%S+$")) then
-    return util.invalid("redirect_uri must be the one the consent URL named")
-  end
-  local base, why = M.base_url(fields.oauth_base_url, topts.allow_insecure)
-  if not base then return util.invalid(why) end
-  topts.rate_limit = false
-  -- the client id is a secret too (DESIGN): a server's error may name it
-  local secrets = { fields.client_id, fields.client_secret, fields.code }
-  local t, err = engine.new(topts, secrets)
-  if not t then return nil, err end
-  local tokens
-  tokens, err = post_tokens(t, base, { grant_type = "authorization_code", client_id = fields.client_id,
-    client_secret = fields.client_secret, redirect_uri = fields.redirect_uri, code = fields.code }, true)
-  t:close()
-  if not tokens then return nil, err end
-  return tokens
-end
-
--- A copy of opts without the named keys.
-function M.without(opts, names)
-  local skip, out = {}, {}
-  for _, k in ipairs(names) do skip[k] = true end
-  for k, v in pairs(opts) do
-    if not skip[k] then out[k] = v end
-  end
-  return out
-end
-
--- ---- the keeper (the record's contract is at the top) ----------------------
 
 local Keeper = {}
 Keeper.__index = Keeper
@@ -230,43 +72,32 @@ Keeper.__index = Keeper
 -- The secrets live here, keyed by the keeper, never in its fields.
 local private = setmetatable({}, { __mode = "k" })
 
+M.REFRESH_AHEAD = 60 -- seconds: refresh when the token expires sooner
 M.CHAIN = 4 -- the refresh tokens of a grant a save names as its aliases
-
--- What names a refresh token (and so its grant) in a shared record and in
--- the rate budget: a hash, never the token.  (Without libcrypto and outside
--- nginx nothing is shared, and the process's own budget keys by the text.)
-function M.token_id(client_id, refresh_token)
-  local s = client_id .. "\0" .. refresh_token
-  if core.sha256 then return core.sha256(s) end
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and ngx.md5 then return ngx.md5(s) end
-  return s
-end
 
 -- What a refresh keeps clear of its lease's end.
 function M.lease_margin(lease) return math.min(2, lease / 5) end
 
--- cfg: oauth (the five fields), on_tokens, token_dict, store (checked),
--- shared (a record as above, in place of token_dict and store: files.new's
--- internal _shared_tokens, the command line's credentials file), base
--- (checked), token_transport (an engine transport for the manage host),
--- secrets (the list the engines redact with: new tokens rotate through it).
-function M.keeper(cfg)
+-- cfg: oauth (the five fields), on_tokens, token_dict, store (an open one,
+-- handed in: fileapi.client_options), shared (a record as above, in place
+-- of token_dict and store: files.new's internal _shared_tokens, the
+-- command line's credentials file), base (checked), token_engine (an
+-- engine for the manage host), secrets (the list the engines redact with:
+-- new tokens rotate through it).
+function M.new(cfg)
   local o = cfg.oauth
   local k = setmetatable({ refreshes = 0, version = 0 }, Keeper)
-  local own = M.token_id(o.client_id, o.refresh_token)
+  local own = oauth.token_id(o.client_id, o.refresh_token)
   local p = { client_id = o.client_id, client_secret = o.client_secret, access_token = o.access_token,
     refresh_token = o.refresh_token, expires_at = o.expires_at or 0, on_tokens = cfg.on_tokens,
-    base = cfg.base, t = cfg.token_transport, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
+    base = cfg.base, engine = cfg.token_engine, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
   private[k] = p
   if not p.shared and cfg.token_dict then
-    p.shared = require("fileapi.shared_tokens").record(rawget(_G, "ngx").shared[cfg.token_dict], own)
+    p.shared = token_dict.record(rawget(_G, "ngx").shared[cfg.token_dict], own)
   end
   if not cfg.shared and cfg.store then
     -- the fleet's record, over this nginx's (or nothing) while the store is away
-    p.shared = require("fileapi.store.tokens").record(require("fileapi.store").open(cfg.store), { own = own,
-      seal_key = "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, fallback = p.shared,
-      mode = cfg.store.on_unavailable })
+    p.shared = cfg.store:token_record(own, "fileapi-oauth\0" .. o.client_id .. "\0" .. o.client_secret, p.shared)
   end
   k.refreshable = true
   return k
@@ -279,7 +110,7 @@ local function remember(p, s) util.add_secret(p.secrets, s, true) end
 
 -- A refresh token of the grant joins the chain a save names as aliases.
 local function add_chain(p, refresh_token)
-  local id = M.token_id(p.client_id, refresh_token)
+  local id = oauth.token_id(p.client_id, refresh_token)
   for _, known in ipairs(p.chain) do
     if known == id then return end
   end
@@ -408,7 +239,7 @@ end
 local function refused(k, err, spent)
   local p = private[k]
   if p.shared then
-    if p.shared.forget then p.shared.forget(M.token_id(p.client_id, spent)) end
+    if p.shared.forget then p.shared.forget(oauth.token_id(p.client_id, spent)) end
     adopt(k)
     if not p.dead and p.refresh_token == spent then publish(k, err) end -- refused: takes what is there
     if p.dead then return nil, p.dead end
@@ -423,7 +254,7 @@ end
 local function do_refresh(k, sleep, by, deadline, owner)
   local p = private[k]
   local spent = p.refresh_token
-  local tokens, err = post_tokens(p.t, p.base, { grant_type = "refresh_token", client_id = p.client_id,
+  local tokens, err = oauth.post_tokens(p.engine, p.base, { grant_type = "refresh_token", client_id = p.client_id,
     client_secret = p.client_secret, refresh_token = spent }, false, by)
   if not tokens then
     if err.kind == "unauthorized" then return refused(k, err, spent) end
@@ -581,25 +412,6 @@ end
 function Keeper:info()
   adopt(self)
   return { expires_at = private[self].expires_at, refreshed_at = self.refreshed_at, refreshes = self.refreshes }
-end
-
--- The oauth table's fields, checked: a wrong type raises, a bad value is
--- nil, message.
-function M.check_tokens(o, fname)
-  util.check_keys(o, fname, M.TOKEN_FIELDS, 5)
-  for _, key in ipairs({ "client_id", "client_secret", "access_token", "refresh_token" }) do
-    util.check_field(o, key, "string", fname)
-  end
-  util.check_field(o, "expires_at", "number", fname)
-  for _, key in ipairs({ "client_id", "client_secret", "refresh_token" }) do
-    local ok, why = printable("oauth." .. key, o[key])
-    if not ok then return nil, why .. " (required)" end
-  end
-  if o.access_token ~= nil then
-    local ok, why = printable("oauth.access_token", o.access_token)
-    if not ok then return nil, why end
-  end
-  return true
 end
 
 return M

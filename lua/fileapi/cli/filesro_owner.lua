@@ -8,7 +8,7 @@ local clients = require "fileapi.cli.clients"
 local credentials = require "fileapi.cli.credentials"
 local sources = require "fileapi.cli.sources"
 
-local C = {}
+local M = {}
 
 local function read_password_file(path)
   local f, err = io.open(path, "rb")
@@ -38,7 +38,7 @@ local function open_drive(opts, out, what)
   return d
 end
 
-function C.login(opts, out)
+function M.login(opts, out)
   local password, why
   if opts.password_file then
     password, why = read_password_file(opts.password_file)
@@ -60,7 +60,7 @@ function C.login(opts, out)
 end
 
 -- Signs out here, and revokes the token at files.ro where it can.
-function C.logout(opts, out)
+function M.logout(opts, out)
   local stored = credentials.load_drive()
   if not stored then
     out.err:write("fileapi: not signed in to files.ro (no ", credentials.drive_path(), ")\n")
@@ -129,7 +129,7 @@ local function upload_tree(d, opts, out)
   return true
 end
 
-C.upload = command("drive-upload", function(d, opts, out)
+M.upload = command("drive-upload", function(d, opts, out)
   if opts.recursive then
     if #opts.files ~= 1 then return nil, "drive-upload -r takes one DIR" end
     if opts.name or opts.extension then
@@ -143,7 +143,7 @@ C.upload = command("drive-upload", function(d, opts, out)
   return upload_files(d, opts, out)
 end)
 
-C.rename = command("drive-rename", function(d, opts)
+M.rename = command("drive-rename", function(d, opts)
   local items, why = parse_items({ opts.item })
   if not items then return nil, why end
   return d:rename(items[1], opts.name)
@@ -164,13 +164,13 @@ local function on_items(what, verb, call)
   end)
 end
 
-C.mv = on_items("drive-mv", "moved", function(d, items, o) return d:move(items, { to_id = o.to }) end)
-C.rm = on_items("drive-rm", "deleted", function(d, items, o) return d:delete(items, { force = o.force or false }) end)
-C.restore = on_items("drive-restore", "restored", function(d, items, o)
+M.mv = on_items("drive-mv", "moved", function(d, items, o) return d:move(items, { to_id = o.to }) end)
+M.rm = on_items("drive-rm", "deleted", function(d, items, o) return d:delete(items, { force = o.force or false }) end)
+M.restore = on_items("drive-restore", "restored", function(d, items, o)
   return d:restore(items, { to_home = o.to_home or false })
 end)
 
-C.zip = command("drive-zip", function(d, opts, out)
+M.zip = command("drive-zip", function(d, opts, out)
   local items, why = parse_items(opts.items)
   if not items then return nil, why end
   local dest = opts.output
@@ -198,7 +198,7 @@ local function tree_lines(nodes, depth, lines)
   return lines
 end
 
-C.tree = command("drive-tree", function(d, opts)
+M.tree = command("drive-tree", function(d, opts)
   return d:navigation({ sort = opts.sort, direction = opts.direction })
 end, function(sections)
   local lines = {}
@@ -214,7 +214,7 @@ local function share_text(s)
     (s.expire_in or 0) > 0 and (" expires in %d h"):format(s.expire_in) or "")
 end
 
-C.share = command("drive-share", function(d, opts)
+M.share = command("drive-share", function(d, opts)
   local items, why = parse_items({ opts.item })
   if not items then return nil, why end
   local password
@@ -227,19 +227,19 @@ C.share = command("drive-share", function(d, opts)
     emails = emails })
 end, share_text)
 
-C.unshare = command("drive-unshare", function(d, opts)
+M.unshare = command("drive-unshare", function(d, opts)
   local ok, err = d:revoke_shares(opts.tokens)
   if not ok then return nil, err end
   return { revoked = #opts.tokens } -- a count: the tokens are secrets
 end, function(r) return ("revoked: %d link%s"):format(r.revoked, r.revoked == 1 and "" or "s") end)
 
-C.send_share = command("drive-send-share", function(d, opts)
+M.send_share = command("drive-send-share", function(d, opts)
   local ok, err = d:send_share(opts.token, { emails = opts.email })
   if not ok then return nil, err end
   return { sent_to = opts.email }
 end, function(r) return "mailed to " .. table.concat(r.sent_to, ", ") end)
 
-C.team_folders = command("drive-team-folders", function(d, opts, out)
+M.team_folders = command("drive-team-folders", function(d, opts, out)
   local iter, ierr
   if opts.shared_with_me then iter, ierr = d:shared_with_me(opts.id) else iter, ierr = d:team_folders(opts.id) end
   if not iter then return nil, ierr end
@@ -253,8 +253,8 @@ C.team_folders = command("drive-team-folders", function(d, opts, out)
   return true
 end)
 
-C.request = command("drive-request", function(d, opts)
+M.request = command("drive-request", function(d, opts)
   return d:request_files({ name = opts.name, email = opts.email, notes = opts.notes, folder_id = opts.folder })
 end, function(r) return ("%s %s"):format(r.id, r.name or "") end)
 
-return C
+return M

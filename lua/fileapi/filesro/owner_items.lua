@@ -1,39 +1,25 @@
--- The owner's items: upload (chunked, by fileapi.share_upload: the same
+-- The owner's items: upload (chunked, by fileapi.filesro.chunks: the same
 -- rule as a share's), remote uploads, rename, move, delete, restore, zip
 -- (streamed to a sink), the folder tree; and a local tree's upload.
 local util = require "fileapi.util"
 local engine = require "fileapi.http.engine"
-local filesro = require "fileapi.filesro"
-local share_upload = require "fileapi.share_upload"
+local documents = require "fileapi.filesro.documents"
+local chunks = require "fileapi.filesro.chunks"
 local tree = require "fileapi.tree"
-local common = require "fileapi.drive.common"
+local common = require "fileapi.filesro.owner_common"
 
 local type, pairs, ipairs, concat = type, pairs, ipairs, table.concat
 local request, send_done = common.request, common.send_done
 
-local D = {}
-
-local UPLOAD_OPTIONS = { "parent_id", "path", "name", "extension", "chunk_size", "on_progress" }
+local M = {}
 
 --- d:upload(source, { parent_id, path, name, extension, chunk_size, on_progress })
 ---   -> the file document, flattened | nil, err
-function D:upload(source, opts)
-  local st = type(source)
-  if st ~= "string" and st ~= "table" then util.check_type(source, "string", 1, "upload") end
-  opts = common.options(opts, 2, "upload", UPLOAD_OPTIONS)
-  for _, k in ipairs({ "parent_id", "path", "name", "extension" }) do util.check_field(opts, k, "string", "upload") end
-  util.check_field(opts, "chunk_size", "number", "upload")
-  local on_progress = util.check_field(opts, "on_progress", "function", "upload")
-  local part, why = util.source_part(source, nil, "upload")
-  if not part then return util.invalid(why) end
-  local plan
-  plan, why = share_upload.plan(part, opts, filesro.UUID)
-  if not plan then
-    if type(why) == "table" then return self.transport:fail(why) end
-    return util.invalid(why)
-  end
+function M:upload(source, opts)
+  local plan, perr = chunks.check_upload(self.engine, source, opts)
+  if not plan then return nil, perr end
   -- files.ro publishes only the chunked form for the owner: always chunks
-  local res, err = share_upload.send(self.transport, plan, on_progress, function(headers)
+  local res, err = chunks.send(self.engine, plan, plan.on_progress, function(headers)
     local req = request(self, "POST", "/uploads")
     for i = 1, #headers do req.headers[#req.headers + 1] = headers[i] end
     return req
@@ -54,7 +40,7 @@ end
 
 --- d:upload_urls({ url, … }, { parent_id }) -> { queued = bool, message }
 --- files.ro fetches them itself; a URL it cannot fetch is only logged there.
-function D:upload_urls(urls, opts)
+function M:upload_urls(urls, opts)
   util.check_type(urls, "table", 1, "upload_urls")
   opts = common.options(opts, 2, "upload_urls", { "parent_id" })
   local parent = util.check_field(opts, "parent_id", "string", "upload_urls")
@@ -74,8 +60,8 @@ function D:upload_urls(urls, opts)
 end
 
 --- d:rename(item, new_name) -> the renamed item's document, flattened
-function D:rename(item, new_name)
-  local ok, why = filesro.check_item(item, "rename")
+function M:rename(item, new_name)
+  local ok, why = documents.check_item(item, "rename")
   util.check_type(new_name, "string", 2, "rename")
   if not ok then return util.invalid(why) end
   ok, why = util.check_name("new_name", new_name)
@@ -96,13 +82,14 @@ local function item_list(items, extra)
 end
 
 local function checked_items(items, fname)
-  util.check_type(items, "table", 1, fname)
-  return filesro.check_items(items, fname)
+  util.check_type(items, "table", 1, fname, false, 4)
+  local ok, why = documents.check_items(items, fname, 4)
+  return ok, why
 end
 
 --- d:move(items, { to_id }) -> true; no to_id: the home folder
 --- Not atomic on the server: items before a failing one stay moved.
-function D:move(items, opts)
+function M:move(items, opts)
   local ok, why = checked_items(items, "move")
   opts = common.options(opts, 2, "move", { "to_id" })
   local to = util.check_field(opts, "to_id", "string", "move")
@@ -115,7 +102,7 @@ end
 
 --- d:delete(items, { force }) -> true; without force, to the trash
 --- Unknown ids are skipped by the server (still true).
-function D:delete(items, opts)
+function M:delete(items, opts)
   local ok, why = checked_items(items, "delete")
   opts = common.options(opts, 2, "delete", { "force" })
   local force = util.check_field(opts, "force", "boolean", "delete") or false
@@ -135,7 +122,7 @@ function D:delete(items, opts)
 end
 
 --- d:restore(items, { to_home }) -> true
-function D:restore(items, opts)
+function M:restore(items, opts)
   local ok, why = checked_items(items, "restore")
   opts = common.options(opts, 2, "restore", { "to_home" })
   local home = util.check_field(opts, "to_home", "boolean", "restore") or false
@@ -148,7 +135,7 @@ end
 --- or a writer function(chunk) -> true | nil, message.  The server serves
 --- no ranges: a broken download starts over (a writer is told nothing
 --- twice: it fails instead).
-function D:zip(items, dest, opts)
+function M:zip(items, dest, opts)
   local ok, why = checked_items(items, "zip")
   local dt = type(dest)
   if dt ~= "string" and dt ~= "function" then util.check_type(dest, "string", 2, "zip") end
@@ -161,7 +148,7 @@ function D:zip(items, dest, opts)
   for i, item in ipairs(items) do pairs_text[i] = item.id .. "%7C" .. item.type end
   local req = request(self, "GET", "/zip?items=" .. concat(pairs_text, ","))
   req.sink, req.overwrite, req.on_download = dest, overwrite, on_progress
-  local res, err = self.transport:send(req)
+  local res, err = self.engine:send(req)
   if not res then return nil, err end
   return { path = dt == "string" and dest or nil, size = res.download.size }
 end
@@ -169,7 +156,7 @@ end
 local SORTS = { created_at = true, name = true }
 
 --- d:navigation{ sort, direction } -> the folder tree as the API sends it
-function D:navigation(opts)
+function M:navigation(opts)
   opts = common.options(opts, 1, "navigation", { "sort", "direction" })
   local sort = util.check_field(opts, "sort", "string", "navigation")
   local direction = util.check_field(opts, "direction", "string", "navigation")
@@ -182,10 +169,10 @@ function D:navigation(opts)
   if sort then query[#query + 1] = "sort=" .. sort end
   if direction then query[#query + 1] = "direction=" .. direction end
   local path = "/browse/navigation" .. (#query > 0 and "?" .. concat(query, "&") or "")
-  local res, err = self.transport:send(request(self, "GET", path))
+  local res, err = self.engine:send(request(self, "GET", path))
   if not res then return nil, err end
   local doc = engine.decode_json(res.body)
-  if type(doc) ~= "table" then return self.transport:protocol_error(res, "the response is not a folder tree") end
+  if type(doc) ~= "table" then return self.engine:protocol_error(res, "the response is not a folder tree") end
   local _, terr = common.typed(self, doc, res)
   if terr then return nil, terr end
   return doc
@@ -199,7 +186,7 @@ local TREE_OPTIONS = { "parent_id", "journal", "on_item", "on_progress", "hidden
 --- files.ro publishes no owner call to make a folder: each file's upload
 --- names its folders (path), which the server finds or makes.  Empty
 --- folders are therefore not made.
-function D:upload_tree(local_dir, opts)
+function M:upload_tree(local_dir, opts)
   util.check_type(local_dir, "string", 1, "upload_tree")
   opts = common.options(opts, 2, "upload_tree", TREE_OPTIONS)
   local parent = util.check_field(opts, "parent_id", "string", "upload_tree")
@@ -217,11 +204,8 @@ function D:upload_tree(local_dir, opts)
   }, local_dir, { journal = opts.journal, on_item = opts.on_item, on_progress = opts.on_progress,
     hidden = opts.hidden, follow_symlinks = opts.follow_symlinks, stop_on_error = opts.stop_on_error,
     folders_by_path = true })
-  if not summary then
-    if type(err) == "string" then return util.invalid(err) end
-    return self.transport:fail(err)
-  end
+  if not summary then return util.fail_before(self.engine, err) end
   return summary
 end
 
-return D
+return M

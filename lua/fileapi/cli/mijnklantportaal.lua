@@ -6,7 +6,7 @@ local sources = require "fileapi.cli.sources"
 
 local open_client = clients.open_client
 
-local C = {}
+local M = {}
 
 -- One file (or standard input, "-"), under --name, with --mime.
 local function upload_files(client, opts, out)
@@ -65,7 +65,7 @@ local function upload_tree(client, opts, out)
   return out.status
 end
 
-function C.upload(opts, out)
+function M.upload(opts, out)
   if opts.recursive and #opts.files ~= 1 then return nil, "upload -r takes one DIR" end
   local ok, why = sources.check(opts, opts.files)
   if not ok then return nil, why end
@@ -89,10 +89,10 @@ local function single(what, call, text)
   end
 end
 
-C.mkdir = single("mkdir", function(c, o) return c:mkdir(o.name, { directory = o.dir }) end,
+M.mkdir = single("mkdir", function(c, o) return c:mkdir(o.name, { directory = o.dir }) end,
   function(d) return d.id .. " " .. d.name end)
 
-C.get = single("get", function(c, o) return c:get(o.id) end, function(i)
+M.get = single("get", function(c, o) return c:get(o.id) end, function(i)
   return ("%s %s %s %s %s"):format(i.id, i.type, i.name, i.size or "-", i.mime or "-")
 end)
 
@@ -104,9 +104,9 @@ local function link_of(doc)
   return "-"
 end
 
-C.share = single("share", function(c, o) return c:share(o.ids, { customer_id = o.customer }) end, link_of)
+M.share = single("share", function(c, o) return c:share(o.ids, { customer_id = o.customer }) end, link_of)
 
-C["request-files"] = single("request-files", function(c, o)
+M["request-files"] = single("request-files", function(c, o)
   local wanted = {}
   for i, spec in ipairs(o.file) do
     local name, description = spec:match("^([^:]*):(.*)$")
@@ -125,7 +125,7 @@ local function request_text(r)
   return table.concat(lines, "\n")
 end
 
-C.request = single("request", function(c, o) return c:file_request(o.id) end, request_text)
+M.request = single("request", function(c, o) return c:file_request(o.id) end, request_text)
 
 -- A writer to standard output, for -o -.
 local function stdout_writer(io_out)
@@ -136,7 +136,7 @@ local function stdout_writer(io_out)
   end
 end
 
-function C.download(opts, out)
+function M.download(opts, out)
   local client, status = open_client(opts, out, "download")
   if not client then return status end
   local dest, err = opts.output
@@ -183,13 +183,13 @@ local function list(what, method, line)
   end
 end
 
-C.shares = list("shares", "file_shares", function(s)
+M.shares = list("shares", "file_shares", function(s)
   return ("%s %s %d %s"):format(s.id, s.sharedWithCustomerId or "public",
     type(s.sharedContent) == "table" and #s.sharedContent or 0, link_of(s))
 end)
 
-C.requests = list("requests", "file_requests", function(r)
+M.requests = list("requests", "file_requests", function(r)
   return ("%s %s %s"):format(r.id, r.completedAt and "completed" or "open", r.name or "")
 end)
 
-return C
+return M

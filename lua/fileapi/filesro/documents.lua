@@ -28,12 +28,14 @@ function M.flatten(doc)
 end
 
 -- Items are { type = "file"|"folder", id = uuid }; nil, message when not.
--- Wrong Lua types raise at the caller's caller (level 4).
-function M.check_items(items, fname)
+-- Wrong Lua types raise at the line that called the public function
+-- (level: as util.check_type's).
+function M.check_items(items, fname, level)
+  level = level or 3
   if #items == 0 then return nil, "items must list at least one { type =, id = }" end
   for i, item in ipairs(items) do
-    if type(item) ~= "table" then error(format("bad item #%d to '%s' (table expected)", i, fname), 4) end
-    util.check_keys(item, fname, { "type", "id" }, 4)
+    if type(item) ~= "table" then error(format("bad item #%d to '%s' (table expected)", i, fname), level) end
+    util.check_keys(item, fname, { "type", "id" }, level + 1)
     if item.type ~= "file" and item.type ~= "folder" then
       return nil, format("item #%d: type must be \"file\" or \"folder\"", i)
     end
@@ -47,13 +49,14 @@ function M.check_item(item, fname)
   if type(item) ~= "table" then
     error(format("bad argument #1 to '%s' (table expected, got %s)", fname, type(item)), 3)
   end
-  return M.check_items({ item }, fname)
+  local ok, why = M.check_items({ item }, fname, 4)
+  return ok, why
 end
 
 -- A 401 is a refused token, as its status says, also when typed: the
 -- documented one is {"type":"error","message":"You are not authorized"}.
 -- Only a limit's typed 401 (a plan or quota that forbids it, the members
--- limit, another user's token; filesro-account.md) says the token may not
+-- limit, another user's token: the owner's reference) says the token may not
 -- do this: forbidden, so that nobody signs in again over it.
 local LIMIT_401 = {
   ["This user action is not allowed."] = true,

@@ -13,13 +13,14 @@ local core = require "fileapi.core"
 local util = require "fileapi.util"
 local files = require "fileapi.files"
 local credentials = require "fileapi.cli.credentials"
+local socket = require "socket" -- luasocket: the loopback listener
 
-local C = {}
+local M = {}
 
 local DEFAULT_SCOPE = "files.read files.write fileshare.read fileshare.write filerequest.read filerequest.write"
-C.REQUEST_SECONDS = 5   -- a connection's whole request must arrive within this
-C.MAX_REQUEST = 16384   -- bytes of request line and headers
-C.MAX_CONNECTIONS = 32  -- open at once; more are closed at once
+M.REQUEST_SECONDS = 5   -- a connection's whole request must arrive within this
+M.MAX_REQUEST = 16384   -- bytes of request line and headers
+M.MAX_CONNECTIONS = 32  -- open at once; more are closed at once
 
 local function unescape(s)
   return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
@@ -33,7 +34,7 @@ end
 
 -- The server's words made safe for a terminal: no control characters (C0,
 -- DEL, C1: no escape sequence gets through), valid UTF-8, and not endless.
-function C.plain(s)
+function M.plain(s)
   s = tostring(s):gsub("[%z\1-\31\127]", ""):gsub("\194[\128-\159]", "")
   if not util.is_utf8(s) then s = s:gsub("[\128-\255]", "?") end
   if #s > 300 then s = s:sub(1, 300):gsub("[\192-\255][\128-\191]*$", "") .. "..." end
@@ -89,8 +90,8 @@ local function answer(conn, head, sign_in, out)
       .. "(its state is missing or wrong). Start again from the link fileapi printed.")
   end
   if fields.error then
-    local code = C.plain(fields.error)
-    local desc = fields.error_description and C.plain(fields.error_description)
+    local code = M.plain(fields.error)
+    local desc = fields.error_description and M.plain(fields.error_description)
     respond(conn, "200 OK", ("The sign-in was not approved (%s). You may close this tab."):format(code))
     return nil, refusal(("the sign-in was refused: %s%s"):format(code, desc and (" (" .. desc .. ")") or ""))
   end
@@ -112,9 +113,9 @@ local function accept(server, conns)
   if not conn then return end
   local n = 0
   for _ in pairs(conns) do n = n + 1 end
-  if n >= C.MAX_CONNECTIONS then return conn:close() end
+  if n >= M.MAX_CONNECTIONS then return conn:close() end
   conn:settimeout(0)
-  conns[conn] = { buf = "", deadline = core.now() + C.REQUEST_SECONDS }
+  conns[conn] = { buf = "", deadline = core.now() + M.REQUEST_SECONDS }
 end
 
 -- Reads what a connection has sent; its request (line and headers) when
@@ -125,7 +126,7 @@ local function feed(conn, st)
   st.buf = st.buf .. data
   local stop = st.buf:find("\r?\n\r?\n")
   if stop then return st.buf:sub(1, stop + 3) end
-  if #st.buf > C.MAX_REQUEST then
+  if #st.buf > M.MAX_REQUEST then
     respond(conn, "431 Request Header Fields Too Large", "Too large.")
     return "drop"
   end
@@ -140,7 +141,6 @@ end
 -- side (select): one that sends its request slowly holds up no other, and
 -- is closed after REQUEST_SECONDS.
 local function serve(server, sign_in, seconds, out)
-  local socket = require "socket"
   local deadline, conns = core.now() + seconds, {}
   server:settimeout(0)
   local function close_all()
@@ -207,7 +207,6 @@ local function finisher(opts, secret)
 end
 
 local function listen(host, port)
-  local socket = require "socket"
   local server, berr = socket.bind(host == "[::1]" and "::1" or (host == "localhost" and "127.0.0.1" or host),
     tonumber(port))
   if server then return server end
@@ -215,7 +214,7 @@ local function listen(host, port)
     .. tostring(berr), retryable = false, attempts = 0 })
 end
 
-function C.login(opts, out)
+function M.login(opts, out)
   local secret, why = client_secret(opts)
   if not secret then return nil, why end
   local host, port, path = (opts.redirect_uri or ""):match("^http://([%w.%[%]:]+):(%d+)(/[^?#]*)$")
@@ -237,7 +236,7 @@ function C.login(opts, out)
   return 0
 end
 
-function C.logout(_, out)
+function M.logout(_, out)
   local path = credentials.path()
   local removed, err = false, nil
   local f = io.open(path)
@@ -258,7 +257,7 @@ end
 -- shared record: every refresh takes the file's lock and reads it first,
 -- and writes the new tokens back durably (a failed write is printed).
 -- nil and why when there are none.
-function C.stored_client(copts, out)
+function M.stored_client(copts, out)
   local path = credentials.path()
   local creds, why = credentials.load(path)
   if not creds then
@@ -266,7 +265,7 @@ function C.stored_client(copts, out)
   end
   if creds.dead then
     return nil, refusal(("the stored sign-in was refused by the token endpoint (%s): sign in again with "
-      .. "fileapi login"):format(C.plain(creds.oauth_error or "invalid_grant")))
+      .. "fileapi login"):format(M.plain(creds.oauth_error or "invalid_grant")))
   end
   copts.oauth = { client_id = creds.client_id, client_secret = creds.client_secret,
     access_token = creds.access_token, refresh_token = creds.refresh_token, expires_at = creds.expires_at }
@@ -276,4 +275,4 @@ function C.stored_client(copts, out)
   return files.new(copts)
 end
 
-return C
+return M
