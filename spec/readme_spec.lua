@@ -1,11 +1,23 @@
--- The README's runnable examples (Lua blocks after a "runnable" comment) run
--- as written, in a child process, against the mock.
+-- The runnable examples of the README and of docs/ (Lua blocks after a
+-- "runnable" comment) run as written, in a child process, against the mock.
 local helper = require "helper"
 
+local function documents()
+  local list = { "README.md" }
+  local p = assert(io.popen("cd " .. helper.sh_quote(helper.root) .. " && ls docs/*.md 2>/dev/null"))
+  for name in p:lines() do list[#list + 1] = name end
+  p:close()
+  return list
+end
+
 local function runnable_blocks()
-  local text = assert(io.open(helper.root .. "/README.md")):read("*a")
   local blocks = {}
-  for block in text:gmatch("<!%-%- runnable[^\n]*%-%->\n```lua\n(.-)\n```") do blocks[#blocks + 1] = block end
+  for _, name in ipairs(documents()) do
+    local text = assert(io.open(helper.root .. "/" .. name)):read("*a")
+    for block in text:gmatch("<!%-%- runnable[^\n]*%-%->\n```lua\n(.-)\n```") do
+      blocks[#blocks + 1] = { name = name, code = block }
+    end
+  end
   return blocks
 end
 
@@ -30,10 +42,10 @@ describe("README examples #children", function()
   end)
 
   for i, block in ipairs(blocks) do
-    it("example " .. i .. " runs", function()
+    it("example " .. i .. " (" .. block.name .. ") runs", function()
       local path = dir .. "/example" .. i .. ".lua"
       local f = assert(io.open(path, "w"))
-      f:write(block)
+      f:write(block.code)
       f:close()
       local code, out = helper.run_lua(helper.sh_quote(path), helper.mock_env(mock), dir)
       assert.same(0, code, out)
