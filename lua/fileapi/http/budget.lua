@@ -253,7 +253,8 @@ end
 
 -- The slot taken at `at` is this thread's until its attempt is over.
 function Budget:hold(at)
-  self.held = self.held or {}
+  -- weak: a group's function dropped mid-call (its group abandoned) holds nothing
+  self.held = self.held or setmetatable({}, { __mode = "k" })
   self.held[holder()] = at
   self:in_flight(1)
 end

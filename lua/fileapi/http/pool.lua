@@ -20,7 +20,9 @@ M.MAX_IDLE = 64
 function M.new()
   local share, err = core.share()
   if not share then return nil, err end
-  return setmetatable({ share = share, idle = {}, busy = {}, count = 0 }, Pool)
+  -- busy is weak: a session whose call was dropped mid-way (a group
+  -- abandoned with its functions parked) goes with it
+  return setmetatable({ share = share, idle = {}, busy = setmetatable({}, { __mode = "k" }), count = 0 }, Pool)
 end
 
 -- A session for one call: nil, err once the pool is closed (the call it was

@@ -36,6 +36,17 @@ local driving = {}
 -- it runs again at the next turn.
 local PARK = setmetatable({}, { __tostring = function() return "fileapi: parked" end })
 
+-- Whether a coroutine may yield from inside pcall, as the engine's waits
+-- do (Lua 5.2 on, LuaJIT).  Lua 5.1 may not: there a group's functions
+-- run one at a time, each call blocking as it does outside a group.
+-- (nginx runs LuaJIT, whose coroutines there are its Lua module's own.)
+M.CONCURRENT = rawget(_G, "ngx") ~= nil or (function()
+  local probe = {}
+  local co = coroutine.create(function() return pcall(yield, probe) end)
+  local ok, value = resume(co)
+  return ok and value == probe
+end)()
+
 function M.register(co, runner) owner[co] = runner end
 
 function M.runner_of(co) return co and owner[co] end
@@ -46,7 +57,7 @@ function M.current()
   if driving[1] then return nil end
   local co = running()
   local r = co and owner[co]
-  if r and isyieldable() then return r end
+  if r and M.CONCURRENT and isyieldable() then return r end
   return nil
 end
 
