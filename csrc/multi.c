@@ -46,6 +46,11 @@
  *       result is.  From a callback too: it ends once libcurl has returned.
  *   multi:count() -> n
  *       transfers added and not yet reported (0 once closed).
+ *   multi:current() -> session | nil
+ *       from inside a callback (or what it calls): the session whose
+ *       transfer that callback serves; nil anywhere else.  A scheduler
+ *       tells by it a call from a callback of a client's own running call
+ *       (refused) from another call on the same client (allowed).
  *   multi:close() (also __gc, __close)
  *       idempotent; transfers still running end unreported and their
  *       sessions are idle again (closed, if close() came meanwhile).  From
@@ -275,6 +280,17 @@ static int m_remove(lua_State *L)
     return 1;
 }
 
+/* multi:current() -> the session whose callback runs now | nil */
+static int m_current(lua_State *L)
+{
+    fa_multi *m = (fa_multi *)luaL_checkudata(L, 1, FA_MULTI_MT);
+    if (m->closed || m->d.current == NULL)
+        lua_pushnil(L);
+    else
+        fa_drive_push_session(L, m->d.current);
+    return 1;
+}
+
 static int m_count(lua_State *L)
 {
     fa_multi *m = (fa_multi *)luaL_checkudata(L, 1, FA_MULTI_MT);
@@ -319,6 +335,7 @@ void fa_open_multi(lua_State *L)
         {"run", m_run},
         {"remove", m_remove},
         {"count", m_count},
+        {"current", m_current},
         {"close", m_close},
         {NULL, NULL},
     };

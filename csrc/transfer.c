@@ -248,14 +248,18 @@ static void keep_cause(lua_State *L, struct xfer *x)
  * job failed or said stop (the failure recorded). */
 static int run_lua(struct xfer *x, struct lcall *c)
 {
-    lua_State *L = x->d->L;
+    fa_driver *d = x->d; /* x->d is left alone while d drives */
+    lua_State *L = d->L;
+    struct xfer *outer = d->current;
     int top = lua_gettop(L), rc;
     c->x = x;
     c->stop = 0;
     /* a copy of a slot, and slots reserved by fa_reserve: nothing allocates */
-    lua_pushvalue(L, x->d->tramp_idx);
+    lua_pushvalue(L, d->tramp_idx);
     lua_pushlightuserdata(L, c);
+    d->current = x; /* multi:current() names it meanwhile */
     rc = lua_pcall(L, 1, 0, 0);
+    d->current = outer;
     if (rc == LUA_ERRMEM) {
         x->oom = 1;
         c->stop = 1;

@@ -110,6 +110,7 @@ struct fa_driver {
     lua_State *L;
     int tramp_idx;            /* the trampoline, pushed before driving */
     int driving;              /* callbacks may run: calls back in are refused */
+    struct xfer *current;     /* the transfer whose callback runs now, or NULL */
     struct xfer *live;        /* running */
     struct xfer *done, *done_tail; /* finished, in that order, not yet reported */
     int count;                /* both */

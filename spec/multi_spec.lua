@@ -217,6 +217,38 @@ describe("core multi", function()
     run_all(m)
   end)
 
+  it("current() names the session whose callback runs, nil anywhere else", function()
+    local m = assert(core.multi())
+    local a, b, other = assert(core.session()), assert(core.session()), assert(core.session())
+    local seen = {}
+    local body = assert(core.multipart({ { name = "file", filename = "r.txt", size = 3, reader = function()
+      seen.reader = seen.reader or m:current()
+      if seen.read then return nil end
+      seen.read = true
+      return "abc"
+    end } }))
+    assert(m:add(a, upload_request("a", { on_progress = function()
+      seen.progress = seen.progress or m:current()
+      -- a perform from the callback drives its own transfer: this multi's stays the one
+      if not seen.nested then
+        seen.nested = true
+        other:perform(mkdir_request("nested", { on_progress = function() seen.inner = m:current() end }))
+      end
+    end })))
+    assert(m:add(b, { method = "POST", url = mock.mkp_url .. "/files", multipart = body,
+      headers = { "Authorization: Bearer " .. helper.API_KEY, "Content-Type: " .. body:content_type() } }))
+    assert.is_nil(m:current())
+    local out = run_all(m)
+    assert.same(201, out[a][1].status)
+    assert.same(201, out[b][1].status)
+    assert.equal(a, seen.progress)
+    assert.equal(b, seen.reader)
+    assert.equal(a, seen.inner)
+    assert.is_nil(m:current())
+    m:close()
+    assert.is_nil(m:current())
+  end)
+
   it("a multipart body or a file sink serves one transfer at a time", function()
     local m = assert(core.multi())
     local a, b = assert(core.session()), assert(core.session())

@@ -1,6 +1,7 @@
 -- fileapi: MijnKlantportaal's Files, File Share and File Request APIs
 -- (fileapi.files), files.ro share links as their visitor (fileapi.shares)
--- and files.ro as the account's owner (fileapi.drive).
+-- and files.ro as the account's owner (fileapi.drive); fileapi.group runs
+-- many of their calls at once.
 local core = require "fileapi.core"
 
 return {
@@ -15,6 +16,7 @@ return {
   files = require "fileapi.files",
   shares = require "fileapi.shares",
   drive = require "fileapi.drive",
+  group = require("fileapi.group").new,
   --- fileapi.is_error(value) -> true when value is an error object (the err of nil, err)
   is_error = core.is_error,
 }

@@ -433,7 +433,8 @@ end
 function M.start_test_nginx(mock, opts)
   opts = opts or {}
   opts.conf = M.support .. "/nginx/test.conf"
-  opts.handlers = { M.support .. "/test_handlers.lua", M.support .. "/conformance.lua", M.support .. "/causes.lua" }
+  opts.handlers = { M.support .. "/test_handlers.lua", M.support .. "/conformance.lua", M.support .. "/causes.lua",
+    M.support .. "/group_body.lua" }
   return M.start_nginx(mock, opts)
 end
 

@@ -4,6 +4,7 @@ local cjson = require "cjson"
 local files = require "fileapi.files"
 local conformance = require "conformance"
 local causes = require "causes"
+local group_body = require "group_body"
 
 local M = {}
 
@@ -35,6 +36,11 @@ end
 
 function M.causes()
   reply(causes.run(input()))
+end
+
+-- The group body the busted process runs too, here on light threads.
+function M.group()
+  reply(group_body.run(input()))
 end
 
 -- A call from a callback of a running call on the same client, and close()

@@ -40,6 +40,10 @@ M.RESET_MARGIN = RESET_MARGIN
 -- A Reset in whole seconds (a UNIX time, rounded up) can name a moment up
 -- to a second past the window it closes.
 M.RESET_SLACK = 1
+-- How long the others wait for the answer of the one request sent after a
+-- Reset passed with nothing remaining, at most.
+local AFTER_RESET = 2
+local AWAIT_POLL = 0.05
 M.margin = margin
 -- ...and on every budget, for the fleet's budget it is handed to
 -- (fileapi.store.budget), which does not import this module.
@@ -98,15 +102,24 @@ local function with_lock(b, sleep, fn)
   return fn() -- a lock held past its expiry: go on without it
 end
 
+-- server: limit, remaining (what may still go, as this budget counts),
+-- reset, said (the newest answer's Remaining as sent), await (see try_take)
+local SERVER_FIELDS = { "limit", "remaining", "reset", "said", "await" }
+
 local function encode_server(server)
-  return format("%s %s %s", tostring(server.limit or ""), tostring(server.remaining or ""),
-    tostring(server.reset or ""))
+  local parts = {}
+  for i, k in ipairs(SERVER_FIELDS) do parts[i] = tostring(server[k] or "") end
+  return concat(parts, " ")
 end
 
 local function decode_server(s)
   if not s then return nil end
-  local limit, remaining, reset = s:match("^(%-?[%d.e+]*) (%-?[%d.e+]*) (%-?[%d.e+]*)$")
-  return { limit = tonumber(limit), remaining = tonumber(remaining), reset = tonumber(reset) }
+  local server, i = {}, 0
+  for value in (s .. " "):gmatch("([^ ]*) ") do
+    i = i + 1
+    if SERVER_FIELDS[i] then server[SERVER_FIELDS[i]] = tonumber(value) end
+  end
+  return server
 end
 
 function Budget:load(now)
@@ -162,7 +175,10 @@ end
 local function server_wait(server, now)
   if not (server and server.remaining and server.reset) then return nil end
   if server.remaining > 0 then return 0 end
-  return server.reset + RESET_MARGIN - now
+  local wait = server.reset + RESET_MARGIN - now
+  -- waiting on an answer, which may come at any moment: looked at often
+  if server.await and server.await > now then wait = max(wait, min(server.await - now, AWAIT_POLL)) end
+  return wait
 end
 
 -- The caller's number or the server's limit, whichever is lower (nil:
@@ -205,7 +221,14 @@ local function try_take(b, now, peek)
   if peek then return 0 end
   log = append(log, now, limit)
   -- this send takes one of what the server said remains, until it says again
-  if server and server.remaining and server.remaining > 0 then server.remaining = server.remaining - 1 end
+  if server and server.remaining and server.remaining > 0 then
+    server.remaining = server.remaining - 1
+  elseif server and server.remaining == 0 and server.reset and server.reset <= now then
+    -- the Reset that passed freed the oldest counted request's slot, and
+    -- perhaps no other (a rolling window): this one goes, the others wait
+    -- for a newer answer to say what remains (or a while, should none come)
+    server.await = now + min(b.window, AFTER_RESET)
+  end
   b:save(log, server)
   return 0
 end
@@ -256,7 +279,8 @@ end
 
 -- The slot taken at `at` is this thread's until its attempt is over.
 function Budget:hold(at)
-  self.held = self.held or {}
+  -- weak: a group's function dropped mid-call (its group abandoned) holds nothing
+  self.held = self.held or setmetatable({}, { __mode = "k" })
   self.held[holder()] = at
   self:in_flight(1)
 end
@@ -345,6 +369,18 @@ local function parse_headers(self, headers)
   return limit, remaining, reset
 end
 
+-- With several requests in flight their answers may be read in another
+-- order than the server counted them: an answer overtaken by a later one
+-- says more remains than does.  Its Reset tells: the moment the oldest
+-- counted request frees its slot only moves forward, and under one Reset
+-- (one window) what remains only shrinks.  Whether an answer's word is at
+-- least as new as the one known (`said`: its Remaining as sent).
+local function newer_word(server, said, reset)
+  if not (said and reset and server.said and server.reset) then return true end
+  if reset ~= server.reset then return reset > server.reset end
+  return said <= server.said
+end
+
 -- What a response said.  Reset is a UNIX time; Retry-After (seconds or a
 -- date) blocks every request until it has passed, capped by max_retry_wait.
 -- Returns what it took from the headers, checked: { limit, remaining,
@@ -361,12 +397,14 @@ function Budget:observe(headers, status, sleep)
     local log, server = self:load(now)
     server = server or {}
     server.limit = limit or server.limit
-    local left = remaining
-    if left and server.limit then left = min(left, server.limit) end
+    local said = remaining
+    if said and server.limit then said = min(said, server.limit) end
+    if not newer_word(server, said, reset) then return end
+    -- a request after a Reset waits for a word about a later one
+    if reset and server.reset and reset > server.reset then server.await = nil end
     -- the others on their way may not be counted in this answer yet
-    if left then left = max(0, left - max(0, (self.flying or 1) - 1)) end
-    server.remaining = left
-    server.reset = reset
+    server.remaining = said and max(0, said - max(0, (self.flying or 1) - 1))
+    server.said, server.reset = said, reset
     self:save(log, server)
   end, sleep)
   self.last = { limit = limit, remaining = remaining, reset = reset }

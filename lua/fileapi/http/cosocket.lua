@@ -149,9 +149,12 @@ local function raised(facts, what, value)
   return "callback", what .. " raised: " .. describe(value)
 end
 
+-- `cancelled` says why the call must end (its client closed, its group
+-- stopped), or nil.
 local function stopped(creq)
-  if creq.cancelled and creq.cancelled() then
-    return "aborted", "the client was closed by a callback during the call"
+  local why = creq.cancelled and creq.cancelled()
+  if why then
+    return "aborted", type(why) == "string" and why or "the client was closed by a callback during the call"
   end
 end
 

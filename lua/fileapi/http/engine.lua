@@ -1,11 +1,14 @@
--- The HTTP engine every API module sends through: one kept-alive libcurl
--- session per client, the transport options, the choice of transport per
+-- The HTTP engine every API module sends through: a client's kept-alive
+-- libcurl sessions (fileapi.http.pool: one per call in flight, sharing
+-- connections), the transport options, the choice of transport per
 -- call (libcurl, or cosockets inside nginx), the rate budget, the retry
 -- policy, streamed responses (their policy in fileapi.http.download), JSON
 -- decoding and the mapping of an API's error bodies to error fields.
 -- Calls go API module -> engine -> transport (core session or cosocket).
 -- A fleet's store is handed in (opts.store, opened by
 -- fileapi.client_options), never imported: its budget wraps this one.
+-- Inside a function of a fileapi.group, transfers and waits let the group's
+-- other functions run (fileapi.http.scheduler).
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
@@ -13,6 +16,9 @@ local request = require "fileapi.http.request"
 local cosocket = require "fileapi.http.cosocket"
 local budget = require "fileapi.http.budget"
 local download = require "fileapi.http.download"
+local pool_module = require "fileapi.http.pool"
+local scheduler = require "fileapi.http.scheduler"
+local threads = require "fileapi.http.threads"
 local options = require "fileapi.http.options"
 local kinds = require "fileapi.kinds"
 
@@ -57,20 +63,33 @@ function M.check_options(opts, fname, own, depth)
   return out
 end
 
--- opts: checked options, opts.store an open store (fileapi.store.open) or
--- false; secrets: strings that must never appear in errors; rate_key: what
--- the service counts requests by (an API key, a host).
-function M.new(opts, secrets, rate_key)
-  local session, err = core.session()
+-- A call over libcurl on a session of the pool: on the group's multi
+-- inside one of a group's functions, else run to its end here.
+local function pooled(pool, creq)
+  local session, err = pool:take()
   if not session then return nil, err end
+  local ctx = scheduler.current()
+  local ok, res, rerr
+  if ctx and ctx.multi then
+    ok, res, rerr = pcall(ctx.perform, ctx, session, creq)
+  else
+    ok, res, rerr = pcall(session.perform, session, creq)
+  end
+  pool:give(session)
+  if not ok then error(res, 0) end
+  return res, rerr
+end
+
+function M.new(opts, secrets, rate_key)
+  local pool, err = pool_module.new()
+  if not pool then return nil, err end
   if opts.proxy then
     local creds = opts.proxy:match("^%a[%w+.-]*://([^@/]*)@") or opts.proxy:match("^([^@/]*)@")
     if creds then util.add_secret(secrets, creds) end
   end
-  local t = setmetatable({ session = session, opts = opts, calls = 0,
-    active = setmetatable({}, { __mode = "k" }) }, Transport)
-  private[t] = { secrets = secrets, proxy = opts.proxy,
-    curl = function(creq) return session:perform(creq) end }
+  local t = setmetatable({ opts = opts, calls = 0, active = setmetatable({}, { __mode = "k" }) }, Transport)
+  private[t] = { secrets = secrets, proxy = opts.proxy, pool = pool,
+    curl = function(creq) return pooled(pool, creq) end }
   opts.proxy = nil
   t.budget = budget.new(opts, rate_key)
   if opts.store and t.budget then t.budget = opts.store:budget(t.budget, rate_key or "", opts) end
@@ -117,6 +136,16 @@ function Transport:rate_limit()
   return self.budget and self.budget:said()
 end
 
+-- A call ends aborted at its transport's next look when its client closes
+-- or its group stops; cosockets look at this, the C core at the session.
+local function stop_reason(self, ctx)
+  return function()
+    if self.closing then return "the client was closed by a callback during the call" end
+    if ctx and ctx.stop then return scheduler.stop_error(ctx.stop).message end
+    return nil
+  end
+end
+
 local function request_for(self, req)
   local o = self.opts
   local method = req.method or "GET"
@@ -127,7 +156,7 @@ local function request_for(self, req)
     method = method, url = req.url, headers = req.headers, body = body,
     multipart = req.multipart, on_progress = req.on_progress,
     expect_continue = length >= request.EXPECT_THRESHOLD,
-    cancelled = function() return self.closing end,
+    cancelled = stop_reason(self, scheduler.current()),
   }
   -- the options the transports read travel in the request itself
   for _, opt in ipairs(options.REQUEST) do creq[opt.name] = o[opt.name] end
@@ -222,7 +251,8 @@ local warned_blocking = false
 local function choose(self, url)
   local o = self.opts
   local usable = cosocket.available()
-  local sleep = usable and cosocket.sleep or core.sleep
+  local ctx = scheduler.current()
+  local sleep = ctx and ctx.sleep_fn or usable and cosocket.sleep or core.sleep
   local curl = private[self].curl
   if o.transport == "curl" then return curl, sleep end
   local verifiable = cosocket.can_verify(url)
@@ -263,8 +293,11 @@ end
 
 -- ---- sending ---------------------------------------------------------------
 
-local function interrupted()
-  return util.new_error("aborted", "interrupted", { interrupted = true })
+-- A wait cut short: Ctrl-C, the group's cancel(), or the client's close().
+local function interrupted(self)
+  if self.closing then return util.new_error("aborted", "the client was closed during the call") end
+  local ctx = scheduler.current()
+  return scheduler.stop_error(ctx and ctx.stop or "interrupted")
 end
 
 -- After a 401 to an OAuth token (the server did not act): refresh once, and
@@ -302,7 +335,7 @@ local function retry_after_failure(self, req, method, res, err, attempts, sleep)
   end
   -- the reason names what the wait is for, as on_event's wait reasons do
   if self.opts.on_wait then pcall(self.opts.on_wait, wait, asked and "retry_after" or "backoff") end
-  if sleep(wait) == false then return false, interrupted() end -- the command line's Ctrl-C
+  if sleep(wait) == false then return false, interrupted(self) end -- Ctrl-C, cancel(), close()
   return true
 end
 
@@ -361,7 +394,7 @@ local function attempts_loop(self, req, perform, sleep)
       err = why or too_long and util.new_error("rate_limited", format(
         "the rate limit allows the next request in %.0f s, longer than this client waits"
         .. " (rate_window, max_retry_wait)", too_long), { retryable = true, retry_after = too_long })
-        or interrupted()
+        or interrupted(self)
       break
     end
     if req.auth and self.auth then
@@ -415,14 +448,18 @@ local function busy_error()
 end
 
 -- One request with the retry policy.  Returns the 2xx response, or nil, err.
--- A call from one of this call's callbacks (same client, same thread) is
--- refused; other nginx light threads may use the client at the same time.
+-- A call from one of this call's callbacks is refused: on the same thread
+-- (libcurl's perform runs them on the caller's, cosockets on the light
+-- thread's), or -- on a group's multi, whose callbacks run in its loop --
+-- one of this client's sessions is the transfer the callback serves.
+-- Other nginx light threads and other functions of a group may use the
+-- client at the same time.
 function Transport:send(req)
-  if self.closing or not self.session:is_open() then
+  if self.closing then
     return nil, util.new_error("invalid_argument", "the client is closed")
   end
   local key = running() or MAIN
-  if self.active[key] then return busy_error() end
+  if self.active[key] or scheduler.in_callback_of(private[self].pool) then return busy_error() end
   local perform, sleep = choose(self, req.url)
   if not perform then return nil, util.new_error("invalid_argument", sleep) end
   self.active[key] = true
@@ -430,7 +467,6 @@ function Transport:send(req)
   local ok, res, err = pcall(attempts_loop, self, req, perform, sleep)
   self.active[key] = nil
   self.calls = self.calls - 1
-  if self.closing and self.calls == 0 then self.session:close() end
   if not ok then error(res, 0) end
   return res, err
 end
@@ -456,13 +492,29 @@ function Transport:fail(err)
   return finish(self, err, err.attempts or 0)
 end
 
--- From a callback of a running call: that call ends with kind "aborted",
--- and the client closes once it has returned.
+-- Calls in flight end with kind "aborted": from a callback of a running
+-- call, that call once control is back in libcurl; on a group's multi, at
+-- the next run; a call waiting (a backoff, the budget) at once.  Each
+-- session closes once its call has returned.
 function Transport:close()
   self.closing = true
-  self.session:close() -- the core defers it while libcurl runs a call
+  private[self].pool:close() -- the core defers a session's close while it runs a call
+  for key in pairs(self.active) do
+    if key ~= MAIN then scheduler.cut(key) end
+  end
 end
 
 M.json = cjson
+
+-- What runs a fileapi.group's functions here: light threads on cosockets
+-- inside nginx, else coroutines on one libcurl multi handle.  -> runner |
+-- nil, err
+function M.group_runner()
+  if cosocket.available() then return threads.new() end
+  return scheduler.new()
+end
+
+-- The error a call stopped by its group (cancel, Ctrl-C) ends with.
+M.stop_error = scheduler.stop_error
 
 return M
