@@ -48,6 +48,10 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
   end)
   after_each(function()
     for _, job in ipairs(jobs) do job:kill() end
+    -- a gate left shut would keep its feeding shell looping after the test
+    for _, job in ipairs(jobs) do
+      if job.gate then helper.write_text(job.gate, "") end
+    end
     for _, job in ipairs(jobs) do job:wait(10) end
     os.execute("rm -rf " .. q(home))
   end)
@@ -85,8 +89,10 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
   end
   local function start(args, gate)
     local job = setmetatable({ out = home .. "/job" .. (#jobs + 1) .. ".out", pid = home .. "/job" .. (#jobs + 1)
-      .. ".pid", status_file = home .. "/job" .. (#jobs + 1) .. ".status" }, Job)
-    local feed = gate and ("(while [ ! -e %s ]; do sleep 0.05; done; echo gated) | "):format(q(gate)) or ""
+      .. ".pid", status_file = home .. "/job" .. (#jobs + 1) .. ".status", gate = gate }, Job)
+    -- the gate's shell gives up after 2 minutes, whatever happens to the test
+    local feed = gate and ("(n=0; while [ ! -e %s ] && [ $n -lt 2400 ]; do sleep 0.05; n=$((n+1)); done; echo gated) | ")
+      :format(q(gate)) or ""
     assert(os.execute(("(%s%s > %s 2>&1 & echo $! > %s; wait $!; echo $? > %s) &"):format(feed, cmd(args),
       q(job.out), q(job.pid), q(job.status_file))))
     jobs[#jobs + 1] = job
@@ -117,14 +123,17 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
     return helper.write_file(home .. "/first.txt", 1000)
   end
 
+  -- These commands upload a file, then standard input once the gate opens:
+  -- --parallel 1 sends the file before standard input is read (side by
+  -- side, reading it would hold up the group until the gate opens).
   describe("commands side by side", function()
     it("two commands whose token lapses mid-run send one refresh (rotating) and both go on", function()
       mock:config({ oauth_rotate = true })
       local t = mock:oauth_grant()
       store(t)
       local file, gate = small_file(), home .. "/go"
-      local a = start("upload " .. q(file) .. " -", gate)
-      local b = start("upload " .. q(file) .. " -", gate)
+      local a = start("upload --parallel 1 " .. q(file) .. " -", gate)
+      local b = start("upload --parallel 1 " .. q(file) .. " -", gate)
       -- both made their first upload on the first token
       assert.truthy(helper.wait_for(function() return a:text():find("fsf_") and b:text():find("fsf_") end, 60),
         a:text() .. b:text())
@@ -153,7 +162,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local t = mock:oauth_grant()
       store(t)
       local file, gate = small_file(), home .. "/go"
-      local job = start("upload " .. q(file) .. " -", gate)
+      local job = start("upload --parallel 1 " .. q(file) .. " -", gate)
       assert.truthy(helper.wait_for(function() return job:text():find("fsf_") end, 60), job:text())
       -- this process is the peer: it holds the lock while the command's token lapses
       local lock = assert(core.lock_file(creds_path() .. ".lock", 10))
@@ -217,7 +226,7 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local t = mock:oauth_grant()
       store(t)
       local file, gate = small_file(), home .. "/go"
-      local job = start("upload " .. q(file) .. " -", gate)
+      local job = start("upload --parallel 1 " .. q(file) .. " -", gate)
       assert.truthy(helper.wait_for(function() return job:text():find("fsf_") end, 60), job:text())
       local status, text = run("logout")
       assert.same(0, status, text)

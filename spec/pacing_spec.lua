@@ -230,9 +230,14 @@ describe("rate budget shared by nginx workers #nginx #waits", function()
   it("300 calls over 4 workers sharing rate_limit_dict: no 429, within 10% of 27 s #slow", function()
     mock:config({ rate_limit = LIMIT, rate_window = WINDOW })
     local out = helper.tmpname(".paced")
+    local url = helper.sh_quote(nginx:url("/paced?window=" .. WINDOW))
     local t = core.now()
-    assert(os.execute(("seq %d | xargs -P 40 -I{} curl -s --max-time 120 %s >> %s"):format(CALLS,
-      helper.sh_quote(nginx:url("/paced?window=" .. WINDOW)), helper.sh_quote(out))))
+    -- Until a first answer names the limit, what goes at once is not paced
+    -- (docs/parallel.md): on a loaded machine 40 requests can all leave
+    -- before it comes.  One call first, then the rest 40 at once.
+    assert(os.execute(("curl -s --max-time 120 %s >> %s"):format(url, helper.sh_quote(out))))
+    assert(os.execute(("seq %d | xargs -P 40 -I{} curl -s --max-time 120 %s >> %s"):format(CALLS - 1,
+      url, helper.sh_quote(out))))
     local elapsed = core.now() - t
     local workers, ok = {}, 0
     for line in io.lines(out) do

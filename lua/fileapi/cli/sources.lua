@@ -81,27 +81,37 @@ end
 -- they come (out.status keeps the last one's exit status).
 function M.each(opts, out, upload, text)
   local files = opts.files
-  local items, unreadable, total = {}, {}, 0
+  local items, total = {}, 0
   for _, path in ipairs(files) do
     if core.interrupted() then return out.status end
-    local source, name, spool = M.source(opts, out, path)
-    if source then
-      local size = core.file_size(type(source) == "table" and source.path or source) or 0
-      items[#items + 1] = { path = path, source = source, name = name, spool = spool, size = size }
-      total = total + size
+    if path == "-" then
+      -- standard input is read when its turn comes (start below), not
+      -- before the files ahead of it: its size joins the line's total then
+      items[#items + 1] = { path = path, stdin = true, size = 0 }
     else
-      unreadable[#unreadable + 1] = { path, name }
+      local size = core.file_size(path) or 0
+      items[#items + 1] = { path = path, source = path, name = opts.name, size = size }
+      total = total + size
     end
   end
   local line = #files > 1 and out:batch(#files, total) or nil
-  for _, u in ipairs(unreadable) do
-    if line then line.done(u[1], nil) end
-    out:fail(u[1], u[2])
-  end
   batch.run(items, {
     parallel = #items > 1 and opts.parallel or 1,
     folder = opts.path and function() return opts.path end or nil,
+    start = function(it)
+      if it.stdin then
+        local source, name, spool = M.source(opts, out, "-")
+        if source then
+          it.source, it.name, it.spool = source, name, spool
+          it.size = core.file_size(source.path) or 0
+        else
+          it.err = name
+        end
+      end
+      return true
+    end,
     send = function(it)
+      if it.err then return nil, it.err end
       if line then
         return upload(it.source, it.name, function(sent) line.progress(it, sent) end)
       end
