@@ -149,6 +149,27 @@ function M.oauth_mkdir()
   reply(out)
 end
 
+-- Two clients of one grant in this worker, sharing its tokens through
+-- token_dict, calling at once from light threads of their own: what each
+-- told its on_event (the second finds the first's refresh under way).
+function M.oauth_peers()
+  local spec = input()
+  local out, threads = { results = {} }, {}
+  for i, name in ipairs({ "first", "second" }) do
+    local evs = {}
+    out[name] = evs
+    local client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
+      oauth = spec.oauth, token_dict = "fileapi_tokens", timeout = 30, retries = 0,
+      on_event = function(ev) evs[#evs + 1] = ev end }))
+    threads[i] = ngx.thread.spawn(function() return client:mkdir("peer" .. i) end)
+  end
+  for i = 1, 2 do
+    local _, item, err = ngx.thread.wait(threads[i])
+    out.results[i] = summary(item, err)
+  end
+  reply(out)
+end
+
 -- The tokens a worker's OAuth client is made from: the request's, or with
 -- `load`, those an earlier refresh's on_tokens kept in the dict under that
 -- name (`keep`), as the example's lazy per-worker clients are made.
