@@ -157,5 +157,6 @@ end
 
 M.new = new_out
 M.show_bar = show_bar
+M.human_bytes = human_bytes
 
 return M
