@@ -526,6 +526,81 @@ describe("on_event inside nginx #nginx", function()
     nginx:stop()
     assert(ok, tostring(err) .. "\n" .. log)
   end)
+
+  -- The example's /metrics, scraped and parsed as Prometheus reads the
+  -- text format: # HELP and # TYPE before each metric's samples.
+  local function parse(text)
+    local types, samples = {}, {}
+    for line in text:gmatch("([^\n]*)\n") do
+      local name, kind = line:match("^# TYPE ([%a_:][%w_:]*) (%a+)$")
+      if name then
+        assert.is_nil(types[name], "one TYPE line per metric: " .. name)
+        types[name] = kind
+      elseif not line:match("^# HELP [%a_:][%w_:]* .+$") then
+        local metric, labels, value = line:match("^([%a_:][%w_:]*)(%b{}) (%S+)$")
+        if not metric then
+          metric, value = line:match("^([%a_:][%w_:]*) (%S+)$")
+          labels = "{}"
+        end
+        assert(metric, "not a sample line: " .. line)
+        assert(types[metric], "a sample before its TYPE: " .. line)
+        local set = {}
+        for k, v in labels:sub(2, -2):gmatch('([%a_][%w_]*)="([^"\\]*)",?') do set[#set + 1] = k .. "=" .. v end
+        table.sort(set)
+        local key = metric .. "{" .. table.concat(set, ",") .. "}"
+        assert.is_nil(samples[key], "one sample per label set: " .. key)
+        samples[key] = assert(tonumber(value), line)
+      end
+    end
+    return types, samples
+  end
+
+  it("the example counts requests by status and waits by reason, and serves them as Prometheus text", function()
+    -- the client's window as the mock's limit counts (the APIs': a minute)
+    local nginx = helper.start_nginx(mock, { edit = function(conf)
+      return (conf:gsub("client = { timeout = 30 }", "client = { timeout = 30, rate_window = 1 }"))
+    end })
+    local ok, err = pcall(function()
+      local status, body = helper.http_get(nginx:url("/metrics"))
+      assert.same(200, status)
+      assert.same("", body)
+      for i = 1, 3 do
+        status = helper.http_get(nginx:url("/mkdir?name=M" .. i))
+        assert.same(200, status)
+      end
+      mock:faults({ { type = "status", status = 503, path = "/v1/files", headers = { ["Retry-After"] = "0" } } })
+      assert.same(200, (helper.http_get(nginx:url("/mkdir?name=Retried"))))
+      -- a directory the API does not know: a 404, told by its status
+      assert.same(200, (helper.http_get(nginx:url("/mkdir?name=Lost&dir=fsd_missing000000"))))
+      -- the limit reached: the example's client waits for the server's reset
+      mock:config({ rate_limit = 2, rate_window = 1 })
+      for i = 1, 3 do assert.same(200, (helper.http_get(nginx:url("/mkdir?name=P" .. i)))) end
+      local text
+      status, text = helper.http_get(nginx:url("/metrics"))
+      assert.same(200, status)
+      local types, s = parse(text)
+      for _, name in ipairs({ "fileapi_requests_total", "fileapi_waits_total", "fileapi_wait_seconds_total" }) do
+        assert.same("counter", types[name], text)
+      end
+      assert.same(3 + 1 + 3, s['fileapi_requests_total{status=201}'], text)
+      assert.same(1, s['fileapi_requests_total{status=503}'], text)
+      assert.same(1, s['fileapi_requests_total{status=404}'], text)
+      assert.same(1, s['fileapi_waits_total{reason=retry_after}'], text)
+      assert.same(0, s['fileapi_wait_seconds_total{reason=retry_after}'], text)
+      local paced = s['fileapi_waits_total{reason=rate_limit}']
+      assert.is_true(paced and paced >= 1, text)
+      assert.is_true(s['fileapi_wait_seconds_total{reason=rate_limit}'] > 0, text)
+      -- what the mock answered, counted
+      local total = 0
+      for key, v in pairs(s) do
+        if key:find("^fileapi_requests_total") then total = total + v end
+      end
+      assert.same(#mock:requests(), total)
+    end)
+    local log = nginx:log_tail(40)
+    nginx:stop()
+    assert(ok, tostring(err) .. "\n" .. log)
+  end)
 end)
 
 describe("the events of every scenario above", function()
