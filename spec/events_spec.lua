@@ -45,7 +45,7 @@ end
 local function trace(list)
   local out = {}
   for i, ev in ipairs(list) do
-    local what = ev.reason or ev.status or ev.kind or ev.by or ev.state
+    local what = ev.state or ev.reason or ev.status or ev.kind or ev.by
     out[i] = ev.type .. ":" .. (type(what) == "number" and ("%d"):format(what) or tostring(what))
   end
   return table.concat(out, " ")
@@ -524,6 +524,62 @@ describe("on_event inside nginx #nginx", function()
     end)
     local log = nginx:log_tail(40)
     nginx:stop()
+    assert(ok, tostring(err) .. "\n" .. log)
+  end)
+
+  it("store: down and up once per handler, a wait for it, and a raising handler warned once, on cosockets", function()
+    local redis = helper.start_redis({ password = "store-pw-nx7" })
+    secret("store-pw-nx7")
+    local nginx = helper.start_test_nginx(mock)
+    local ok, err = pcall(function()
+      local function call(doc)
+        doc.api_key, doc.base_url = helper.API_KEY, mock.mkp_url
+        local out = assert(helper.post_json(nginx:url("/store_events"), doc, 60))
+        for i, r in ipairs(out.results) do assert(r.ok, "call " .. i .. ": " .. tostring(r.message)) end
+        return out.events
+      end
+      local outage = { name = "outage", raise = true,
+        store = ("redis://:store-pw-nx7@127.0.0.1:%d/3"):format(redis.port) }
+      local evs = call(outage)
+      assert.same("request:201 request:201", trace(evs))
+      redis:kill()
+      evs = call(outage)
+      -- two clients on one store and one handler: one down event
+      assert.same("request:201 request:201 store:down request:201 request:201", trace(evs))
+      assert.is_true(#evs[3].reason > 0)
+      redis:start()
+      core.sleep(require("fileapi.store").RETRY_AFTER + 0.1)
+      evs = call(outage)
+      assert.same("request:201 request:201 store:down request:201 request:201 store:up request:201 request:201",
+        trace(evs))
+      for _, ev in ipairs(evs) do ALL[#ALL + 1] = ev end
+      assert_no_secret(evs)
+      -- the handler raised on each of its events: warned once, scrubbed
+      local log = nginx:log_tail(400)
+      local _, n = log:gsub("on_event raised", "")
+      assert.same(1, n, log)
+      assert.matches("cannot count request for %[REDACTED%]", log)
+      assert.is_nil(log:find(helper.API_KEY, 1, true))
+      assert.is_nil(log:find("store-pw-nx7", 1, true))
+      -- a store that does not answer, waited for: wait events (reason store), no request
+      local waited = assert(helper.post_json(nginx:url("/store_events"), { name = "wait", api_key = helper.API_KEY,
+        base_url = mock.mkp_url, timeout = 1.5, on_unavailable = "wait",
+        store = "redis://127.0.0.1:" .. helper.closed_port() .. "/0" }, 60))
+      assert.same({ false, "network" }, { waited.results[1].ok, waited.results[1].kind })
+      evs = waited.events
+      local waits = of_type(evs, "wait")
+      assert.is_true(#waits >= 1, trace(evs))
+      for _, w in ipairs(waits) do
+        assert.same("store", w.reason)
+        assert.is_true(w.seconds > 0 and w.seconds <= 1.01, w.seconds)
+      end
+      assert.same(1, #of_type(evs, "store"))
+      assert.same(0, #of_type(evs, "request"))
+      for _, ev in ipairs(evs) do ALL[#ALL + 1] = ev end
+    end)
+    local log = nginx:log_tail(40)
+    nginx:stop()
+    redis:stop()
     assert(ok, tostring(err) .. "\n" .. log)
   end)
 
