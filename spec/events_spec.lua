@@ -478,6 +478,34 @@ describe("fileapi -v #children", function()
     end
   end)
 
+  -- files uploaded side by side (a fileapi.group inside the command), on a
+  -- terminal (script(1) gives it one): a line per attempt, each whole, the
+  -- batch's progress line wiped before it and drawn again after
+  it("with --parallel: a line per attempt of the group's uploads, under the batch's progress line #toolchain", function()
+    mock:config({ latency = 0.05 })
+    local paths = {}
+    for i = 1, 4 do
+      paths[i] = home .. "/side-" .. i .. ".txt"
+      helper.write_text(paths[i], ("s"):rep(1000 + i))
+    end
+    local screen = helper.tmpname(".tty")
+    local inner = ("env %s %s -v upload %s --parallel 4"):format(helper.env_words(env, { MKP_API_KEY = helper.API_KEY }),
+      helper.FILEAPI, table.concat(paths, " "))
+    local ok = os.execute(("script -qfec %s %s >/dev/null 2>&1"):format(q(inner), q(screen)))
+    local text = helper.read_file(screen) or ""
+    os.remove(screen)
+    assert.truthy(ok == true or ok == 0, text)
+    local host = mock.mkp_url:gsub("%p", "%%%0")
+    local sent = {}
+    for line in text:gmatch("\r\27%[K(> POST [^\r\n]*)\r?\n") do sent[#sent + 1] = line end
+    assert.same(4, #sent, text)
+    for _, line in ipairs(sent) do
+      assert.matches("^> POST " .. host .. "/files 201 [%d.]+ KiB up %d+ B down %d+%.%d%d%d s", line)
+    end
+    assert.matches("files 4/4  ", text)
+    for i = 1, 4 do assert.matches("\r\27%[Kfsf_%w+ side%-" .. i .. "%.txt 100" .. i .. " text/plain\r?\n", text) end
+  end)
+
   it("words each event as curl would: the store's outage, a refresh by a peer, its wait", function()
     local line = require("fileapi.cli.verbose").line
     assert.same("* token refreshed (peer) in 0.12 s", line({ type = "refresh", ok = true, by = "peer", seconds = 0.12 }))

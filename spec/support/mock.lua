@@ -3,8 +3,9 @@
 -- Listens on 127.0.0.1 (port 0: a free one), writes "PORT PID" to the port
 -- file, and exits when told to, or when the parent process is gone.
 -- Admin endpoints under /_mock/ let a test read what was sent, count TCP
--- connections and the requests answered at once, add latency, set a quota,
--- add shares and queue faults.
+-- connections and the requests answered at once, count folders by path,
+-- add latency (and files.ro's race between finding and making a folder),
+-- set a quota, add shares and queue faults.
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
 
@@ -229,7 +230,8 @@ local function admin(conn, req)
       rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
       in_flight = state.flight.now, max_in_flight = state.flight.max,
       token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes,
-      refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused }
+      refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused,
+      folder_paths = filesro.folder_paths(state) }
   elseif p == "/_mock/reset" then
     reset()
   elseif p == "/_mock/config" then

@@ -17,7 +17,7 @@ local function client_options(opts, out)
   local copts = {
     on_wait = not opts.quiet and function(seconds, reason) out:waiting(seconds, reason) end or nil }
   -- (the flag counts: 0 when absent)
-  if (opts.verbose or 0) > 0 then copts.on_event, copts.on_wait = verbose.printer(out.err), nil end
+  if (opts.verbose or 0) > 0 then copts.on_event, copts.on_wait = verbose.printer(out), nil end
   for _, o in ipairs(options.CLI) do copts[o.name] = opts[o.name] end
   return copts
 end

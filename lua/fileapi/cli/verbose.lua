@@ -54,14 +54,12 @@ function M.line(ev)
   return fn and fn(ev)
 end
 
--- An on_event handler that writes each event's line to `err` (a file).
-function M.printer(err)
+-- An on_event handler that writes each event's line on the command's
+-- stderr (out: fileapi.cli.output's), a batch's progress line kept last.
+function M.printer(out)
   return function(ev)
     local text = M.line(ev)
-    if text then
-      err:write(text, "\n")
-      err:flush()
-    end
+    if text then out:note(text) end
   end
 end
 
