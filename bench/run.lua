@@ -396,6 +396,43 @@ local function store_rows()
     per_call("store", "wall") - per_call("local", "wall"), per_call("store", "cpu") - per_call("local", "cpu"))
 end
 
+-- What an on_event handler costs: the same uploads and mkdir calls with a
+-- handler that counts every event and without one, side by side in one run
+-- (BENCH_EVENTS_RUNS alternating runs each, medians; ratios above 1 are
+-- slower with the handler).
+local watched = ("%s %s"):format(lua, q(here .. "/events_one.lua"))
+local function events_rows(mib)
+  local runs = tonumber(os.getenv("BENCH_EVENTS_RUNS") or "9")
+  local path = work .. "/events-" .. mib .. ".bin"
+  make_file(path, mib)
+  local up = duel({
+    { name = "plain", cmd = fileapi .. " upload " .. base .. "/v1 " .. q(path) },
+    { name = "watched", cmd = watched .. " upload " .. base .. "/v1 " .. q(path) },
+  }, runs)
+  os.remove(path)
+  local mk = duel({
+    { name = "plain", cmd = fileapi .. " mkdir " .. base .. "/v1 " .. CALLS },
+    { name = "watched", cmd = watched .. " mkdir " .. base .. "/v1 " .. CALLS },
+  }, runs)
+  local function row(what, r)
+    local pw, ww = median(r.plain, "wall"), median(r.watched, "wall")
+    local pc, wc = median(r.plain, "cpu"), median(r.watched, "cpu")
+    out("events %-15s without %7.3f s  with a counting on_event %7.3f s  wall ratio %.3f   CPU %.2f s / %.2f s"
+      .. "  ratio %.3f   (%d runs each)", what, pw, ww, ww / pw, pc, wc, wc / pc, #r.plain)
+  end
+  row(("upload %d MiB"):format(mib), up)
+  row(("mkdir x%d"):format(CALLS), mk)
+  -- and in one process, without its start-up: two clients, one watched,
+  -- in alternating batches of the same calls
+  local p = io.popen(("%s interleaved %s %d %d"):format(watched, q(base .. "/v1"), CALLS, runs))
+  local pw, ww, pc, wc = p:read("*a"):match("(%S+) (%S+) (%S+) (%S+)")
+  p:close()
+  pw, ww, pc, wc = tonumber(pw), tonumber(ww), tonumber(pc), tonumber(wc)
+  out("events mkdir x%d, one process, alternating batches: without %.3f s  with %.3f s  wall ratio %.3f"
+    .. "   CPU %.3f s / %.3f s  ratio %.3f  (%+.2f us CPU per call; medians of %d rounds)", CALLS, pw, ww, ww / pw,
+    pc, wc, wc / pc, (wc - pc) / CALLS * 1e6, runs)
+end
+
 -- Many transfers at once (bench/parallel.lua): its groups, given what they
 -- share with the rest.
 local parallel_groups = dofile(here .. "/parallel.lua")({
@@ -419,6 +456,7 @@ local ok, err = pcall(function()
   if not only or only == "drive" then drive_rows(256) end
   if not only or only == "mkdir" then mkdir_rows() end
   if not only or only == "store" then store_rows() end
+  if not only or only == "events" then events_rows(tonumber(os.getenv("BENCH_EVENTS_MIB") or "256")) end
   for _, name in ipairs(parallel_groups.ORDER) do
     if not only or only == name then parallel_groups[name]() end
   end

@@ -15,6 +15,7 @@ void fa_gather(CURL *c, CURLcode code, const char *errbuf, struct outcome *o)
     curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &o->request_size);
     curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &o->connects);
     curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &o->uploaded);
+    curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &o->downloaded);
     snprintf(o->errbuf, sizeof o->errbuf, "%s", errbuf);
 }
 
@@ -77,6 +78,13 @@ static void set_transfer_facts(lua_State *L, const struct outcome *o, const stru
     lua_setfield(L, -2, "received");
     fa_pushwhole(L, o->connects);
     lua_setfield(L, -2, "new_connections");
+    /* what on_event's request events report: the response body's bytes as
+     * they came (before a sink skipped any), and whether the request went
+     * out on a connection an earlier one had opened */
+    fa_pushwhole(L, o->downloaded);
+    lua_setfield(L, -2, "downloaded");
+    lua_pushboolean(L, sent && o->connects == 0);
+    lua_setfield(L, -2, "reused");
 }
 
 /* "<callback> raised: <what it raised>", from the value at cause_idx */
@@ -129,7 +137,7 @@ static int push_failure(lua_State *L, const struct xfer *x, int cause_idx)
 static int push_response(lua_State *L, const struct xfer *x)
 {
     const struct outcome *o = &x->o;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 11);
     fa_pushwhole(L, o->status);
     lua_setfield(L, -2, "status");
     fa_push_headers(L, &x->s->head);

@@ -56,7 +56,7 @@ struct outcome {
     CURLcode code;
     long status;
     long request_size, connects;
-    curl_off_t uploaded;
+    curl_off_t uploaded, downloaded;
     char errbuf[CURL_ERROR_SIZE];
 };
 

@@ -101,7 +101,12 @@ local CASES = {
     { max_response = 1000 },
     function(out) assert.same("protocol", out.kind) end },
   { "a body cut short", { raw("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf") }, {},
-    function(out) assert.same("protocol", out.kind) end },
+    function(out)
+      assert.same("protocol", out.kind)
+      -- on_event: the answer's status, the failure's kind, the bytes that came
+      local ev = out.events[1]
+      assert.same({ 200, "protocol", 4, 1 }, { ev.status, ev.kind, ev.bytes_received, #out.events })
+    end },
   { "an error body is buffered, not sunk",
     { raw('HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\n\r\n{"message":"no file."}', true) },
     { sink = "writer" },
@@ -173,13 +178,54 @@ for _, k in ipairs(kinds.LIST) do
   end
 end
 
--- each wait is told with its reason
+-- each wait is told with its reason, to on_wait and as a wait event
+-- between the attempts' request events
 CASES[#CASES + 1] = { "waits are told with their reason: the server's Retry-After, then a backoff",
   { { type = "status", status = 503, headers = { ["Retry-After"] = "1" } }, { type = "status", status = 502 },
     raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true) }, { retries = 2 },
   function(out)
     assert.same("ok", out.body)
     assert.same({ "retry_after", "backoff" }, out.waits)
+    local seen = {}
+    for i, ev in ipairs(out.events) do
+      seen[i] = ev.type == "wait" and ("%s %g"):format(ev.reason, ev.seconds) or ("%d %d"):format(ev.attempt, ev.status)
+    end
+    assert.same("1 503", seen[1])
+    assert.same("retry_after 1", seen[2])
+    assert.same("2 502", seen[3])
+    assert.matches("^backoff 0%.", seen[4])
+    assert.same("3 200", seen[5])
+    assert.is_true(out.events[5].reused)
+  end }
+
+-- on_event's request event of every attempt: its method and URL, what came
+-- back, the bytes each way as the server saw them, the time it took, and
+-- whether the connection was one an earlier request had opened
+CASES[#CASES + 1] = { "request events: method, URL, status, bytes both ways, seconds, and reuse of a kept-alive connection",
+  { raw("HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"),
+    raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", true),
+    raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nend\r\n0\r\n\r\n", true) },
+  { method = "POST", body = "abcdefg", then_url = true, then_again = true },
+  function(out, _, reqs)
+    assert.same(200, out.again_status)
+    local evs = out.events
+    assert.same(3, #evs)
+    for _, ev in ipairs(evs) do
+      assert.same("request", ev.type)
+      assert.same(1, ev.attempt)
+      assert.is_nil(ev.kind)
+      assert.is_true(type(ev.seconds) == "number" and ev.seconds >= 0 and ev.seconds < 5, ev.seconds)
+    end
+    assert.same({ "POST", 201, 7, 5 }, { evs[1].method, evs[1].status, evs[1].bytes_sent, evs[1].bytes_received })
+    assert.matches("^http://127%.0%.0%.1:%d+/conf/item$", evs[1].url)
+    assert.same(reqs[1].body_length, evs[1].bytes_sent)
+    -- after Connection: close, a new connection; then that one again
+    assert.same({ "GET", 200, 0, 4, false }, { evs[2].method, evs[2].status, evs[2].bytes_sent, evs[2].bytes_received,
+      evs[2].reused })
+    assert.matches("/conf/next$", evs[2].url)
+    assert.same({ 3, true }, { evs[3].bytes_received, evs[3].reused })
+    assert.are_not.equal(reqs[1].conn, reqs[2].conn)
+    assert.same(reqs[2].conn, reqs[3].conn)
   end }
 
 -- The 256 MiB bodies run in one stage only (see tools/suite.sh).
@@ -196,11 +242,17 @@ local BIG = {
     end },
 }
 
--- What both transports must agree on.
+-- What both transports must agree on; of on_event's events, what each
+-- attempt came to and each wait's reason.
 local function essence(out)
+  local events = {}
+  for i, ev in ipairs(out.events or {}) do
+    events[i] = { type = ev.type, method = ev.method, status = ev.status, kind = ev.kind, attempt = ev.attempt,
+      reason = ev.reason }
+  end
   return { ok = out.ok, status = out.status, kind = out.kind, body = out.body,
     size = out.download and out.download.size, writer_bytes = out.writer_bytes, then_status = out.then_status,
-    waits = out.waits }
+    waits = out.waits, events = events }
 end
 
 describe("transport conformance #nginx", function()

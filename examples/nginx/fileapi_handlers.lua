@@ -8,6 +8,9 @@
 -- options and the OAuth redirect address from the table nginx.conf gives
 -- init_worker.  A request names only what to make (a name, a folder id) and
 -- brings the file.
+--
+-- Every client counts what it does (on_event) in the fileapi_metrics
+-- shared dict, which /metrics serves as Prometheus text.
 local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local cjson = require "cjson"
@@ -23,8 +26,69 @@ local settings = {
 -- request), or why there is none.
 local client, client_err, share, share_err
 
+-- ---- metrics: the clients' events, counted per worker into one dict ----
+-- Keys are the metric's name and its labels as Prometheus writes them
+-- (`fileapi_requests_total{status="201"}`): serving them is a sort.
+local METRICS = "fileapi_metrics"
+
+local HELP = {
+  fileapi_requests_total = "HTTP attempts fileapi made, by status (or error kind when none came back)",
+  fileapi_waits_total = "waits fileapi announced, by reason",
+  fileapi_wait_seconds_total = "seconds of those waits (refresh: the longest each could last)",
+  fileapi_refreshes_total = "OAuth token refreshes that ended, by who did it and whether it worked",
+  fileapi_store_outages_total = "times the fleet's store went down",
+}
+
+local function add(key, value)
+  local dict = ngx.shared[METRICS]
+  if not dict then return end
+  local ok, err = dict:incr(key, value, 0)
+  if not ok and err ~= "not found" then ngx.log(ngx.WARN, "fileapi metrics: ", err) end
+end
+
+-- The on_event handler of every client here: a counter or two per event.
+local function count_event(ev)
+  local t = ev.type
+  if t == "request" then
+    local labels = ev.status and ('status="' .. ev.status .. '"') or ""
+    if ev.kind then labels = labels .. (labels ~= "" and "," or "") .. 'kind="' .. ev.kind .. '"' end
+    add("fileapi_requests_total{" .. labels .. "}", 1)
+  elseif t == "wait" then
+    add('fileapi_waits_total{reason="' .. ev.reason .. '"}', 1)
+    add('fileapi_wait_seconds_total{reason="' .. ev.reason .. '"}', ev.seconds)
+  elseif t == "refresh" then
+    add('fileapi_refreshes_total{by="' .. ev.by .. '",ok="' .. tostring(ev.ok) .. '"}', 1)
+  elseif t == "store" and ev.state == "down" then
+    add("fileapi_store_outages_total", 1)
+  end
+end
+
+-- GET /metrics: the text exposition format, each metric's samples under
+-- its HELP and TYPE lines.
+function M.metrics()
+  local dict = ngx.shared[METRICS]
+  local keys = dict and dict:get_keys(0) or {}
+  table.sort(keys)
+  local lines, named = {}, nil
+  for _, key in ipairs(keys) do
+    local name = key:match("^[%w_]+")
+    if name ~= named then
+      named = name
+      lines[#lines + 1] = "# HELP " .. name .. " " .. (HELP[name] or name)
+      lines[#lines + 1] = "# TYPE " .. name .. " counter"
+    end
+    local value = dict:get(key)
+    if value then
+      local whole = value == math.floor(value)
+      lines[#lines + 1] = key .. " " .. (whole and ("%d"):format(value) or ("%.6f"):format(value))
+    end
+  end
+  ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+  ngx.print(table.concat(lines, "\n"), #lines > 0 and "\n" or "")
+end
+
 local function client_options(extra)
-  local opts = {}
+  local opts = { on_event = count_event }
   for k, v in pairs(settings.client) do opts[k] = v end
   for k, v in pairs(extra or {}) do opts[k] = v end
   return opts

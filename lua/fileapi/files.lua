@@ -65,7 +65,7 @@ end
 local function new_keeper(t, settings)
   local token_engine, err = t:derive({ rate_limit = false })
   if not token_engine then return nil, err end
-  settings.token_engine = token_engine
+  settings.token_engine, settings.events = token_engine, t
   local keeper = oauth_keeper.new(settings)
   keeper:on_grant(function(grant) t:rekey(grant) end)
   return keeper, token_engine
@@ -271,10 +271,11 @@ function Client:download(file_id, dest, opts)
   while true do
     local link, err = self:download_link(file_id)
     if not link then return nil, err end
-    -- the link goes to another host: no Authorization, nothing of ours
+    -- the link goes to another host: no Authorization, nothing of ours;
+    -- its query is its credential (signed): events show none of it
     local res
     res, err = self.engine:send({ method = "GET", url = link.link, headers = {}, sink = dest,
-      overwrite = overwrite, on_download = on_progress })
+      overwrite = overwrite, on_download = on_progress, signed = true })
     if res then
       return { path = dt == "string" and dest or nil, size = res.download.size, resumed = res.download.resumed }
     end

@@ -163,6 +163,7 @@ function M.normalize(v, null)
 end
 
 local function replace_plain(s, secret, mask)
+  if not find(s, secret, 1, true) then return s end -- most strings: nothing to replace
   local out, i = {}, 1
   while true do
     local a, b = find(s, secret, i, true)

@@ -35,13 +35,14 @@ local function now()
 end
 
 -- spec: { url, method, transport, timeout, max_response, retries, sink =
--- "path"|"writer", path, headers, body }
+-- "path"|"writer", path, headers, body, then_url, then_again }
 function M.run(spec)
-  local out = { waits = {} }
+  local out = { waits = {}, events = {} }
   local opts = assert(engine.check_options({
     transport = spec.transport, timeout = spec.timeout or 5, max_response = spec.max_response,
     retries = spec.retries or 0, backoff = 0.01, max_retry_wait = spec.max_retry_wait, rate_window = spec.rate_window,
     on_wait = function(_, reason) out.waits[#out.waits + 1] = reason end,
+    on_event = function(ev) out.events[#out.events + 1] = ev end,
   }, "new"))
   local t = assert(engine.new(opts, {}))
   local req = { method = spec.method or "GET", url = spec.url, headers = spec.headers or {}, body = spec.body }
@@ -68,6 +69,11 @@ function M.run(spec)
     local again, aerr = t:send({ method = "GET", url = spec.then_url })
     out.then_status = again and again.status or (aerr and aerr.kind)
     out.then_body = again and again.body
+    -- and once more, on the connection that one kept (then_again)
+    if spec.then_again then
+      again, aerr = t:send({ method = "GET", url = spec.then_url })
+      out.again_status = again and again.status or (aerr and aerr.kind)
+    end
   end
   out.total_seconds = now() - started
   t:close()

@@ -1,7 +1,8 @@
 -- One fileapi.group body, run in the busted process (coroutines on a
 -- libcurl multi) and inside nginx (light threads on cosockets), summed up
 -- so that the two can be compared: uploads on one client, one function that
--- raises and one the API refuses; then a group that cancels itself.
+-- raises and one the API refuses; then a group that cancels itself.  The
+-- client's on_event counts the attempts, and whether its calls ever overlap.
 local fileapi = require "fileapi"
 
 local M = {}
@@ -16,7 +17,17 @@ end
 
 -- spec: { base_url, api_key, parallel, n, raise_at, fail_at }
 function M.run(spec)
-  local mkp = assert(fileapi.files.new({ api_key = spec.api_key, base_url = spec.base_url, timeout = 30 }))
+  local events = { requests = 0, not_found = 0, overlapped = false }
+  local depth = 0
+  local function on_event(ev)
+    depth = depth + 1
+    if depth > 1 then events.overlapped = true end
+    if ev.type == "request" then events.requests = events.requests + 1 end
+    if ev.status == 404 then events.not_found = events.not_found + 1 end
+    depth = depth - 1
+  end
+  local mkp = assert(fileapi.files.new({ api_key = spec.api_key, base_url = spec.base_url, timeout = 30,
+    on_event = on_event }))
   local g = assert(fileapi.group({ parallel = spec.parallel }))
   local handles = {}
   for i = 1, spec.n do
@@ -26,7 +37,7 @@ function M.run(spec)
       return mkp:upload({ data = ("g"):rep(4096), filename = "g" .. i .. ".txt" })
     end)
   end
-  local out = { completed = {}, same_handles = true, results = {}, cancelled = {} }
+  local out = { completed = {}, same_handles = true, results = {}, cancelled = {}, events = events }
   for h, res, err in g:results() do
     out.completed[#out.completed + 1] = h.index
     if handles[h.index] ~= h then out.same_handles = false end

@@ -149,6 +149,55 @@ function M.oauth_mkdir()
   reply(out)
 end
 
+-- Two clients of one grant in this worker, sharing its tokens through
+-- token_dict, calling at once from light threads of their own: what each
+-- told its on_event (the second finds the first's refresh under way).
+function M.oauth_peers()
+  local spec = input()
+  local out, threads = { results = {} }, {}
+  for i, name in ipairs({ "first", "second" }) do
+    local evs = {}
+    out[name] = evs
+    local client = assert(files.new({ base_url = spec.base_url, oauth_base_url = spec.oauth_base_url,
+      oauth = spec.oauth, token_dict = "fileapi_tokens", timeout = 30, retries = 0,
+      on_event = function(ev) evs[#evs + 1] = ev end }))
+    threads[i] = ngx.thread.spawn(function() return client:mkdir("peer" .. i) end)
+  end
+  for i = 1, 2 do
+    local _, item, err = ngx.thread.wait(threads[i])
+    out.results[i] = summary(item, err)
+  end
+  reply(out)
+end
+
+-- Two clients of this worker on one store and one on_event handler, made by
+-- the first request of a `name` (the store's outages are told once per
+-- handler); with `raise`, the handler raises on every event after recording
+-- it.  Each request: one mkdir per client, and every event the handler was
+-- told so far.
+local watchers = {}
+function M.store_events()
+  local spec = input()
+  local watched = watchers[spec.name]
+  if not watched then
+    local evs = {}
+    local function on_event(ev)
+      evs[#evs + 1] = ev
+      if spec.raise then error("cannot count " .. ev.type .. " for " .. spec.api_key) end
+    end
+    local store = { url = spec.store, on_unavailable = spec.on_unavailable }
+    watched = { evs = evs, clients = {} }
+    watchers[spec.name] = watched
+    for i = 1, 2 do
+      watched.clients[i] = assert(files.new({ api_key = spec.api_key, base_url = spec.base_url, timeout = spec.timeout
+        or 30, retries = 0, store = store, on_event = on_event }))
+    end
+  end
+  local out = { results = {}, events = watched.evs }
+  for i, c in ipairs(watched.clients) do out.results[i] = summary(c:mkdir("store" .. i)) end
+  reply(out)
+end
+
 -- The tokens a worker's OAuth client is made from: the request's, or with
 -- `load`, those an earlier refresh's on_tokens kept in the dict under that
 -- name (`keep`), as the example's lazy per-worker clients are made.

@@ -6,13 +6,18 @@ local files = require "fileapi.files"
 local shares = require "fileapi.shares"
 local options = require "fileapi.http.options"
 local login = require "fileapi.cli.mijnklantportaal_login"
+local verbose = require "fileapi.cli.verbose"
 
 local M = {}
 
 -- The flags' transport options (fileapi.cli declares them from the list).
+-- With -v every event is a line, waits included: on_wait's line would say
+-- the same again.
 local function client_options(opts, out)
   local copts = {
     on_wait = not opts.quiet and function(seconds, reason) out:waiting(seconds, reason) end or nil }
+  -- (the flag counts: 0 when absent)
+  if (opts.verbose or 0) > 0 then copts.on_event, copts.on_wait = verbose.printer(out), nil end
   for _, o in ipairs(options.CLI) do copts[o.name] = opts[o.name] end
   return copts
 end

@@ -121,6 +121,14 @@ local WAITS = {
   refresh = "waiting %.1f s for a token refresh",
 }
 
+-- A line of its own on stderr (-v's), under a batch's progress line.
+function Out:note(text)
+  wipe(self)
+  self.err:write(text, "\n")
+  self.err:flush()
+  redraw(self)
+end
+
 function Out:waiting(seconds, reason)
   wipe(self)
   self.err:write("fileapi: ", (WAITS[reason] or "waiting %.1f s"):format(seconds), "\n")
@@ -246,5 +254,6 @@ end
 
 M.new = new_out
 M.show_bar = show_bar
+M.human_bytes = human_bytes
 
 return M

@@ -90,6 +90,7 @@ function M:update_share(token, opts)
   ok, why = common.check_share_token(token, "token")
   if not ok then return util.invalid(why) end
   if protected == nil then return util.invalid("protected is required: true (with a password) or false") end
+  self.engine:add_secret(token) -- in the path: a visitor's key, never shown
   local body = { protected = protected, password = opts.password, permission = opts.permission,
     expiration = opts.expiration }
   local doc, res = send_doc(self, request(self, "PATCH", "/share/" .. token, body))
@@ -113,7 +114,10 @@ function M:revoke_shares(tokens)
   local ok, why = check_tokens(tokens)
   if not ok then return util.invalid(why) end
   local list = {}
-  for i, t in ipairs(tokens) do list[i] = t end
+  for i, t in ipairs(tokens) do
+    list[i] = t
+    self.engine:add_secret(t)
+  end
   return send_done(self, request(self, "DELETE", "/share/" .. list[1], { tokens = list }))
 end
 
@@ -125,6 +129,7 @@ function M:send_share(token, opts)
   local ok, why = common.check_share_token(token, "token")
   if ok then ok, why = common.check_emails(opts.emails, "emails") end
   if not ok then return util.invalid(why) end
+  self.engine:add_secret(token)
   return send_done(self, request(self, "POST", "/shares/" .. token .. "/notifications", { emails = opts.emails }))
 end
 

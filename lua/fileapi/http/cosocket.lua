@@ -55,6 +55,7 @@ local function fail(kind, message, facts)
   err.body_sent = facts.body_sent
   err.uploaded = facts.uploaded
   err.received = facts.received
+  err.downloaded, err.reused = facts.downloaded, facts.reused
   err.status = facts.status
   err.partial = facts.partial
   return nil, err
@@ -257,15 +258,16 @@ end
 
 -- Where the body goes: memory (an error body, or no sink) or the sink.
 local function body_target(creq, facts, status, headers)
-  if not creq.sink then return { buffer = {}, got = 0 } end
+  if not creq.sink then return { buffer = {}, got = 0, read = 0 } end
   local ok, mode, skip = pcall(creq.decide, status, headers)
   if not ok then return nil, raised(facts, "decide", mode) end
   if not mode then return nil, "protocol", tostring(skip or "the response cannot be used") end
-  if mode ~= "sink" then return { buffer = {}, got = 0 } end
-  return { sink = creq.sink, skip = tonumber(skip) or 0, sunk = 0, facts = facts }
+  if mode ~= "sink" then return { buffer = {}, got = 0, read = 0 } end
+  return { sink = creq.sink, skip = tonumber(skip) or 0, sunk = 0, read = 0, facts = facts }
 end
 
 local function deliver(creq, target, data, max)
+  target.read = target.read + #data
   if target.buffer then
     target.got = target.got + #data
     if target.got > max then return "protocol", ("the response body is larger than %d bytes"):format(max) end
@@ -403,6 +405,7 @@ local function read_response(sock, creq, facts, budget, status, headers)
   if not target then return nil, tkind, tmessage end
   local kind, message = read_body(sock, creq, method, status, headers, target, max)
   facts.received = target.sunk or 0
+  facts.downloaded = target.read
   if kind == "read" then
     facts.partial = true
     local _, whole = budget()
@@ -445,6 +448,7 @@ local function attempt(creq, facts, fresh)
   local sock, kind, message = connect(creq, scheme, host, port, budget, fresh)
   if not sock then return nil, kind, message end
   local reused = sock:getreusedtimes() > 0
+  facts.reused = reused
   local ok, err = sock:send(request_head(creq, authority, path, request.body_length(creq)))
   if not ok then
     sock:close()
@@ -498,7 +502,8 @@ end
 function M.perform(creq)
   request.check(creq)
   for try = 1, 2 do
-    local facts = { sent = false, body_sent = false, uploaded = 0, received = 0, reported = -1 }
+    local facts = { sent = false, body_sent = false, uploaded = 0, received = 0, downloaded = 0, reused = false,
+      reported = -1 }
     if creq.multipart and try > 1 then
       local ok, err = creq.multipart:restart()
       if not ok then return nil, err end
@@ -506,7 +511,7 @@ function M.perform(creq)
     local res, kind, message = attempt(creq, facts, try > 1)
     if res then
       res.request_sent, res.body_sent, res.uploaded = true, facts.body_sent, facts.uploaded
-      res.received = facts.received
+      res.received, res.downloaded, res.reused = facts.received, facts.downloaded, facts.reused
       return res
     end
     if kind ~= "stale" then return fail(kind, message, facts) end

@@ -8,7 +8,9 @@
 -- A fleet's store is handed in (opts.store, opened by
 -- fileapi.client_options), never imported: its budget wraps this one.
 -- Inside a function of a fileapi.group, transfers and waits let the group's
--- other functions run (fileapi.http.scheduler).
+-- other functions run (fileapi.http.scheduler).  What happens on the way
+-- (attempts, waits, refreshes, the store's outages) is told to on_event
+-- (fileapi.http.events), from here and from those the engine is handed to.
 local core = require "fileapi.core"
 local cjson_module = require "cjson"
 local util = require "fileapi.util"
@@ -20,11 +22,13 @@ local pool_module = require "fileapi.http.pool"
 local scheduler = require "fileapi.http.scheduler"
 local threads = require "fileapi.http.threads"
 local options = require "fileapi.http.options"
+local events = require "fileapi.http.events"
 local kinds = require "fileapi.kinds"
 
 local type, pairs, ipairs, setmetatable, pcall, error = type, pairs, ipairs, setmetatable, pcall, error
 local tostring = tostring
 local min, random = math.min, math.random
+local now = core.now
 local format = string.format
 local running = coroutine.running
 
@@ -91,9 +95,33 @@ function M.new(opts, secrets, rate_key)
   private[t] = { secrets = secrets, proxy = opts.proxy, pool = pool,
     curl = function(creq) return pooled(pool, creq) end }
   opts.proxy = nil
+  -- what the budgets call before they wait (nothing to call: no cost)
+  if opts.on_wait or opts.on_event then
+    t.announce = function(seconds, reason) t:waiting(seconds, reason or "rate_limit") end
+  end
   t.budget = budget.new(opts, rate_key)
-  if opts.store and t.budget then t.budget = opts.store:budget(t.budget, rate_key or "", opts) end
+  if opts.store and t.budget then
+    t.budget = opts.store:budget(t.budget, rate_key or "", opts)
+    -- the store's outages, told once per handler however many clients share both
+    if opts.on_event then opts.store:listen(opts.on_event, secrets, events.deliver) end
+  end
   return t
+end
+
+-- Tells the on_event handler of ev, if there is one.  A handler that raises
+-- never breaks the call (fileapi.http.events).
+function Transport:emit(ev)
+  local handler = self.opts.on_event
+  if handler then events.deliver(handler, ev, private[self].secrets) end
+end
+
+-- The one place a wait is announced, whatever waits (the budgets, the
+-- retries, the store, an OAuth refresh): on_wait(seconds, reason), then a
+-- wait event.
+function Transport:waiting(seconds, reason)
+  local o = self.opts
+  if o.on_wait then pcall(o.on_wait, seconds, reason) end
+  if o.on_event then self:emit({ type = "wait", reason = reason, seconds = seconds }) end
 end
 
 -- A sibling for another host of the same client (OAuth's token endpoint
@@ -333,8 +361,7 @@ local function retry_after_failure(self, req, method, res, err, attempts, sleep)
       return false, err
     end
   end
-  -- the reason names what the wait is for, as on_event's wait reasons do
-  if self.opts.on_wait then pcall(self.opts.on_wait, wait, asked and "retry_after" or "backoff") end
+  if self.announce then self:waiting(wait, asked and "retry_after" or "backoff") end
   if sleep(wait) == false then return false, interrupted(self) end -- Ctrl-C, cancel(), close()
   return true
 end
@@ -381,15 +408,14 @@ local function attempts_loop(self, req, perform, sleep)
   if req.auth and self.auth and self.auth.prepare then self.auth:prepare() end
   local attempts, reauthed = 0, false
   local res, err, used_auth
-  local on_wait = self.opts.on_wait
-  local budget_wait = on_wait and function(seconds) return on_wait(seconds, "rate_limit") end
+  local on_event, shown_url, started = self.opts.on_event, nil, nil
   while true do
     if req.deadline and not within_deadline(self, creq, req.deadline) then
       err = err or util.new_error("timeout", "no time was left for the request", { retryable = true })
       break
     end
     local go, too_long, why = true, nil, nil
-    if self.budget then go, too_long, why = self.budget:acquire(sleep, budget_wait) end
+    if self.budget then go, too_long, why = self.budget:acquire(sleep, self.announce) end
     if not go then
       err = why or too_long and util.new_error("rate_limited", format(
         "the rate limit allows the next request in %.0f s, longer than this client waits"
@@ -408,7 +434,12 @@ local function attempts_loop(self, req, perform, sleep)
     attempts = attempts + 1
     local headers = with_header(base_headers, used_auth)
     creq.headers = d and download.resume_headers(d, headers) or headers
+    if on_event then started = now() end
     res, err = perform(creq)
+    if on_event then
+      shown_url = shown_url or events.url(req.url, private[self].secrets, req.signed)
+      self:emit(events.request(creq.method, shown_url, attempts, res, err, now() - started))
+    end
     if self.budget then
       if res then self.budget:observe(res.headers, res.status, sleep) end
       self.budget:done(res, err, sleep)

@@ -105,7 +105,12 @@ M.LIST = {
       .. "(see [fleet.md](fleet.md))" },
   { name = "on_wait", type = "function", honoured = "engine", shown = "none",
     doc = "`function(seconds, reason)` told before each wait; `reason`: `\"rate_limit\"` (pacing), "
-      .. "`\"retry_after\"` (the server's `Retry-After`) or `\"backoff\"` (before another attempt)" },
+      .. "`\"retry_after\"` (the server's `Retry-After`), `\"backoff\"` (before another attempt), "
+      .. "`\"store\"` (the fleet's store, `on_unavailable = \"wait\"`) or `\"refresh\"` (an OAuth refresh "
+      .. "under way elsewhere; `seconds`: the longest it may last)" },
+  { name = "on_event", type = "function", honoured = "engine", shown = "none",
+    doc = "`function(ev)` told of each attempt (`request`), wait, OAuth refresh and store outage, as data "
+      .. "without secrets; never raises into a call (see [events.md](events.md))" },
   { name = "base_url", type = "string", honoured = "engine", shown = "per API",
     cli = "API root (default $MKP_BASE_URL, $FILESRO_BASE_URL, or the public API)",
     doc = "the API's root (each API module names its default below)" },

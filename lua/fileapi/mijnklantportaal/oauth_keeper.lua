@@ -48,6 +48,11 @@
 -- a peer that spent it first left its successor; else the keeper fails fast
 -- with that error until set_tokens.
 --
+-- Each refresh this client needed ends with a `refresh` event (by "self"
+-- when its own token request brought the token, else "peer"); a wait for
+-- a refresh under way elsewhere is announced once, with the longest it may
+-- last (the engine handed in as cfg.events: on_wait and on_event).
+--
 -- The record and the rate budget are keyed by the grant, which stays the
 -- same across refresh-token rotation: the first refresh token a record met
 -- names it, and each later one is an alias of it (written with each save),
@@ -83,14 +88,16 @@ function M.lease_margin(lease) return math.min(2, lease / 5) end
 -- of token_dict and store: files.new's internal _shared_tokens, the
 -- command line's credentials file), base (checked), token_engine (an
 -- engine for the manage host), secrets (the list the engines redact with:
--- new tokens rotate through it).
+-- new tokens rotate through it), events (the client's engine: what it
+-- waits for and its refreshes are told there).
 function M.new(cfg)
   local o = cfg.oauth
   local k = setmetatable({ refreshes = 0, version = 0 }, Keeper)
   local own = oauth.token_id(o.client_id, o.refresh_token)
   local p = { client_id = o.client_id, client_secret = o.client_secret, access_token = o.access_token,
     refresh_token = o.refresh_token, expires_at = o.expires_at or 0, on_tokens = cfg.on_tokens,
-    base = cfg.base, engine = cfg.token_engine, secrets = cfg.secrets, chain = { own }, shared = cfg.shared }
+    base = cfg.base, engine = cfg.token_engine, secrets = cfg.secrets, chain = { own }, shared = cfg.shared,
+    events = cfg.events }
   private[k] = p
   if not p.shared and cfg.token_dict then
     p.shared = token_dict.record(rawget(_G, "ngx").shared[cfg.token_dict], own)
@@ -107,6 +114,14 @@ end
 function Keeper:on_grant(fn) private[self].on_grant = fn end
 
 local function remember(p, s) util.add_secret(p.secrets, s, true) end
+
+-- A wait of this refresh, announced once per refresh (seconds: the longest
+-- it may last; it ends as soon as what it waits for is there).
+local function announce_wait(p, seconds, reason)
+  if p.announced or not p.events then return end
+  p.announced = true
+  p.events:waiting(seconds > 0 and seconds or 0, reason)
+end
 
 -- A refresh token of the grant joins the chain a save names as aliases.
 local function add_chain(p, refresh_token)
@@ -211,8 +226,10 @@ end
 
 -- A success reaches the record, within `until` while it is out of reach.
 local function publish_within(k, sleep, until_)
-  local poll = private[k].shared.poll or 0.005
+  local p = private[k]
+  local poll = p.shared.poll or 0.005
   while publish(k, nil, "dead") == nil and now() + poll < until_ do
+    announce_wait(p, until_ - now(), "store")
     if sleep(poll) == false then return end
   end
 end
@@ -243,7 +260,10 @@ local function refused(k, err, spent)
     adopt(k)
     if not p.dead and p.refresh_token == spent then publish(k, err) end -- refused: takes what is there
     if p.dead then return nil, p.dead end
-    if p.refresh_token ~= spent then return true end
+    if p.refresh_token ~= spent then
+      p.by = "peer" -- it had spent the token first: its successor is ours
+      return true
+    end
   end
   p.dead = err
   return nil, err
@@ -254,6 +274,7 @@ end
 local function do_refresh(k, sleep, by, deadline, owner)
   local p = private[k]
   local spent = p.refresh_token
+  p.by = "self"
   local tokens, err = oauth.post_tokens(p.engine, p.base, { grant_type = "refresh_token", client_id = p.client_id,
     client_secret = p.client_secret, refresh_token = spent }, false, by)
   if not tokens then
@@ -292,6 +313,7 @@ local function acquire(k, sleep, deadline, stale)
     local owner, err = s.lock()
     if owner then return "held", owner end
     if now() >= deadline then return nil, owner == nil and err or waited_too_long() end
+    announce_wait(p, deadline - now(), "refresh")
     if sleep(s.poll or 0.005) == false then return nil, interrupted() end
     adopt(k)
     if p.dead then return nil, p.dead end
@@ -310,6 +332,7 @@ local function lease(k, owner, sleep, deadline)
     if held then break end
     if held == false then return false end
     if now() >= deadline then return nil, err or waited_too_long() end
+    announce_wait(private[k], deadline - now(), "refresh")
     if sleep(s.poll or 0.005) == false then return nil, interrupted() end
   end
   if not s.lease then return deadline end
@@ -347,17 +370,25 @@ local function refresh_alone(k, sleep, deadline) return do_refresh(k, sleep, dea
 -- when it is not: once per client, per machine with a shared record.
 function Keeper:refresh(sleep, deadline, stale)
   local p = private[self]
-  while self.busy do -- another light thread of this client is at it
+  if self.busy and p.events then -- another light thread of this client is at it
+    p.events:waiting(math.max(deadline - now(), 0), "refresh")
+  end
+  while self.busy do
     if now() >= deadline then return nil, waited_too_long() end
     sleep(0.005)
   end
   adopt(self)
   if p.dead then return nil, p.dead end
   if fresh(p, stale) then return true end
-  self.busy = true
+  self.busy, p.by, p.announced = true, nil, nil
+  local started = core.now()
   local ok, a, b = pcall(p.shared and refresh_shared or refresh_alone, self, sleep, deadline, stale)
   self.busy = nil
   if not ok then error(a, 0) end
+  -- who brought the token: this client's own request, or a peer
+  if p.events then
+    p.events:emit({ type = "refresh", ok = a == true, seconds = core.now() - started, by = p.by or "peer" })
+  end
   return a, b
 end
 

@@ -256,7 +256,8 @@ end
 -- wait); or false when a sleep was interrupted; or false, nil, err when the
 -- store stayed away from a "wait" caller: it waits within the call's
 -- timeout and the store's own limit (Store:wait_limit), counted from when
--- the store went missing.
+-- the store went missing.  on_wait(seconds, reason) is told of
+-- each wait: reason nil for pacing, "store" for the store's return.
 function Fleet:acquire(sleep, on_wait)
   local waited = 0
   local call_deadline = self.wait_for and core.time() + self.wait_for or math.huge
@@ -271,7 +272,8 @@ function Fleet:acquire(sleep, on_wait)
       if got == false then return false, too_long end
     else
       missing_since = missing_since or core.time()
-      if not self.store:wait_until_usable(sleep, min(call_deadline, missing_since + self.store:wait_limit())) then
+      if not self.store:wait_until_usable(sleep, min(call_deadline, missing_since + self.store:wait_limit()),
+          on_wait) then
         return false, nil, self.store:unavailable_error(core.time() - missing_since)
       end
     end

@@ -23,6 +23,7 @@ local fleet_budget = require "fileapi.store.budget"
 local tokens = require "fileapi.store.tokens"
 
 local type, tonumber, tostring, format, max = type, tonumber, tostring, string.format, math.max
+local pairs, ipairs, setmetatable = pairs, ipairs, setmetatable
 
 local M = {}
 
@@ -131,6 +132,23 @@ function Store:fallback()
   return format("calls wait for it, %g s at most (and within their timeout)", self:wait_limit())
 end
 
+-- The clients' on_event handlers, told when the store goes down and comes
+-- back: handler -> the secrets its warnings must not show (weak: a client
+-- collected takes its handler with it).  deliver(handler, ev, secrets) is
+-- the engine's safe call (fileapi.http.events), handed in with them.
+function Store:listen(handler, secrets, deliver)
+  self.listeners = self.listeners or setmetatable({}, { __mode = "k" })
+  self.listeners[handler] = secrets
+  self.deliver = deliver
+end
+
+local function tell(self, ev)
+  if not self.listeners then return end
+  local list = {} -- a handler may make a client (a new listener) meanwhile
+  for handler, secrets in pairs(self.listeners) do list[#list + 1] = { handler, secrets } end
+  for _, l in ipairs(list) do self.deliver(l[1], ev, l[2]) end
+end
+
 function Store:failed(message, how)
   self.down_until = core.time() + M.RETRY_AFTER
   self.failures = self.failures + 1
@@ -139,8 +157,11 @@ function Store:failed(message, how)
   self.misconfigured = how == "cluster" or nil
   if not self.warned then
     self.warned = true
+    local why = tostring(message):sub(1, 200):gsub("%c", " ")
+    if self.cfg.password then why = util.redact(why, { self.cfg.password }) end
     warn(format("fileapi: the store (%s) is unavailable (%s); %s until it answers again", self.where,
-      tostring(message):sub(1, 200), self:fallback()))
+      why, self:fallback()))
+    tell(self, { type = "store", state = "down", reason = why })
   end
 end
 
@@ -149,6 +170,7 @@ function Store:answered()
   if self.warned then
     self.warned = false
     if os.getenv("FILEAPI_DEBUG") then warn(format("fileapi: the store (%s) answers again", self.where)) end
+    tell(self, { type = "store", state = "up" })
   end
 end
 
@@ -184,15 +206,18 @@ function Store:wait_limit()
 end
 
 -- For "wait": sleeps (yielding in nginx) until the store may be tried
--- again, if that is before the deadline.  Returns whether it slept.  A
--- Redis Cluster is not waited for.
-function Store:wait_until_usable(sleep, deadline)
+-- again, if that is before the deadline, first telling on_wait(seconds,
+-- "store") when given.  Returns whether it slept.  A Redis Cluster is not
+-- waited for.
+function Store:wait_until_usable(sleep, deadline, on_wait)
   local at = self.down_until
   if at > deadline or self.misconfigured then return false end
   local d = at - core.time()
+  if d <= 0 then return true end
   -- nginx sleeps whole milliseconds: less would be a sleep(0), spinning
-  if d > 0 and sleep(max(d, 0.002)) == false then return false end
-  return true
+  d = max(d, 0.002)
+  if on_wait then pcall(on_wait, d, "store") end
+  return sleep(d) ~= false
 end
 
 -- The error a "wait" caller returns when the store stayed away (waited:
