@@ -22,12 +22,12 @@ M.root = absolute(M.support .. "/../..")
 M.lua = os.getenv("LUA_BIN") or "lua5.4"
 M.mock_lua = "lua5.4"
 M.API_KEY = "test-key"
--- the mock's files.ro owner (spec/support/mock/drive.lua)
+-- the mock's files.ro owner (lua/fileapi/mock/drive.lua)
 M.DRIVE_TOKEN = "1|ownerTestToken0123456789abcdefghijklmnopq"
 M.DRIVE_EMAIL, M.DRIVE_PASSWORD = "owner@example.com", "correct horse battery"
--- the application the mock's manage host knows (spec/support/mock/oauth.lua)
+-- the application the mock's manage host knows (lua/fileapi/mock/oauth.lua)
 M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = "app_test", "app-secret-7f3k"
--- a files.ro share whose visitors may edit (spec/support/mock/filesro.lua)
+-- a files.ro share whose visitors may edit (lua/fileapi/mock/filesro.lua)
 M.EDITOR_SHARE = "editor-token"
 
 function M.pid()
@@ -132,7 +132,7 @@ function M.start_mock(opts)
   local tls = opts.tls and (" --tls-cert %s --tls-key %s"):format(sh_quote(opts.tls.cert), sh_quote(opts.tls.key)) or ""
   local fixed = opts.port and (" --port %d"):format(opts.port) or ""
   local cmd = ("%s %s --port-file %s --parent %s%s%s >>%s 2>&1 &"):format(M.mock_lua,
-    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), tls, fixed, sh_quote(log))
+    sh_quote(M.root .. "/lua/fileapi/mock/server.lua"), sh_quote(port_file), M.pid(), tls, fixed, sh_quote(log))
   assert(os.execute(cmd))
   for _ = 1, 100 do
     local f = io.open(port_file)

@@ -12,7 +12,8 @@
 -- (then a new refresh_token too, and the old one dies).  The stats count
 -- refusals of a refresh token and refresh tokens sent again.
 local cjson = require "cjson"
-local http = require "mock.http"
+local http = require "fileapi.mock.http"
+local socket = require "socket"
 
 local M = {}
 
@@ -25,7 +26,7 @@ local function token(prefix)
   return prefix .. table.concat(t)
 end
 
-local function now() return require("socket").gettime() end
+local function now() return socket.gettime() end
 
 function M.reset(state)
   -- spent: how often each refresh token came to a refresh the endpoint acted

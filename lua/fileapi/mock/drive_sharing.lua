@@ -3,9 +3,9 @@
 -- item calls).  A share made here is a visitor's share in mock.filesro's
 -- table: the same store.
 local cjson = require "cjson"
-local drive = require "mock.drive"
-local filesro = require "mock.filesro"
-local http = require "mock.http"
+local drive = require "fileapi.mock.drive"
+local filesro = require "fileapi.mock.filesro"
+local http = require "fileapi.mock.http"
 
 local H = drive.handlers
 local json, typed, success, invalid = H.json, H.typed, H.success, H.invalid

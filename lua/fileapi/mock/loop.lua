@@ -2,6 +2,9 @@
 -- many connections at once: stalls, trickles and kept-alive connections never
 -- block the admin requests a test makes meanwhile.
 local socket = require "socket"
+-- LuaSec, for a mock that serves HTTPS only (a probe: plain HTTP needs none)
+local has_ssl, ssl_lib = pcall(require, "ssl")
+local ssl = has_ssl and ssl_lib or nil
 
 local M = {}
 
@@ -119,7 +122,6 @@ end
 
 -- Server side of TLS over a non-blocking socket (LuaSec); nil on failure.
 function M.tls_accept(sock, ctx)
-  local ssl = require "ssl"
   sock:settimeout(0)
   sock:setoption("tcp-nodelay", true)
   local s = ssl.wrap(sock, ctx)

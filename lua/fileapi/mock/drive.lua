@@ -7,9 +7,9 @@
 -- made by /_mock/drive_big_file is sparse, all zeros, its CRC computed by
 -- the zero-run operator rather than read.
 local cjson = require "cjson"
-local http = require "mock.http"
-local filesro = require "mock.filesro"
-local zip = require "mock.zip"
+local http = require "fileapi.mock.http"
+local filesro = require "fileapi.mock.filesro"
+local zip = require "fileapi.mock.zip"
 
 local M = {}
 

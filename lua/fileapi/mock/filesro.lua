@@ -5,7 +5,7 @@
 -- keyed by the part's file name, exactly as upstream does, so a chunk sent
 -- twice shows up as a corrupted file.
 local cjson = require "cjson"
-local http = require "mock.http"
+local http = require "fileapi.mock.http"
 
 local M = {}
 

@@ -6,18 +6,18 @@
 -- connections and the requests answered at once, add latency, set a quota,
 -- add shares and queue faults.
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = here .. "/?.lua;" .. package.path
+package.path = here .. "/../../?.lua;" .. package.path
 
 local socket = require "socket"
 local cjson = require "cjson"
-local loop = require "mock.loop"
-local http = require "mock.http"
-local mkp = require "mock.mkp"
-local filesro = require "mock.filesro"
-local storage = require "mock.storage"
-local oauth = require "mock.oauth"
-local drive = require "mock.drive"
-local drive_routes = require "mock.drive_sharing"
+local loop = require "fileapi.mock.loop"
+local http = require "fileapi.mock.http"
+local mkp = require "fileapi.mock.mkp"
+local filesro = require "fileapi.mock.filesro"
+local storage = require "fileapi.mock.storage"
+local oauth = require "fileapi.mock.oauth"
+local drive = require "fileapi.mock.drive"
+local drive_routes = require "fileapi.mock.drive_sharing"
 
 local opts = { port = 0 }
 do
@@ -63,7 +63,7 @@ local function record(conn_id, req)
   local rec = {
     conn = conn_id, method = req.method, target = req.target, path = req.path,
     query = req.query, headers = req.headers, header_list = req.header_list,
-    body = "", body_length = req.length, body_read = false, at = require("socket").gettime(),
+    body = "", body_length = req.length, body_read = false, at = socket.gettime(),
   }
   state.requests[#state.requests + 1] = rec
   return rec
