@@ -50,6 +50,18 @@ local function wait(set, sock, deadline)
 end
 
 function M.wait_readable(sock, deadline) return wait(waiting_read, sock, deadline) end
+
+-- Ends a wait for sock at once (its socket closed meanwhile, say): the
+-- waiting coroutine runs again as if sock were ready.
+function M.wake(sock)
+  for _, set in ipairs({ waiting_read, waiting_write }) do
+    local co = set[sock]
+    if co then
+      set[sock] = nil
+      runnable[#runnable + 1] = co
+    end
+  end
+end
 function M.wait_writable(sock, deadline) return wait(waiting_write, sock, deadline) end
 
 local function keys(set)
@@ -118,6 +130,13 @@ function M.wrap(sock)
   sock:settimeout(0)
   if sock.setoption then sock:setoption("tcp-nodelay", true) end
   return setmetatable({ sock = sock, buf = "", closed = false }, Conn)
+end
+
+-- A server's TLS context (LuaSec) from PEM files.
+function M.tls_context(cert, key)
+  if not ssl then error("the mock serves HTTPS with LuaSec (Debian: lua-sec), which is not installed", 0) end
+  return assert(ssl.newcontext({ mode = "server", protocol = "any", key = key, certificate = cert,
+    options = { "all", "no_sslv2", "no_sslv3" } }))
 end
 
 -- Server side of TLS over a non-blocking socket (LuaSec); nil on failure.

@@ -14,10 +14,11 @@
 local cjson = require "cjson"
 local http = require "fileapi.mock.http"
 local socket = require "socket"
+local accounts = require "fileapi.mock.accounts"
 
 local M = {}
 
-local CLIENT_ID, CLIENT_SECRET = "app_test", "app-secret-7f3k"
+local CLIENT_ID, CLIENT_SECRET = accounts.CLIENT_ID, accounts.CLIENT_SECRET
 M.CLIENT_ID, M.CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
 
 local function token(prefix)

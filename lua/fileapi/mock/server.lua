@@ -1,15 +1,15 @@
--- The local mock of both APIs, for the tests, the examples and `make demo`.
---   lua5.4 spec/support/mock.lua [--port N] [--port-file F] [--parent PID]
--- Listens on 127.0.0.1 (port 0: a free one), writes "PORT PID" to the port
--- file, and exits when told to, or when the parent process is gone.
--- Admin endpoints under /_mock/ let a test read what was sent, count TCP
--- connections and the requests answered at once, add latency, set a quota,
--- add shares and queue faults.
-local here = arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = here .. "/../../?.lua;" .. package.path
-
+-- The mock's process: both services on loopback, one coroutine per
+-- connection (mock.loop).  fileapi.mock starts it in a process of its own:
+--   require("fileapi.mock.server").run{ port_file = F, ... }
+-- The API port answers MijnKlantportaal's API (/v1) and files.ro (/api/v1,
+-- visitor and owner) and the admin paths (/_mock/, mock.admin); the manage
+-- host (OAuth) and the storage host (download links) have ports of their
+-- own.  When it listens it writes "PORT PID STORAGE_PORT OAUTH_PORT" to the
+-- port file (or "error MESSAGE"), and it serves until /_mock/shutdown, a
+-- SIGINT or SIGTERM (where fileapi.core loads), or its parent is gone.
+-- State lives in memory; the uploads' bytes in a temporary folder removed
+-- at the end.  Runs on Lua 5.3 or later (integers, bit operators).
 local socket = require "socket"
-local cjson = require "cjson"
 local loop = require "fileapi.mock.loop"
 local http = require "fileapi.mock.http"
 local mkp = require "fileapi.mock.mkp"
@@ -18,26 +18,31 @@ local storage = require "fileapi.mock.storage"
 local oauth = require "fileapi.mock.oauth"
 local drive = require "fileapi.mock.drive"
 local drive_routes = require "fileapi.mock.drive_sharing"
+local faults = require "fileapi.mock.faults"
+local admin = require "fileapi.mock.admin"
+local accounts = require "fileapi.mock.accounts"
+-- the interrupt flag (a probe: a mock on another Lua than the core's has none)
+local has_core, core = pcall(require, "fileapi.core")
 
-local opts = { port = 0 }
-do
-  local i = 1
-  while arg[i] do
-    local k, v = arg[i]:match("^%-%-([%w-]+)$"), arg[i + 1]
-    if k == "port" then opts.port = tonumber(v)
-    elseif k == "port-file" then opts.port_file = v
-    elseif k == "parent" then opts.parent = v
-    elseif k == "tls-cert" then opts.tls_cert = v
-    elseif k == "tls-key" then opts.tls_key = v
-    end
-    i = i + 2
-  end
+local M = {}
+
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("*l"):match("^(%d+)")
+  f:close()
+  return pid
 end
 
-math.randomseed(os.time() + math.floor(socket.gettime() * 1000) % 100000)
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then f:close() end
+  return f ~= nil
+end
 
-local state = {}
+local state = { pid = own_pid() }
 local stop = false
+-- the settings the mock was started with: a reset returns to them
+local base_config = {}
 
 local function reset()
   state.requests, state.faults, state.storage_faults = {}, {}, {}
@@ -48,13 +53,13 @@ local function reset()
   state.generation = (state.generation or 0) + 1
   state.rejected_at = {}
   state.keep = 1024 * 1024
-  state.config = { keys = { ["test-key"] = true }, quota = nil, rate_limit = nil }
+  state.config = { keys = { [accounts.API_KEY] = true } }
+  for k, v in pairs(base_config) do state.config[k] = v end
   mkp.reset(state)
   filesro.reset(state)
   drive.reset(state)
   oauth.reset(state)
 end
-reset()
 
 -- Recorded when the request arrives (a stalled one still counts at once);
 -- the body and parts are filled in when the handler is done with them.
@@ -81,214 +86,22 @@ local function complete_record(rec, req)
   end
 end
 
--- ---- faults ---------------------------------------------------------------
-
-local function take_fault(req)
-  for i, f in ipairs(state.faults) do
-    local matches = not f.path or req.path:sub(1, #f.path) == f.path
-    -- skip: let that many matching requests through first
-    if matches and (f.skip or 0) > 0 then
-      f.skip = f.skip - 1
-      matches = false
-    end
-    if matches then
-      f.count = (f.count or 1) - 1
-      if f.count <= 0 then table.remove(state.faults, i) end
-      return f
-    end
-  end
-end
-
-local function send_slowly(conn, data, interval)
-  for i = 1, #data do
-    if not conn:send(data:sub(i, i)) then return end
-    loop.sleep(interval)
-  end
-end
-
--- The 16-byte pattern helper.write_file writes: a served file's bytes can be
--- checked against a file the test writes itself.
-local PATTERN = "0123456789abcdef"
-local BLOCK = PATTERN:rep(4096)
-
--- `count` bytes of the pattern starting at `offset`, in 64 KiB sends.
-local function send_pattern(conn, offset, count)
-  while count > 0 do
-    local start = offset % 16
-    local n = math.min(count, #BLOCK - start)
-    if not conn:send(BLOCK:sub(start + 1, start + n)) then return false end
-    offset, count = offset + n, count - n
-  end
-  return true
-end
-
--- A scripted response: { send = "..." }, { pause = seconds },
--- { pattern = { offset, count } }; then the connection closes unless `keep`.
-local function play_steps(conn, f)
-  for _, step in ipairs(f.steps) do
-    if step.send and not conn:send(step.send) then return false end
-    if step.pause then loop.sleep(step.pause) end
-    if step.pattern and not send_pattern(conn, math.floor(step.pattern[1]), math.floor(step.pattern[2])) then
-      return false
-    end
-  end
-  return f.keep == true
-end
-
--- A download: `size` bytes of the pattern, with Range/If-Range when `ranges`;
--- `drop_at` closes the connection after that many body bytes.
-local function play_file(conn, req, f)
-  local size, first = math.floor(f.size), 0 -- JSON numbers arrive as floats
-  local etag = f.etag or '"v1"'
-  local range = req.headers.range
-  local status, headers = 200, { { "Content-Type", "application/octet-stream" } }
-  if f.ranges then
-    headers[#headers + 1] = { "Accept-Ranges", "bytes" }
-    headers[#headers + 1] = { "ETag", etag }
-    local from = range and range:match("^bytes=(%d+)%-$")
-    local if_range = req.headers["if-range"]
-    if from and (not if_range or if_range == etag) and tonumber(from) < size then
-      first = tonumber(from)
-      status = 206
-      headers[#headers + 1] = { "Content-Range", ("bytes %d-%d/%d"):format(first, size - 1, size) }
-    end
-  end
-  conn:send(http.response_head(status, headers, size - first, false))
-  local count = size - first
-  if f.drop_at then count = math.min(count, math.floor(f.drop_at)) end
-  if not send_pattern(conn, first, count) then return false end
-  return count == size - first
-end
-
--- Plays a fault; returns true to keep the connection open.
-local function play(conn, req, f)
-  local t = f.type
-  if t == "delay" then
-    loop.sleep(f.seconds or 1)
-    return nil
-  end
-  if t == "drop_upload" then
-    http.read_body(conn, req, state.keep, f.after or 65536)
-    return false
-  end
-  if t ~= "stall_before_body" then http.read_body(conn, req, state.keep) end
-  if t == "stall" or t == "stall_before_body" then
-    loop.sleep(f.seconds or 30)
-    return false
-  elseif t == "status" then
-    local headers = { { "Content-Type", f.content_type or "application/json" } }
-    for k, v in pairs(f.headers or {}) do headers[#headers + 1] = { k, v } end
-    local body = f.body or cjson.encode({ message = f.message or "fault" })
-    http.respond(conn, f.status, headers, body, f.close)
-    -- drop_after: says keep-alive, then closes (a stale pooled connection)
-    return not (f.close or f.drop_after)
-  elseif t == "steps" then
-    return play_steps(conn, f)
-  elseif t == "file" then
-    return play_file(conn, req, f)
-  elseif t == "raw" then
-    conn:send(f.raw)
-    if f.seconds then loop.sleep(f.seconds) end
-    return false
-  elseif t == "oversized" then
-    local size = f.size or 2 * 1024 * 1024
-    conn:send(http.response_head(201, { { "Content-Type", "application/json" } }, size, true))
-    local chunk = ("x"):rep(65536)
-    local sent = 0
-    while sent < size do
-      if not conn:send(chunk:sub(1, math.min(#chunk, size - sent))) then return false end
-      sent = sent + #chunk
-    end
-    return false
-  elseif t == "stall_response" then
-    conn:send(http.response_head(201, { { "Content-Type", "application/json" } }, 200, false)
-      .. '{"id":"fsf_')
-    loop.sleep(f.seconds or 30)
-    return false
-  elseif t == "trickle" then
-    local body = f.body or '{"id":"fsd_trickle0001","type":"directory","name":"slow"}'
-    conn:send(http.response_head(f.status or 201, { { "Content-Type", "application/json" } }, #body, true))
-    send_slowly(conn, body, f.interval or 1)
-    return false
-  end
-  return false
-end
-
--- ---- admin ----------------------------------------------------------------
-
-local function admin(conn, req)
-  http.read_body(conn, req, 16 * 1024 * 1024)
-  local body = req.body ~= "" and cjson.decode(req.body) or {}
-  local out = { ok = true }
-  local p = req.path
-  if p == "/_mock/requests" then
-    out = state.requests
-    if #out == 0 then out = cjson.empty_array or {} end
-  elseif p == "/_mock/stats" then
-    out = { connections = state.connections, requests = state.api_requests, chunks = state.chunks,
-      rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
-      in_flight = state.flight.now, max_in_flight = state.flight.max,
-      token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes,
-      refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused }
-  elseif p == "/_mock/reset" then
-    reset()
-  elseif p == "/_mock/config" then
-    for k, v in pairs(body) do
-      if k == "keys" then
-        state.config.keys = {}
-        for _, key in ipairs(v) do state.config.keys[key] = true end
-      else
-        state.config[k] = v
-      end
-    end
-    for k, v in pairs(body) do if v == cjson.null then state.config[k] = nil end end
-  elseif p == "/_mock/faults" then
-    for _, f in ipairs(body) do state.faults[#state.faults + 1] = f end
-  elseif p == "/_mock/shares" then
-    out = { root_id = filesro.add_share(state, body) }
-  elseif p == "/_mock/folders" then
-    local f = state.folders[body.id]
-    out = f and { id = f.id, name = f.name, parent_id = f.parent_id } or {}
-  elseif p == "/_mock/storage_faults" then
-    for _, f in ipairs(body) do state.storage_faults[#state.storage_faults + 1] = f end
-  elseif p == "/_mock/mkp_file" then
-    out = mkp.add_file(state, body)
-  elseif p == "/_mock/seed" then
-    out = mkp.seed(state, body)
-  elseif p == "/_mock/mkp_items" then
-    out = {}
-    for _, it in pairs(state.items) do
-      out[#out + 1] = { id = it.id, type = it.type, name = it.name, parent = it.parent, size = it.size }
-    end
-    if #out == 0 then out = cjson.empty_array or {} end
-  elseif p == "/_mock/files" then
-    out = {}
-    for _, f in pairs(state.files) do out[#out + 1] = f end
-    if #out == 0 then out = cjson.empty_array or {} end
-  elseif p == "/_mock/drive_big_file" then
-    out = drive.big_file(state, body)
-  elseif p == "/_mock/drive_seed" then
-    out = drive.seed(state, body)
-  elseif p == "/_mock/drive" then
-    out = drive.dump(state)
-  elseif p == "/_mock/oauth_grant" then
-    out = oauth.grant(state)
-  elseif p == "/_mock/oauth_expire" then
-    oauth.expire(state)
-  elseif p == "/_mock/oauth_authorize" then
-    out = state.oauth.last_authorize or {}
-  elseif p == "/_mock/shutdown" then
-    stop = true
-  else
-    http.respond(conn, 404, {}, "{}", true)
-    return
-  end
-  http.respond(conn, 200, { { "Content-Type", "application/json" } }, cjson.encode(out), true)
-end
-
 -- ---- connections ----------------------------------------------------------
 
 local next_conn = 0
+
+-- The service's answer: status, headers, body, close (or "streamed").
+local function service_answer(conn, req)
+  -- files.ro's owner and visitor calls, one store; the rest MijnKlantportaal
+  local app = req.path:find("^/api/v1/") and drive_routes or mkp
+  local status, headers, body, close = app.handle(state, conn, req)
+  if status and status ~= "streamed" then
+    local has_type = false
+    for _, h in ipairs(headers) do if h[1]:lower() == "content-type" then has_type = true end end
+    if not has_type then headers[#headers + 1] = { "Content-Type", "application/json" } end
+  end
+  return status, headers, body, close
+end
 
 local function answer(conn, req, conn_id)
   local rec = record(conn_id, req)
@@ -299,23 +112,22 @@ local function answer(conn, req, conn_id)
     loop.sleep(state.config.latency)
     if state.generation ~= generation then return false end
   end
-  local f = take_fault(req)
-  if f then
-    local keep = play(conn, req, f)
+  local f = faults.take(state, req)
+  if f and f.type ~= "drop" then
+    local keep = faults.play(conn, req, f, state.keep)
     if keep ~= nil then -- nil: a delay, then the usual answer
       complete_record(rec, req)
       return keep
     end
   end
-  -- files.ro's owner and visitor calls, one store; the rest MijnKlantportaal
-  local app = req.path:find("^/api/v1/") and drive_routes or mkp
-  local status, headers, body, close = app.handle(state, conn, req)
+  local status, headers, body, close = service_answer(conn, req)
   complete_record(rec, req)
   if status == "streamed" then return headers end -- the handler sent it; whole or not
   if not status then return false end
-  local has_type = false
-  for _, h in ipairs(headers) do if h[1]:lower() == "content-type" then has_type = true end end
-  if not has_type then headers[#headers + 1] = { "Content-Type", "application/json" } end
+  if f and f.type == "drop" then
+    faults.cut(conn, f, status, headers, body)
+    return false
+  end
   -- A body the client was told not to send (refused before 100 Continue)
   -- is still on its way: this connection cannot carry another request.
   close = close or not req.body_read or req.version == "1.0"
@@ -333,13 +145,6 @@ local function dispatch(conn, req, conn_id)
   flight.now = flight.now - 1
   if not ok then error(keep, 0) end
   return keep
-end
-
-local tls_ctx
-if opts.tls_cert then
-  local ssl = require "ssl"
-  tls_ctx = assert(ssl.newcontext({ mode = "server", protocol = "any", key = opts.tls_key,
-    certificate = opts.tls_cert, options = { "all", "no_sslv2", "no_sslv3" } }))
 end
 
 -- A side host's connections (the storage host's download links, the
@@ -369,17 +174,26 @@ end)
 
 -- OAuth takes the queued faults too (a slow or failing token endpoint).
 local serve_oauth = serve_side("manage", function(conn, req, rec)
-  local f = take_fault(req)
-  if f then
-    local keep = play(conn, req, f)
+  local f = faults.take(state, req)
+  if f and f.type ~= "drop" then
+    local keep = faults.play(conn, req, f, state.keep)
     if keep ~= nil then return keep end
   end
   local status, headers, body = oauth.handle(state, conn, req)
   complete_record(rec, req)
   if not status then return false end
+  if f and f.type == "drop" then
+    faults.cut(conn, f, status, headers, body)
+    return false
+  end
   http.respond(conn, status, headers, body, false)
   return true
 end)
+
+local tls_ctx
+-- API connections waiting for their next request: a refusal closes them
+local idle = {}
+local control = { reset = reset, stop = function() stop = true end }
 
 local function serve(sock)
   if tls_ctx then
@@ -390,10 +204,12 @@ local function serve(sock)
   next_conn = next_conn + 1
   local conn_id, counted = next_conn, false
   while true do
+    idle[conn] = true
     local req = http.read_request(conn)
+    idle[conn] = nil
     if not req then break end
     if req.path:find("^/_mock/") then
-      admin(conn, req)
+      admin.handle(state, conn, req, control)
       break
     end
     if not counted then
@@ -405,49 +221,131 @@ local function serve(sock)
   conn:close()
 end
 
-local server = assert(socket.bind("127.0.0.1", opts.port))
-server:settimeout(0)
-local _, port = server:getsockname()
-local storage_server = assert(socket.bind("127.0.0.1", 0))
-storage_server:settimeout(0)
-local _, storage_port = storage_server:getsockname()
-state.storage_base = "http://127.0.0.1:" .. storage_port
-local oauth_server = assert(socket.bind("127.0.0.1", 0))
-oauth_server:settimeout(0)
-local _, oauth_port = oauth_server:getsockname()
+-- ---- listeners ------------------------------------------------------------
+
+local function listen(port)
+  local sock, err = socket.bind("127.0.0.1", port or 0)
+  if not sock then return nil, ("port %d: %s"):format(port or 0, tostring(err)) end
+  sock:settimeout(0)
+  local _, bound = sock:getsockname()
+  return { sock = sock, port = tonumber(bound) }
+end
 
 local function accept_loop(listener, handler)
   loop.spawn(function()
     while true do
-      loop.wait_readable(listener)
-      local client = listener:accept()
+      loop.wait_readable(listener.sock)
+      local client = listener.sock:accept()
       if client then loop.spawn(handler, client) end
     end
   end)
 end
-accept_loop(server, serve)
-accept_loop(storage_server, serve_storage)
-accept_loop(oauth_server, serve_oauth)
 
-if opts.port_file then
-  local tmp = opts.port_file .. ".tmp"
-  local f = assert(io.open(tmp, "w"))
-  local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
-  f:write(port, " ", pid, " ", storage_port, " ", oauth_port, "\n")
-  f:close()
-  os.rename(tmp, opts.port_file)
-else
-  print("mock listening on http://127.0.0.1:" .. port .. " (download links on port " .. storage_port
-    .. ", OAuth on port " .. oauth_port .. ")")
-  io.stdout:flush()
+-- The API port closed while state.refusing_until lasts, then bound again.
+local function refuse_a_while(api)
+  api.sock:close()
+  while state.refusing_until and socket.gettime() < state.refusing_until do
+    loop.sleep(state.refusing_until - socket.gettime())
+  end
+  state.refusing_until = nil
+  for _ = 1, 200 do
+    local again = listen(api.port)
+    if again then
+      api.sock = again.sock
+      return
+    end
+    loop.sleep(0.05)
+  end
+  error("the mock could not listen on port " .. api.port .. " again")
 end
 
-local started = os.time()
-loop.run(function() return stop end, function()
-  if opts.parent and not io.open("/proc/" .. opts.parent .. "/stat") then stop = true end
-  if os.time() - started > 3600 then stop = true end
-end)
-server:close()
-storage_server:close()
-oauth_server:close()
-if state.upload_dir then os.execute("rm -rf '" .. state.upload_dir .. "'") end
+local function accept_api(api)
+  state.refuse = function()
+    for conn in pairs(idle) do
+      conn:close()
+      loop.wake(conn.sock)
+    end
+    idle = {}
+    loop.wake(api.sock)
+  end
+  loop.spawn(function()
+    while true do
+      if state.refusing_until then refuse_a_while(api) end
+      loop.wait_readable(api.sock)
+      local client = not state.refusing_until and api.sock:accept()
+      if client then loop.spawn(serve, client) end
+    end
+  end)
+end
+
+local function write_atomically(path, text)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "w"))
+  f:write(text)
+  f:close()
+  os.rename(tmp, path)
+end
+
+-- The settings a start takes (fileapi.mock.start's): latency in seconds,
+-- every service's rate limit (N requests per `rate_window` seconds).
+local function start_config(opts)
+  base_config.latency = opts.latency
+  if opts.rate_limit then
+    local window = opts.rate_window or 60
+    base_config.rate_limit, base_config.rate_window = opts.rate_limit, window
+    base_config.share_rate_limit, base_config.share_rate_window = opts.rate_limit, window
+    base_config.drive_rate_limit, base_config.drive_rate_window = opts.rate_limit, window
+  end
+end
+
+local function bind_all(opts)
+  local api, why = listen(opts.port)
+  local oauth_l, storage_l
+  if api then oauth_l, why = listen(opts.oauth_port) end
+  if oauth_l then storage_l, why = listen(opts.storage_port) end
+  return api, oauth_l, storage_l, why
+end
+
+-- opts: port_file (required), port, oauth_port, storage_port (0 or
+-- absent: free ones), parent (a pid: stop when it is gone), tls_cert and
+-- tls_key (serve the API port over HTTPS), latency, rate_limit,
+-- rate_window, max_seconds, signals (stop on SIGINT/SIGTERM).
+-- Returns true when it stopped, false when it could not start.
+function M.run(opts)
+  start_config(opts)
+  reset()
+  if opts.tls_cert then tls_ctx = loop.tls_context(opts.tls_cert, opts.tls_key) end
+  local api, oauth_l, storage_l, why = bind_all(opts)
+  if not storage_l then
+    write_atomically(opts.port_file, "error " .. why .. "\n")
+    return false
+  end
+  state.storage_base = "http://127.0.0.1:" .. storage_l.port
+  accept_api(api)
+  accept_loop(storage_l, serve_storage)
+  accept_loop(oauth_l, serve_oauth)
+  if opts.signals and has_core then core.catch_interrupts() end
+  write_atomically(opts.port_file, ("%d %s %d %d\n"):format(api.port, state.pid, storage_l.port, oauth_l.port))
+  local started = os.time()
+  loop.run(function() return stop or (opts.signals and has_core and core.interrupted()) end, function()
+    if opts.parent and not alive(opts.parent) then stop = true end
+    if opts.max_seconds and os.time() - started > opts.max_seconds then stop = true end
+  end)
+  api.sock:close()
+  storage_l.sock:close()
+  oauth_l.sock:close()
+  if state.upload_dir then os.execute("rm -rf '" .. state.upload_dir .. "'") end
+  return true
+end
+
+-- run(opts) in a process of its own: a failure to start is written to the
+-- port file, where the starter reads it.  Returns the exit status.
+function M.main(opts)
+  local ok, result = pcall(M.run, opts)
+  if ok then return result and 0 or 1 end
+  pcall(write_atomically, opts.port_file, "error " .. tostring(result):gsub("\n", " ") .. "\n")
+  io.stderr:write("fileapi mock: ", tostring(result), "\n")
+  return 1
+end
+
+return M
