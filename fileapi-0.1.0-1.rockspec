@@ -114,6 +114,7 @@ build = {
       ["fileapi.store.redis"] = "lua/fileapi/store/redis.lua",
       ["fileapi.store.tokens"] = "lua/fileapi/store/tokens.lua",
       ["fileapi.tree"] = "lua/fileapi/tree.lua",
+      ["fileapi.batch"] = "lua/fileapi/batch.lua",
       ["fileapi.util"] = "lua/fileapi/util.lua",
     },
     bin = { fileapi = "bin/fileapi" },

@@ -67,7 +67,8 @@ end
 
 local function sink_stats()
   local body = assert(http.request(base .. "/stats"))
-  return tonumber(body:match('"connections":(%d+)')), tonumber(body:match('"requests":(%d+)'))
+  return tonumber(body:match('"connections":(%d+)')), tonumber(body:match('"requests":(%d+)')),
+    tonumber(body:match('"rejected":(%d+)')), tonumber(body:match('"max_in_flight":(%d+)'))
 end
 
 -- Runs a command under /usr/bin/time: wall seconds, max RSS (KiB), CPU seconds.
@@ -80,8 +81,9 @@ local function measure(cmd, before)
     "run failed: " .. cmd .. "\n" .. (io.open(work .. "/err"):read("*a")))
   local wall = socket.gettime() - t0
   local rss, user, sys = assert(io.open(out)):read("*a"):match("(%d+) ([%d.]+) ([%d.]+)")
-  local conns, reqs = sink_stats()
-  return { wall = wall, rss = tonumber(rss), cpu = tonumber(user) + tonumber(sys), conns = conns, reqs = reqs }
+  local conns, reqs, rejected, at_once = sink_stats()
+  return { wall = wall, rss = tonumber(rss), cpu = tonumber(user) + tonumber(sys), conns = conns, reqs = reqs,
+    rejected = rejected, at_once = at_once }
 end
 
 local function median(list, key)
@@ -92,14 +94,14 @@ local function median(list, key)
   return n % 2 == 1 and v[(n + 1) / 2] or (v[n / 2] + v[n / 2 + 1]) / 2
 end
 
--- Warm-up, then RUNS alternating runs of each contender.
-local function duel(contenders)
+-- Warm-up, then RUNS (or `runs`) alternating runs of each contender.
+local function duel(contenders, runs)
   local results = {}
   for _, c in ipairs(contenders) do
     measure(c.cmd, c.before)
     results[c.name] = {}
   end
-  for _ = 1, RUNS do
+  for _ = 1, runs or RUNS do
     for _, c in ipairs(contenders) do
       local r = measure(c.cmd, c.before)
       table.insert(results[c.name], r)
@@ -194,8 +196,9 @@ end
 local client_port = free_port()
 local client_base = "http://127.0.0.1:" .. client_port
 
-local function start_client_nginx()
-  local prefix = work .. "/client"
+-- fileapi (Lua and the LuaJIT core) and the specs' handlers copied under
+-- prefix/lib, where nginx's workers may read them; returns that folder.
+local function client_lib(prefix)
   local lib = prefix .. "/lib"
   local root = here .. "/.."
   local lua_build = root .. "/build/luajit/fileapi/core.so"
@@ -203,7 +206,15 @@ local function start_client_nginx()
   assert(sh(("mkdir -p %s && cp -r %s %s && cp %s %s && cp %s %s %s && chmod -R a+rX %s"):format(q(lib),
     q(root .. "/lua/fileapi"), q(lib .. "/"), q(lua_build), q(lib .. "/fileapi/"),
     q(root .. "/spec/support/test_handlers.lua"), q(root .. "/spec/support/conformance.lua") .. " "
-      .. q(root .. "/spec/support/causes.lua"), q(lib .. "/"), q(prefix))))
+      .. q(root .. "/spec/support/causes.lua") .. " " .. q(root .. "/spec/support/group_body.lua"), q(lib .. "/"),
+    q(prefix))))
+  return lib
+end
+
+local function start_client_nginx()
+  local prefix = work .. "/client"
+  local lib = client_lib(prefix)
+  local root = here .. "/.."
   local conf = assert(io.open(root .. "/spec/support/nginx/test.conf")):read("*a")
     :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(client_port)):gsub("@LIB@", lib)
     :gsub("@CA_FILE@", "/etc/ssl/certs/ca-certificates.crt")
@@ -359,14 +370,19 @@ local function stop_redis()
   redis_dir = nil
 end
 
-local function store_rows()
+-- A Redis on a free loopback port: its port and URL (stop_redis stops it).
+local function start_redis()
   redis_dir = work .. "-redis"
   local rport = free_port()
   assert(sh(("mkdir -p %s && redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
     .. " --pidfile %s/redis.pid --logfile %s/redis.log --dir %s"):format(q(redis_dir), rport, q(redis_dir),
     q(redis_dir), q(redis_dir))))
   socket.sleep(0.3)
-  local url = ("redis://127.0.0.1:%d/0"):format(rport)
+  return rport, ("redis://127.0.0.1:%d/0"):format(rport)
+end
+
+local function store_rows()
+  local rport, url = start_redis()
   local r = duel({
     { name = "local", cmd = fileapi .. " mkdir " .. base .. "/v1 " .. CALLS },
     { name = "store", cmd = fileapi .. " mkdir-store " .. base .. "/v1 " .. CALLS .. " " .. q(url),
@@ -379,6 +395,14 @@ local function store_rows()
     per_call("local", "cpu"), per_call("store", "wall"), per_call("store", "cpu"),
     per_call("store", "wall") - per_call("local", "wall"), per_call("store", "cpu") - per_call("local", "cpu"))
 end
+
+-- Many transfers at once (bench/parallel.lua): its groups, given what they
+-- share with the rest.
+local parallel_groups = dofile(here .. "/parallel.lua")({
+  base = base, work = work, here = here, lua = lua, fileapi = fileapi, q = q, sh = sh, runs = RUNS,
+  measure = measure, duel = duel, median = median, out = out, make_file = make_file, free_port = free_port,
+  start_nginx = start_nginx, client_lib = client_lib, start_redis = start_redis, stop_redis = function() stop_redis() end,
+})
 
 local ok, err = pcall(function()
   start_sink()
@@ -395,8 +419,12 @@ local ok, err = pcall(function()
   if not only or only == "drive" then drive_rows(256) end
   if not only or only == "mkdir" then mkdir_rows() end
   if not only or only == "store" then store_rows() end
+  for _, name in ipairs(parallel_groups.ORDER) do
+    if not only or only == name then parallel_groups[name]() end
+  end
 end)
 stop_redis()
+parallel_groups.stop()
 stop_sink()
 if not ok then
   io.stderr:write("bench failed: ", tostring(err), "\n")

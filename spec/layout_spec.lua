@@ -29,7 +29,8 @@ local RULES = {
   { "^fileapi%.cli", { "^fileapi%." } },
   -- the public modules: anything of the library, never the command line
   { "^fileapi%.[%w_]+$", with({ "^fileapi%.http%.engine$", "^fileapi%.client_options$", "^fileapi%.mijnklantportaal%.",
-    "^fileapi%.filesro%.", "^fileapi%.files$", "^fileapi%.shares$", "^fileapi%.drive$" }) },
+    "^fileapi%.filesro%.", "^fileapi%.files$", "^fileapi%.shares$", "^fileapi%.drive$", "^fileapi%.group$",
+    "^fileapi%.batch$" }) },
 }
 -- the Lua and C libraries modules build on (a pcall'd probe is no dependency)
 local OUTSIDE = { cjson = true, argparse = true, socket = true, ssl = true }

@@ -68,6 +68,22 @@ describe("rate budget #waits", function()
     assert.same(0, mock:stats().rejected)
   end)
 
+  it("a slot is free only a margin after it leaves the window: the server counts a send a little late", function()
+    -- three sends 35 ms apart, each counted 35 ms late (less than a slow
+    -- attempt's settling); then three at once: they must go one margin
+    -- after each slot leaves the window, not all when the first does
+    mock:config({ rate_limit = 3, rate_window = 2 })
+    mock:faults({ { type = "delay", seconds = 0.035, path = "/v1/files" },
+      { type = "delay", seconds = 0.035, path = "/v1/files" }, { type = "delay", seconds = 0.035, path = "/v1/files" } })
+    local c = new_client({ rate_window = 2, retries = 0 })
+    for i = 1, 3 do assert(c:mkdir("late" .. i)) end
+    local g = require("fileapi").group({ parallel = 3 })
+    for i = 1, 3 do g:spawn(function() return c:mkdir("then" .. i) end) end
+    for _, r in ipairs(g:wait()) do assert.is_nil(r[2] and tostring(r[2])) end
+    c:close()
+    assert.same(0, mock:stats().rejected)
+  end)
+
   it("a number keeps any window at N requests, below the server's limit", function()
     mock:config({ rate_limit = 100, rate_window = 1 })
     local c = new_client({ rate_limit = 4, rate_window = 1 })

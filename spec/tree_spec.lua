@@ -2,6 +2,7 @@
 -- and a run killed half-way then run again with its journal.
 local helper = require "helper"
 local files = require "fileapi.files"
+local core = require "fileapi.core"
 local cjson = require "cjson"
 
 local q = helper.sh_quote
@@ -41,31 +42,7 @@ local function count(t)
   return n
 end
 
--- The mock's items as relative paths under `top` (nil: the root).
-local function remote_paths(mock, top)
-  local items = mock:mkp_items()
-  local by_id = {}
-  for _, it in ipairs(items) do by_id[it.id] = it end
-  local function path_of(it)
-    local parts = { it.name }
-    local parent = it.parent
-    while parent and parent ~= top do
-      local p = by_id[parent]
-      if not p then return nil end
-      table.insert(parts, 1, p.name)
-      parent = p.parent
-    end
-    return table.concat(parts, "/")
-  end
-  local out = { file = {}, directory = {} }
-  for _, it in ipairs(items) do
-    local p = path_of(it)
-    if p then
-      out[it.type][p] = (out[it.type][p] or 0) + 1
-    end
-  end
-  return out
-end
+local remote_paths = helper.mkp_paths
 
 describe("upload_tree", function()
   local mock, root, made
@@ -161,7 +138,8 @@ describe("upload_tree", function()
   end)
 
   it("a failed file is reported and the rest goes on, unless stop_on_error", function()
-    mock:faults({ { type = "status", status = 422, skip = 4, path = "/v1/files",
+    -- the 21 directories are made first, then the files: the fifth file fails
+    mock:faults({ { type = "status", status = 422, skip = 21 + 4, path = "/v1/files",
       body = '{"message":"The file is not allowed."}' } })
     local c = client({ retries = 0 })
     local summary = assert(c:upload_tree(root))
@@ -190,7 +168,7 @@ describe("upload_tree", function()
     os.remove(journal)
   end)
 
-  it("killed at a random point (SIGKILL), rerun with the journal: every file exactly once", function()
+  it("killed at a random point (SIGKILL), rerun with the journal: every file once, at most 4 in flight twice", function()
     local journal = helper.tmpname(".journal")
     local faults = {}
     for i = 1, 150 do faults[i] = { type = "delay", seconds = 0.01, path = "/v1/files" } end
@@ -217,8 +195,9 @@ describe("upload_tree", function()
     end
     local remote = remote_paths(mock, nil)
     local duplicates = 0
-    -- only the one item in flight at the kill can be there twice: the API
-    -- has no call to find it, and the rerun says it made it again
+    -- only the items in flight at the kill (the command's --parallel 4) can
+    -- be there twice: the API has no call to find them, and the rerun says
+    -- it made them again
     local function check(rel, n)
       if n ~= 1 then
         assert.same(2, n, rel)
@@ -228,11 +207,144 @@ describe("upload_tree", function()
     end
     for rel in pairs(made) do check(rel, remote.file[rel] or 0) end
     for rel, n in pairs(remote.directory) do check(rel, n) end
-    assert.is_true(duplicates <= 1)
+    assert.is_true(duplicates <= 4, duplicates)
     print(("      killed after %.2f s with %d journal lines; rerun: every other item exactly once, %d in flight made again")
       :format(delay, before, duplicates))
     os.remove(journal)
     os.remove(pidfile)
     os.remove(log)
+  end)
+end)
+
+-- The journal's records: { [path] = { started = n, done = n, unsent = n } }.
+local function journal_of(path)
+  local out = {}
+  for line in io.lines(path) do
+    local rec = cjson.decode(line)
+    out[rec.path] = out[rec.path] or { started = 0, done = 0, unsent = 0 }
+    out[rec.path][rec.state] = out[rec.path][rec.state] + 1
+  end
+  return out
+end
+
+describe("upload_tree side by side (parallel = N)", function()
+  local mock, root, made, folders
+  local drive = require "fileapi.drive"
+
+  setup(function()
+    mock = helper.start_mock()
+    root = helper.tmpname(".ptree")
+    assert(os.execute("mkdir -p " .. q(root)))
+    made, folders = helper.small_tree(root)
+  end)
+  teardown(function()
+    mock:stop()
+    os.execute("rm -rf " .. q(root))
+  end)
+  before_each(function() mock:reset() end)
+
+  -- Every item once in the journal: started then done, nothing else.
+  local function assert_journal_exact(journal)
+    local recs = journal_of(journal)
+    assert.same(count(made) + count(folders), count(recs))
+    for rel, r in pairs(recs) do assert.same({ started = 1, done = 1, unsent = 0 }, r, rel) end
+  end
+
+  it("files: the directories once, then every file once, N at once and never more", function()
+    mock:config({ latency = 0.1 })
+    local journal = helper.tmpname(".journal")
+    local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url }))
+    local planned
+    local summary = assert(c:upload_tree(root, { parallel = 4, journal = journal,
+      on_plan = function(n, bytes) planned = { n, bytes } end }))
+    assert.same(20, summary.files)
+    assert.same(6, summary.directories)
+    assert.is_true(summary.complete)
+    local bytes = 0
+    for _, size in pairs(made) do bytes = bytes + size end
+    assert.same({ 20, bytes }, planned)
+    assert.same(bytes, summary.bytes)
+    assert.same(4, mock:stats().max_in_flight)
+    local remote = helper.mkp_paths(mock, nil)
+    for rel in pairs(made) do assert.same(1, remote.file[rel], rel) end
+    for rel in pairs(folders) do assert.same(1, remote.directory[rel], rel) end
+    assert.same(20, count(remote.file))
+    assert_journal_exact(journal)
+    -- a rerun sends nothing
+    mock:reset()
+    local again = assert(c:upload_tree(root, { parallel = 4, journal = journal }))
+    c:close()
+    assert.same(20 + 6, again.skipped)
+    assert.same(0, mock:stats().requests)
+    os.remove(journal)
+  end)
+
+  it("drive: a new folder's first upload goes alone, so that none is made twice", function()
+    -- the mock takes 0.05 s between looking a folder up and making it, as
+    -- files.ro's queries do: two uploads into a new folder would make two
+    mock:config({ latency = 0.1, path_race = 0.05 })
+    local journal = helper.tmpname(".journal")
+    local d = assert(drive.new({ token = helper.DRIVE_TOKEN, base_url = mock.base }))
+    local summary = assert(d:upload_tree(root, { parallel = 4, journal = journal }))
+    d:close()
+    assert.same(20, summary.files)
+    assert.is_true(summary.complete)
+    local stats = mock:stats()
+    assert.same(4, stats.max_in_flight)
+    for rel in pairs(folders) do assert.same(1, stats.folder_paths[rel], rel) end
+    -- each file once, in its folder
+    local function folder_path(id)
+      local parts, at = {}, id and mock:folder(id)
+      while at and at.id do
+        table.insert(parts, 1, at.name)
+        at = at.parent_id and mock:folder(at.parent_id)
+      end
+      return parts[1] and table.concat(parts, "/") or nil
+    end
+    local by_name, path_of = {}, {}
+    for rel in pairs(made) do by_name[rel:match("([^/]+)%.txt$")] = rel end
+    for _, f in ipairs(mock:files()) do
+      local rel = by_name[f.name]
+      assert.truthy(rel, f.name)
+      assert.is_nil(path_of[rel], rel .. " twice")
+      path_of[rel] = true
+      assert.same(rel:match("^(.*)/[^/]+$"), folder_path(f.parent_id), rel)
+    end
+    assert.same(20, count(path_of))
+    local recs = journal_of(journal)
+    assert.same(20, count(recs))
+    for rel, r in pairs(recs) do assert.same({ started = 1, done = 1, unsent = 0 }, r, rel) end
+    os.remove(journal)
+  end)
+
+  it("stays within a stated limit with N in flight: no 429 #waits", function()
+    mock:config({ latency = 0.05, rate_limit = 8, rate_window = 1 })
+    local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url, rate_window = 1 }))
+    local t = core.now()
+    local summary = assert(c:upload_tree(root, { parallel = 4 }))
+    local elapsed = core.now() - t
+    c:close()
+    print(("\n      26 calls, parallel 4, at 8 per 1 s: %.2f s, %d answered 429"):format(elapsed, mock:stats().rejected))
+    assert.same(20, summary.files)
+    assert.same(0, mock:stats().rejected)
+    assert.same(26, mock:stats().requests)
+    assert.is_true(elapsed >= 26 / 8 - 1 - 0.2, elapsed) -- paced: 8 a second
+  end)
+
+  it("checks parallel: a wrong type raises, a bad number is invalid_argument", function()
+    local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url }))
+    local d = assert(drive.new({ token = helper.DRIVE_TOKEN, base_url = mock.base }))
+    for _, client in ipairs({ c, d }) do
+      assert.has_error(function() client:upload_tree(root, { parallel = "4" }) end,
+        "bad option 'parallel' to 'upload_tree' (number expected, got string)")
+      for _, n in ipairs({ 0, 2.5, 1001 }) do
+        local summary, err = client:upload_tree(root, { parallel = n })
+        assert.is_nil(summary)
+        assert.same("invalid_argument", err.kind)
+      end
+    end
+    c:close()
+    d:close()
+    assert.same(0, mock:stats().requests)
   end)
 end)

@@ -403,23 +403,19 @@ function Client:file_request(id)
   return doc_with_id(self, doc, res, "frq_", "file request")
 end
 
-local TREE_OPTIONS = { "directory", "journal", "on_item", "on_progress", "hidden", "follow_symlinks",
-  "stop_on_error" }
-
---- client:upload_tree(local_dir, { directory, journal, on_item, on_progress, hidden,
----   follow_symlinks, stop_on_error }) -> summary | nil, err
+--- client:upload_tree(local_dir, { directory, journal, on_item, on_progress, on_plan, hidden,
+---   follow_symlinks, stop_on_error, parallel }) -> summary | nil, err
 --- summary: { directories, files, bytes, skipped, failed, loops, errors = { { path, error } }, complete }
---- (loops: folders reached again through a followed link, each also told to on_item with loop = true)
+--- (loops: folders reached again through a followed link, each also told to on_item with loop = true).
+--- The directories are made first, one at a time; then the files, `parallel` at once (default 1);
+--- on_plan(files, bytes) is told what is left to send in between.
 function Client:upload_tree(local_dir, opts)
   util.check_type(local_dir, "string", 1, "upload_tree")
   opts = util.check_type(opts, "table", 2, "upload_tree", true) or {}
-  util.check_keys(opts, "upload_tree", TREE_OPTIONS)
+  util.check_keys(opts, "upload_tree", tree.OPTIONS, { "directory" })
   util.check_field(opts, "directory", "string", "upload_tree")
-  util.check_field(opts, "journal", "string", "upload_tree")
-  for _, k in ipairs({ "on_item", "on_progress" }) do util.check_field(opts, k, "function", "upload_tree") end
-  for _, k in ipairs({ "hidden", "follow_symlinks", "stop_on_error" }) do
-    util.check_field(opts, k, "boolean", "upload_tree")
-  end
+  local checked, bad = tree.check(opts, "upload_tree")
+  if not checked then return util.invalid(bad) end
   if local_dir == "" then return util.invalid("local_dir must not be empty") end
   local ok, why = check_directory(opts.directory)
   if not ok then return util.invalid(why) end

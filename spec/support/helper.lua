@@ -522,6 +522,56 @@ function M.write_text(path, text, mode)
   return path
 end
 
+-- The mock's MijnKlantportaal items as relative paths under the directory
+-- `top` (nil: the root): { file = { [path] = count }, directory = { ... } }.
+function M.mkp_paths(mock, top)
+  local items = mock:mkp_items()
+  local by_id = {}
+  for _, it in ipairs(items) do by_id[it.id] = it end
+  local function path_of(it)
+    local parts = { it.name }
+    local parent = it.parent
+    while parent and parent ~= top do
+      local p = by_id[parent]
+      if not p then return nil end
+      table.insert(parts, 1, p.name)
+      parent = p.parent
+    end
+    return table.concat(parts, "/")
+  end
+  local out = { file = {}, directory = {} }
+  for _, it in ipairs(items) do
+    local p = path_of(it)
+    if p then out[it.type][p] = (out[it.type][p] or 0) + 1 end
+  end
+  return out
+end
+
+-- A small tree under root: 4 files at the top, folders d1 and d2 of 2 files
+-- and subfolders s1 and s2 of `per_sub` files each (default 3); every file
+-- name is unique.  Returns the files (relative path -> size) and the
+-- folders (relative path -> true).
+function M.small_tree(root, per_sub)
+  local files, folders = {}, {}
+  local function file(rel, size)
+    M.write_file(root .. "/" .. rel, size)
+    files[rel] = size
+  end
+  assert(os.execute("mkdir -p " .. sh_quote(root)))
+  for i = 1, 4 do file(("top-%d.txt"):format(i), 100 + i) end
+  for _, d in ipairs({ "d1", "d2" }) do
+    folders[d] = true
+    for _, s in ipairs({ "s1", "s2" }) do
+      local sub = d .. "/" .. s
+      assert(os.execute("mkdir -p " .. sh_quote(root .. "/" .. sub)))
+      folders[sub] = true
+      for i = 1, per_sub or 3 do file(("%s/%s-%s-%d.txt"):format(sub, d, s, i), 300 + i) end
+    end
+    for i = 1, 2 do file(("%s/%s-%d.txt"):format(d, d, i), 200 + i) end
+  end
+  return files, folders
+end
+
 -- A file of `size` bytes of a repeating pattern (default: hex digits).
 function M.write_file(path, size, fill)
   local f = assert(io.open(path, "wb"))

@@ -108,10 +108,13 @@ local function upload_files(d, opts, out)
 end
 
 local function upload_tree(d, opts, out)
+  local line = sources.tree_line(out)
   local summary, err = d:upload_tree(opts.files[1], { parent_id = opts.parent, journal = opts.journal,
     chunk_size = opts.chunk_size, hidden = opts.hidden or nil, follow_symlinks = opts.follow_symlinks or nil,
-    stop_on_error = opts.stop_on_error or nil,
+    stop_on_error = opts.stop_on_error or nil, parallel = opts.parallel, on_plan = line.on_plan,
+    on_progress = line.on_progress,
     on_item = function(ev)
+      line.item(ev)
       if ev.error then
         out:fail(ev.path, ev.error)
       elseif opts.json then
@@ -122,10 +125,11 @@ local function upload_tree(d, opts, out)
           ev.maybe_duplicate and " (sent again: the last run stopped during it)" or ""))
       end
     end })
+  line.finish()
   if not summary then return nil, err end
-  local line = ("files %d, bytes %d, skipped %d, failed %d"):format(summary.files, summary.bytes, summary.skipped,
+  local text = ("files %d, bytes %d, skipped %d, failed %d"):format(summary.files, summary.bytes, summary.skipped,
     summary.failed)
-  if opts.json then out:json({ summary = summary }) else out.err:write("fileapi: ", line, "\n") end
+  if opts.json then out:json({ summary = summary }) else out.err:write("fileapi: ", text, "\n") end
   return true
 end
 

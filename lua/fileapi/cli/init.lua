@@ -7,6 +7,7 @@ local core = require "fileapi.core"
 local argparse = require "argparse"
 local output = require "fileapi.cli.output"
 local options = require "fileapi.http.options"
+local group = require "fileapi.group"
 local kinds = require "fileapi.kinds"
 local mijnklantportaal = require "fileapi.cli.mijnklantportaal"
 local filesro_visitor = require "fileapi.cli.filesro_visitor"
@@ -82,6 +83,19 @@ end
 
 local function chunk_size() return number("--chunk-size", 1, true, "bytes") end
 
+-- How many items of a multi-item command go at once (as rclone's
+-- --transfers); one progress line for them all.
+local function parallel(cmd, what)
+  local read = number("--parallel", 1, true)
+  cmd:option("--parallel", "how many " .. what .. " at once"):default("4"):convert(function(v)
+    local n, why = read(v)
+    if n and n > group.MAX_PARALLEL then
+      return nil, ("--parallel must be a whole number from 1 to %d (got %s)"):format(group.MAX_PARALLEL, v)
+    end
+    return n, why
+  end)
+end
+
 -- files.ro stores a file under a name and an extension (both required).
 local function filesro_naming(cmd)
   cmd:option("--name", "the file name to send: its name and extension (default: the base name; stdin for -)")
@@ -116,6 +130,7 @@ local function drive_commands(p)
   up:option("--chunk-size", "bytes per request (default 64000000)"):convert(chunk_size())
   up:option("--journal", "with -r: a file that records what is done, so that a rerun skips it")
   tree_flags(up)
+  parallel(up, "files")
   local rn = common(p:command("drive-rename", "rename an item (TYPE:ID)"))
   rn:argument("item", "TYPE:ID (file:UUID or folder:UUID)")
   rn:argument("name", "the new NAME")
@@ -173,14 +188,16 @@ local function build_parser()
   up:option("--name", "the file name to send (default: the base name)")
   up:option("--mime", "the media type to send (default: by extension)")
   tree_flags(up)
+  parallel(up, "files")
   local mk = common(p:command("mkdir", "create a directory"))
   mk:argument("name", "NAME")
   mk:option("--dir", "inside directory ID (fsd_...)")
   common(p:command("get", "show a file or directory")):argument("id", "ID (fsf_... or fsd_...)")
-  local dl = common(p:command("download", "download a file (default: to its name, here)"))
-  dl:argument("id", "file ID (fsf_...)")
-  dl:option("-o --output", "where to: a PATH, or - for standard output")
+  local dl = common(p:command("download", "download files (default: each to its name, here)"))
+  dl:argument("ids", "file IDs (fsf_...)"):args("+")
+  dl:option("-o --output", "where to: a PATH, or - for standard output; with several IDs, a DIR")
   dl:flag("--force", "replace an existing file")
+  parallel(dl, "files")
   local sh = common(p:command("share", "share files and directories; prints the link"))
   sh:argument("ids", "IDs (fsf_... or fsd_...)"):args("+")
   sh:option("--customer", "with customer cst_ID (default: a public link)")
@@ -209,6 +226,7 @@ local function build_parser()
   sup:option("--path", "into folders a/b (made as needed)")
   filesro_naming(sup)
   sup:option("--chunk-size", "bytes per request (default 64000000)"):convert(chunk_size())
+  parallel(sup, "files")
   local srm = share_options(p:command("share-rm", "delete items (TYPE:ID, file or folder) from a share"))
   srm:argument("args", "[TOKEN] TYPE:ID..."):args("+")
   srm:flag("--force", "delete for good (default: to the owner's trash)")
@@ -260,17 +278,17 @@ end
 -- messages (see output's in_flag_words); the transport options' flags
 -- are every command's.
 local FLAGS = {
-  upload = { directory = "--dir", filename = "--name", mime = "--mime", journal = "--journal" },
+  upload = { directory = "--dir", filename = "--name", mime = "--mime", journal = "--journal", parallel = "--parallel" },
   mkdir = { directory = "--dir" },
-  download = { overwrite = "--force" },
+  download = { overwrite = "--force", parallel = "--parallel" },
   share = { customer_id = "--customer" },
   ["request-files"] = { customer_id = "--customer", directory = "--dir" },
   ["share-mkdir"] = { parent_id = "--parent" },
   ["share-upload"] = { parent_id = "--parent", path = "--path", extension = "--extension", chunk_size = "--chunk-size",
-    filename = "--name", name = "--name" },
+    filename = "--name", name = "--name", parallel = "--parallel" },
   ["share-mv"] = { to_id = "--to" },
   ["drive-upload"] = { parent_id = "--parent", path = "--path", extension = "--extension",
-    chunk_size = "--chunk-size", filename = "--name", name = "--name", journal = "--journal" },
+    chunk_size = "--chunk-size", filename = "--name", name = "--name", journal = "--journal", parallel = "--parallel" },
   ["drive-mv"] = { to_id = "--to" },
   ["drive-zip"] = { overwrite = "--force" },
   ["drive-tree"] = { sort = "--sort", direction = "--direction" },

@@ -1,6 +1,8 @@
 -- The MijnKlantportaal commands: upload (files, standard input, -r trees),
--- mkdir, get, download, share, shares, request-files, requests, request.
-local output = require "fileapi.cli.output"
+-- mkdir, get, download (one file or several), share, shares, request-files,
+-- requests, request.
+local core = require "fileapi.core"
+local batch = require "fileapi.batch"
 local clients = require "fileapi.cli.clients"
 local sources = require "fileapi.cli.sources"
 
@@ -16,33 +18,14 @@ local function upload_files(client, opts, out)
   end, function(item) return ("%s %s %d %s"):format(item.id, item.name, item.size or 0, item.mime or "-") end)
 end
 
--- One bar per file of a tree: a file's first report starts it, the file's
--- line (on_item) ends it.
-local function tree_bars(out)
-  local current, update, finish
-  local bars = {}
-  function bars.progress(path, sent, total)
-    if path ~= current then
-      if finish then finish(false) end
-      current = path
-      update, finish = out:bar(path)
-    end
-    if update then update(sent, total) end
-  end
-  function bars.item(ev)
-    if finish and ev.path == current then finish(not ev.error) end
-    if ev.path == current then current, update, finish = nil, nil, nil end
-  end
-  return bars
-end
-
 local function upload_tree(client, opts, out)
-  local bars = tree_bars(out)
+  local line = sources.tree_line(out)
   local summary, err = client:upload_tree(opts.files[1], {
     directory = opts.dir, journal = opts.journal, hidden = opts.hidden or nil,
     follow_symlinks = opts.follow_symlinks or nil, stop_on_error = opts.stop_on_error or nil,
+    parallel = opts.parallel, on_plan = line.on_plan, on_progress = line.on_progress,
     on_item = function(ev)
-      bars.item(ev)
+      line.item(ev)
       if ev.error then
         out:fail(ev.path, ev.error)
       elseif out.opts.json then
@@ -55,13 +38,13 @@ local function upload_tree(client, opts, out)
           ev.id, ev.path, ev.maybe_duplicate and " (sent again: the last run stopped during it)" or ""))
       end
     end,
-    on_progress = output.show_bar(opts) and bars.progress or nil,
   })
+  line.finish()
   if not summary then return out:fail(opts.files[1], err) end
-  local line = ("directories %d, files %d, bytes %d, skipped %d, failed %d"):format(summary.directories,
+  local text = ("directories %d, files %d, bytes %d, skipped %d, failed %d"):format(summary.directories,
     summary.files, summary.bytes, summary.skipped, summary.failed)
-  if summary.loops > 0 then line = line .. (", loops skipped %d"):format(summary.loops) end
-  if opts.json then out:json({ summary = summary }) else out.err:write("fileapi: ", line, "\n") end
+  if summary.loops > 0 then text = text .. (", loops skipped %d"):format(summary.loops) end
+  if opts.json then out:json({ summary = summary }) else out.err:write("fileapi: ", text, "\n") end
   return out.status
 end
 
@@ -136,34 +119,87 @@ local function stdout_writer(io_out)
   end
 end
 
-function M.download(opts, out)
-  local client, status = open_client(opts, out, "download")
-  if not client then return status end
-  local dest, err = opts.output
-  -- not a file id: download refuses it before anything is sent or written
-  if not dest and not opts.id:match("^fsf_") then dest = opts.id end
-  if not dest then -- the file's own name, in the current folder
-    local item
-    item, err = client:get(opts.id)
-    if not item then
-      client:close()
-      return out:fail(opts.id, err)
-    end
-    dest = item.name:gsub("/", "_")
-  end
+-- Where a file goes: `dest`, or (nil) its own name in `dir` (nil: here).
+-- A string that is not a file id goes as it is: download refuses it before
+-- anything is sent or written.
+local function destination(client, id, dest, dir)
+  if dest then return dest end
+  if not id:match("^fsf_") then return id end
+  local item, err = client:get(id)
+  if not item then return nil, err end
+  local name = item.name:gsub("/", "_")
+  return dir and (dir .. "/" .. name) or name
+end
+
+local function download_one(client, opts, out)
+  local id = opts.ids[1]
+  local dest, err = destination(client, id, opts.output)
+  if not dest then return out:fail(id, err) end
   local to_stdout = dest == "-"
   local update, finish
   if not to_stdout then update, finish = out:bar(dest:match("[^/]*$")) end
   local res
-  res, err = client:download(opts.id, to_stdout and stdout_writer(out.out) or dest, {
+  res, err = client:download(id, to_stdout and stdout_writer(out.out) or dest, {
     overwrite = opts.force or false, on_progress = update })
-  client:close()
   if finish then finish(res ~= nil) end
-  if not res then return out:fail(opts.id, err) end
+  if not res then return out:fail(id, err) end
   if not to_stdout then
     if opts.json then out:json(res) else out:line(("%s %d"):format(res.path, res.size)) end
   end
   return 0
+end
+
+-- Several ids, --parallel at once, each under its own name in the -o
+-- directory (default: here), one progress line for them all.  Two ids that
+-- would land on one path: the second fails, nothing replaced.
+local function download_many(client, opts, out)
+  local dir, line, taken = opts.output, out:batch(#opts.ids, nil), {}
+  batch.run(opts.ids, {
+    parallel = opts.parallel,
+    send = function(id)
+      local dest, err = destination(client, id, nil, dir)
+      if not dest then return nil, err end
+      if taken[dest] then
+        return nil, core.error({ kind = "invalid_argument", retryable = false, attempts = 0,
+          message = dest .. " is where another ID of this command goes: download one of them alone, with -o" })
+      end
+      taken[dest] = true
+      return client:download(id, dest, { overwrite = opts.force or false,
+        on_progress = line and function(received) line.progress(id, received) end })
+    end,
+    settle = function(id, res, err)
+      if line then line.done(id, res and res.size or nil) end
+      if not res then
+        out:fail(id, err)
+      elseif opts.json then
+        out:json(res)
+      else
+        out:line(("%s %d"):format(res.path, res.size))
+      end
+      return true
+    end,
+  })
+  if line then line.finish() end
+  return out.status
+end
+
+-- One id: to -o PATH, - (standard output) or its own name here.  Several:
+-- -o names an existing directory (default: here).
+function M.download(opts, out)
+  local several = #opts.ids > 1
+  if several and opts.output then
+    local st = core.stat(opts.output, true)
+    if not st or st.type ~= "directory" then
+      return nil, "with several IDs, -o names an existing directory (got " .. opts.output .. ")"
+    end
+  end
+  local client, status = open_client(opts, out, "download")
+  if not client then return status end
+  local ok
+  ok, status = pcall(several and download_many or download_one, client, opts, out)
+  client:close()
+  if not ok then error(status, 0) end
+  return status
 end
 
 -- Every item of a paginated call, a line (or a JSON object) each.

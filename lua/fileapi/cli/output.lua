@@ -1,6 +1,7 @@
 -- The command's output: one line per result (or a JSON object per line
 -- with --json), one line per error naming its path once, exit statuses by
--- error kind, and the progress bar drawn on a terminal only.
+-- error kind, and the progress bar (one per transfer, or one line for a
+-- batch) drawn on a terminal only.
 local core = require "fileapi.core"
 local cjson = require("cjson").new()
 local kinds = require "fileapi.kinds"
@@ -18,14 +19,28 @@ local function new_out(opts, io_out, io_err)
   return setmetatable({ opts = opts, out = io_out, err = io_err, status = 0 }, Out)
 end
 
+-- While a batch's progress line is drawn, whatever else is printed wipes
+-- it first and draws it again after: it stays the last line.
+local function wipe(self)
+  if self.batch_line then self.batch_line.wipe() end
+end
+
+local function redraw(self)
+  if self.batch_line then self.batch_line.redraw() end
+end
+
 function Out:json(value)
+  wipe(self)
   self.out:write(cjson.encode(value), "\n")
   self.out:flush()
+  redraw(self)
 end
 
 function Out:line(text)
+  wipe(self)
   self.out:write(text, "\n")
   self.out:flush()
+  redraw(self)
 end
 
 local function error_object(err)
@@ -55,7 +70,9 @@ function Out:fail(what, err)
   if self.opts.json then self:json({ path = what, error = error_object(err) }) end
   local message = (tostring(err):gsub("^fileapi: ", ""))
   if what and not message:find(what, 1, true) then message = what .. ": " .. message end
+  wipe(self)
   self.err:write("fileapi: ", message, "\n")
+  redraw(self)
   self.status = M.EXIT[err.kind] or 1
   return self.status
 end
@@ -105,7 +122,9 @@ local WAITS = {
 }
 
 function Out:waiting(seconds, reason)
+  wipe(self)
   self.err:write("fileapi: ", (WAITS[reason] or "waiting %.1f s"):format(seconds), "\n")
+  redraw(self)
 end
 
 -- A progress bar on stderr, redrawn at most ten times a second: returns
@@ -153,6 +172,76 @@ end
 function Out:bar(label)
   if not show_bar(self.opts) then return nil, nil end
   return progress_bar(label, self.err)
+end
+
+-- One progress line for a batch on stderr, redrawn at most ten times a
+-- second: files done of all, bytes, rate (and the share and ETA once the
+-- bytes to send are known).  progress(key, bytes) says how far one item
+-- is, done(key, bytes) that it ended (bytes: its size, nil when it failed),
+-- plan(files, bytes) sets the totals (bytes nil: unknown), finish() draws
+-- it a last time and ends the line.
+local function batch_line(out, files, bytes)
+  local started, last_draw = core.now(), -1
+  local moving, finished, done_bytes, shown, dirty = {}, 0, 0, false, false
+  local line = {}
+  local function text()
+    local sum = done_bytes
+    for _, n in pairs(moving) do sum = sum + n end
+    local rate = sum / math.max(core.now() - started, 1e-6)
+    if not bytes then
+      return ("files %d/%d  %s  %s/s"):format(finished, files, human_bytes(sum), human_bytes(rate))
+    end
+    local frac = bytes > 0 and math.min(sum / bytes, 1) or (finished == files and 1 or 0)
+    local eta = rate > 0 and (bytes - sum) / rate or math.huge
+    return ("files %d/%d  %s of %s  %3d%%  %s/s  ETA %s"):format(finished, files, human_bytes(sum),
+      human_bytes(bytes), math.floor(frac * 100), human_bytes(rate), clock(math.max(eta, 0)))
+  end
+  local function draw(force)
+    local now = core.now()
+    dirty = true
+    if not force and now - last_draw < 0.1 then return end
+    last_draw, shown, dirty = now, true, false
+    out:write("\r", text(), "\27[K")
+    out:flush()
+  end
+  function line.wipe()
+    if shown then out:write("\r\27[K") end
+  end
+  function line.redraw()
+    if shown then draw(true) end
+  end
+  function line.plan(n, total)
+    files, bytes = n, total
+    draw(true)
+  end
+  function line.progress(key, n)
+    moving[key] = n
+    draw(false)
+  end
+  function line.done(key, n)
+    moving[key] = nil
+    finished = finished + 1
+    done_bytes = done_bytes + (n or 0)
+    draw(false)
+  end
+  function line.finish()
+    if shown then
+      if dirty then draw(true) end
+      out:write("\n")
+      out:flush()
+    end
+    shown = false
+  end
+  return line
+end
+
+-- The batch's line when one is drawn (on a terminal, without --quiet or
+-- --json): files and bytes as batch_line takes them; nil otherwise.  Drawn
+-- from the first plan(), progress() or done() on.
+function Out:batch(files, bytes)
+  if not show_bar(self.opts) then return nil end
+  self.batch_line = batch_line(self.err, files, bytes)
+  return self.batch_line
 end
 
 M.new = new_out

@@ -1,8 +1,10 @@
 -- What the upload commands send: each FILE argument, or standard input
 -- for "-", under the name the file goes by (--name, else the base name;
--- "stdin" for standard input), with one progress bar per file and one line
--- (or JSON object) per result.
+-- "stdin" for standard input), --parallel at once, with a progress bar for
+-- one file or one progress line for several, and one line (or JSON object)
+-- per result as each comes.
 local core = require "fileapi.core"
+local batch = require "fileapi.batch"
 
 local M = {}
 
@@ -73,23 +75,64 @@ function M.check(opts, files)
 end
 
 -- Uploads each FILE in opts.files: upload(source, name, on_progress) ->
--- result | nil, err; text(result) is the plain line.  Failures are
--- reported as they come (out.status keeps the last one's exit status).
+-- result | nil, err, in a function of a group, opts.parallel at once;
+-- text(result) is the plain line.  With --path (opts.path), the folders
+-- it names are made by the first upload alone.  Failures are reported as
+-- they come (out.status keeps the last one's exit status).
 function M.each(opts, out, upload, text)
-  for _, path in ipairs(opts.files) do
-    if core.interrupted() then break end
+  local files = opts.files
+  local items, unreadable, total = {}, {}, 0
+  for _, path in ipairs(files) do
+    if core.interrupted() then return out.status end
     local source, name, spool = M.source(opts, out, path)
-    if not source then
-      out:fail(path, name)
+    if source then
+      local size = core.file_size(type(source) == "table" and source.path or source) or 0
+      items[#items + 1] = { path = path, source = source, name = name, spool = spool, size = size }
+      total = total + size
     else
-      local update, finish = out:bar(name or path:match("[^/]*$"))
-      local result, err = upload(source, name, update)
-      if spool then os.remove(spool) end
-      if finish then finish(result ~= nil) end
-      if result then out:result(path, result, text(result)) else out:fail(path, err) end
+      unreadable[#unreadable + 1] = { path, name }
     end
   end
+  local line = #files > 1 and out:batch(#files, total) or nil
+  for _, u in ipairs(unreadable) do
+    if line then line.done(u[1], nil) end
+    out:fail(u[1], u[2])
+  end
+  batch.run(items, {
+    parallel = #items > 1 and opts.parallel or 1,
+    folder = opts.path and function() return opts.path end or nil,
+    send = function(it)
+      if line then
+        return upload(it.source, it.name, function(sent) line.progress(it, sent) end)
+      end
+      it.update, it.finish = out:bar(it.name or it.path:match("[^/]*$"))
+      return upload(it.source, it.name, it.update)
+    end,
+    settle = function(it, result, err)
+      if it.spool then os.remove(it.spool) end
+      if it.finish then it.finish(result ~= nil) end
+      if line then line.done(it, result and it.size or nil) end
+      if result then out:result(it.path, result, text(result)) else out:fail(it.path, err) end
+      return true
+    end,
+  })
+  if line then line.finish() end
   return out.status
+end
+
+-- A tree's options for its one progress line (upload -r, drive-upload -r):
+-- on_plan, on_progress and item(ev) (for on_item), and finish(); nothing
+-- drawn off a terminal.  The line starts once the folders are made.
+function M.tree_line(out)
+  local line = out:batch(0, nil)
+  local t = { finish = function() if line then line.finish() end end, item = function() end }
+  if not line then return t end
+  t.on_plan = function(files, bytes) line.plan(files, bytes) end
+  t.on_progress = function(path, sent) line.progress(path, sent) end
+  function t.item(ev)
+    if ev.type == "file" and not ev.skipped then line.done(ev.path, not ev.error and (ev.size or 0) or nil) end
+  end
+  return t
 end
 
 return M

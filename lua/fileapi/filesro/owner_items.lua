@@ -178,22 +178,23 @@ function M:navigation(opts)
   return doc
 end
 
-local TREE_OPTIONS = { "parent_id", "journal", "on_item", "on_progress", "hidden", "follow_symlinks",
-  "stop_on_error", "chunk_size" }
+local TREE_OPTIONS = { "parent_id", "chunk_size" }
+for _, k in ipairs(tree.OPTIONS) do TREE_OPTIONS[#TREE_OPTIONS + 1] = k end
 
---- d:upload_tree(local_dir, { parent_id, journal, on_item, on_progress, hidden,
----   follow_symlinks, stop_on_error, chunk_size }) -> summary
+--- d:upload_tree(local_dir, { parent_id, journal, on_item, on_progress, on_plan, hidden,
+---   follow_symlinks, stop_on_error, chunk_size, parallel }) -> summary
 --- files.ro publishes no owner call to make a folder: each file's upload
 --- names its folders (path), which the server finds or makes.  Empty
---- folders are therefore not made.
+--- folders are therefore not made.  The files go `parallel` at once
+--- (default 1), the first upload into a new folder alone, so that none is
+--- made twice; on_plan(files, bytes) is told first what is left to send.
 function M:upload_tree(local_dir, opts)
   util.check_type(local_dir, "string", 1, "upload_tree")
   opts = common.options(opts, 2, "upload_tree", TREE_OPTIONS)
   local parent = util.check_field(opts, "parent_id", "string", "upload_tree")
-  util.check_field(opts, "journal", "string", "upload_tree")
-  util.check_field(opts, "on_item", "function", "upload_tree")
-  util.check_field(opts, "on_progress", "function", "upload_tree")
   util.check_field(opts, "chunk_size", "number", "upload_tree")
+  local checked, bad = tree.check(opts, "upload_tree")
+  if not checked then return util.invalid(bad) end
   local ok, why = common.check_uuid(parent, "parent_id", true)
   if not ok then return util.invalid(why) end
   local summary, err = tree.upload({
@@ -202,8 +203,8 @@ function M:upload_tree(local_dir, opts)
         on_progress = o.on_progress })
     end,
   }, local_dir, { journal = opts.journal, on_item = opts.on_item, on_progress = opts.on_progress,
-    hidden = opts.hidden, follow_symlinks = opts.follow_symlinks, stop_on_error = opts.stop_on_error,
-    folders_by_path = true })
+    on_plan = opts.on_plan, hidden = opts.hidden, follow_symlinks = opts.follow_symlinks,
+    stop_on_error = opts.stop_on_error, parallel = opts.parallel, folders_by_path = true })
   if not summary then return util.fail_before(self.engine, err) end
   return summary
 end

@@ -122,9 +122,12 @@ local function decode_server(s)
   return server
 end
 
+-- The log of sends still holding a slot: a slot is free a margin after its
+-- send left the window (log_wait's rule), so it is kept until then.
 function Budget:load(now)
+  local since = now - self.window - margin(self.window)
   if not self.dict then
-    local log, since = self.log, now - self.window
+    local log = self.log
     if #log > 0 and log[1] <= since then
       local keep = {}
       for i = 1, #log do
@@ -134,7 +137,7 @@ function Budget:load(now)
     end
     return self.log, self.server
   end
-  local log = parse_log(self.dict:get(self.dict_key .. ":log"), now - self.window)
+  local log = parse_log(self.dict:get(self.dict_key .. ":log"), since)
   return log, decode_server(self.dict:get(self.dict_key .. ":server"))
 end
 
@@ -145,7 +148,7 @@ function Budget:save(log, server)
   end
   local parts = {}
   for i, t in ipairs(log) do parts[i] = format("%.3f", t) end
-  self.dict:set(self.dict_key .. ":log", concat(parts, " "), self.window + 1)
+  self.dict:set(self.dict_key .. ":log", concat(parts, " "), self.window + margin(self.window) + 1)
   if server then self.dict:set(self.dict_key .. ":server", encode_server(server), 3600) end
 end
 

@@ -40,7 +40,8 @@ local function stats(state)
     rejected = state.rejected or 0, rejected_at = state.rejected_at or {},
     in_flight = state.flight.now, max_in_flight = state.flight.max,
     token_requests = state.oauth.token_requests, refreshes = state.oauth.refreshes,
-    refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused, pid = state.pid }
+    refresh_refused = state.oauth.refused, refresh_reused = state.oauth.reused,
+    folder_paths = filesro.folder_paths(state), pid = state.pid }
 end
 
 local function configure(state, body)

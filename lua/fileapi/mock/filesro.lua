@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local http = require "fileapi.mock.http"
 local accounts = require "fileapi.mock.accounts"
 local socket = require "socket"
+local loop = require "fileapi.mock.loop"
 
 local M = {}
 
@@ -218,11 +219,33 @@ local function path_folders(path)
   return out
 end
 
+-- Found by name, else made.  config.path_race (seconds) puts that much
+-- time between the look-up and the making, as upstream's queries do: two
+-- uploads into one new folder then make it twice, as upstream's can.
 function M.folder_named(state, parent_id, name)
   for _, f in pairs(state.folders) do
     if f.parent_id == parent_id and f.name == name and not f.deleted_at then return f end
   end
+  if state.config.path_race then loop.sleep(state.config.path_race) end
   return add_folder(state, name, parent_id)
+end
+
+-- How many live folders each path names ("Shared/a/b" -> 1): a folder made
+-- twice counts 2.
+function M.folder_paths(state)
+  local out = {}
+  for _, f in pairs(state.folders) do
+    if not f.deleted_at then
+      local parts, at = { f.name }, state.folders[f.parent_id]
+      while at do
+        table.insert(parts, 1, at.name)
+        at = state.folders[at.parent_id]
+      end
+      local path = table.concat(parts, "/")
+      out[path] = (out[path] or 0) + 1
+    end
+  end
+  return out
 end
 
 local function validate_upload(fields, file, chunked)
