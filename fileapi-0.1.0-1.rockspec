@@ -24,8 +24,10 @@ dependencies = {
   "lua >= 5.1",
   "lua-cjson",
   "argparse",
-  "luasocket", -- fileapi login's loopback listener only
+  "luasocket", -- fileapi login's loopback listener, and the mock (fileapi mock, fileapi.mock)
 }
+-- The mock serves HTTPS only when asked (fileapi.mock.start's tls, for the
+-- suite): then it needs LuaSec (luasec; Debian's lua-sec), not a dependency.
 -- `luarocks test` runs the busted suite (it starts its own mock servers).
 test_dependencies = {
   "busted",
@@ -61,6 +63,7 @@ build = {
       ["fileapi.cli"] = "lua/fileapi/cli/init.lua",
       ["fileapi.cli.mijnklantportaal_login"] = "lua/fileapi/cli/mijnklantportaal_login.lua",
       ["fileapi.cli.mijnklantportaal"] = "lua/fileapi/cli/mijnklantportaal.lua",
+      ["fileapi.cli.mock"] = "lua/fileapi/cli/mock.lua",
       ["fileapi.cli.output"] = "lua/fileapi/cli/output.lua",
       ["fileapi.cli.filesro_visitor"] = "lua/fileapi/cli/filesro_visitor.lua",
       ["fileapi.cli.sources"] = "lua/fileapi/cli/sources.lua",
@@ -85,6 +88,20 @@ build = {
       ["fileapi"] = "lua/fileapi/init.lua",
       ["fileapi.kinds"] = "lua/fileapi/kinds.lua",
       ["fileapi.mime"] = "lua/fileapi/mime.lua",
+      ["fileapi.mock"] = "lua/fileapi/mock/init.lua",
+      ["fileapi.mock.accounts"] = "lua/fileapi/mock/accounts.lua",
+      ["fileapi.mock.admin"] = "lua/fileapi/mock/admin.lua",
+      ["fileapi.mock.drive"] = "lua/fileapi/mock/drive.lua",
+      ["fileapi.mock.drive_sharing"] = "lua/fileapi/mock/drive_sharing.lua",
+      ["fileapi.mock.faults"] = "lua/fileapi/mock/faults.lua",
+      ["fileapi.mock.filesro"] = "lua/fileapi/mock/filesro.lua",
+      ["fileapi.mock.http"] = "lua/fileapi/mock/http.lua",
+      ["fileapi.mock.loop"] = "lua/fileapi/mock/loop.lua",
+      ["fileapi.mock.mkp"] = "lua/fileapi/mock/mkp.lua",
+      ["fileapi.mock.oauth"] = "lua/fileapi/mock/oauth.lua",
+      ["fileapi.mock.server"] = "lua/fileapi/mock/server.lua",
+      ["fileapi.mock.storage"] = "lua/fileapi/mock/storage.lua",
+      ["fileapi.mock.zip"] = "lua/fileapi/mock/zip.lua",
       ["fileapi.ngx_phase"] = "lua/fileapi/ngx_phase.lua",
       ["fileapi.pager"] = "lua/fileapi/pager.lua",
       ["fileapi.mijnklantportaal.oauth"] = "lua/fileapi/mijnklantportaal/oauth.lua",

@@ -2,7 +2,8 @@
 -- a "runnable" comment) run as written, each in a child process in a folder
 -- of its own, against the mock: Lua with this checkout's paths, shell with
 -- `fileapi` on PATH.  A block marked "runnable: with redis" also gets a Redis
--- (REDIS_URL), and must leave its keys there.
+-- (REDIS_URL), and must leave its keys there.  A lua block marked "runnable:
+-- busted" is a spec of its own, run by busted (docs/testing.md).
 local helper = require "helper"
 
 local function read_file(path)
@@ -30,7 +31,8 @@ local function runnable_blocks()
     for marker, lang, code in text:gmatch("<!%-%- (runnable[^\n]*)%-%->\n```(%w+)\n(.-)\n```") do
       n = n + 1
       assert(lang == "lua" or lang == "sh", page .. ": a runnable block is lua or sh, not " .. lang)
-      blocks[#blocks + 1] = { page = page, n = n, lang = lang, code = code, redis = marker:find("with redis", 1, true) }
+      blocks[#blocks + 1] = { page = page, n = n, lang = lang, code = code, redis = marker:find("with redis", 1, true),
+        busted = marker:find("^runnable: busted") ~= nil }
     end
   end
   return blocks
@@ -73,9 +75,14 @@ describe("the examples of README.md and docs/ #children", function()
     local count = {}
     for _, b in ipairs(blocks) do count[b.page] = (count[b.page] or 0) + 1 end
     for _, page in ipairs({ "docs/files.md", "docs/shares.md", "docs/oauth.md", "docs/drive.md", "docs/fleet.md",
-        "docs/cli.md" }) do
+        "docs/cli.md", "docs/testing.md" }) do
       assert.truthy(count[page], page .. " starts from a runnable example")
     end
+    local specs = 0
+    for _, b in ipairs(blocks) do
+      if b.busted and b.page == "docs/testing.md" then specs = specs + 1 end
+    end
+    assert.same(1, specs, "docs/testing.md shows a busted spec of the reader's own")
     assert.is_true(#blocks >= 10, #blocks)
   end)
 
@@ -85,7 +92,12 @@ describe("the examples of README.md and docs/ #children", function()
       assert(os.execute("mkdir -p " .. q(here)))
       helper.write_file(here .. "/contract.pdf", 4096)
       local code, out
-      if b.lang == "lua" then
+      if b.busted then
+        write(here .. "/example_spec.lua", b.code)
+        code, out = helper.run_sh(("cd %s && env %s sh %s busted --lua=%s example_spec.lua"):format(q(here),
+          helper.env_words(env), q(helper.root .. "/tools/with-paths.sh"), helper.lua))
+        assert.matches("%d+ successes / 0 failures / 0 errors / 0 pending", out)
+      elseif b.lang == "lua" then
         write(here .. "/example.lua", b.code)
         code, out = helper.run_lua(q(here .. "/example.lua"), env, here)
       else
@@ -101,10 +113,10 @@ describe("the examples of README.md and docs/ #children", function()
   end
 end)
 
--- The "Try it" section, as a newcomer follows it: the start command as
+-- The "Try it" section, as a newcomer follows it: the start block as
 -- written (in the checkout, with a fresh HOME), whose export lines name
 -- what the README shows; then, with those lines in the environment, the
--- commands as written.
+-- commands as written; then SIGTERM to the FILEAPI_MOCK_PID it printed.
 local function try_it()
   local text = assert(io.open(helper.root .. "/README.md")):read("*a")
   local start, shown = text:match("<!%-%- try%-it: mock %-%->\n```sh\n(.-)\n```\n\n```sh\n(.-)\n```")
@@ -131,43 +143,37 @@ describe("README: Try it #children", function()
 
   it("is there: the start command, what it prints, the commands", function()
     assert.truthy(start and shown and commands)
+    assert.matches("fileapi mock", start)
     assert.same({ "MKP_BASE_URL", "MKP_API_KEY", "MKP_OAUTH_BASE_URL", "MKP_CLIENT_ID", "MKP_CLIENT_SECRET",
-      "FILESRO_BASE_URL", "FILESRO_TOKEN", "FILESRO_API_TOKEN", "FILESRO_EMAIL", "FILESRO_PASSWORD" }, names_of(shown))
+      "FILESRO_BASE_URL", "FILESRO_TOKEN", "FILESRO_API_TOKEN", "FILESRO_EMAIL", "FILESRO_PASSWORD", "FILEAPI_MOCK_PID" },
+      names_of(shown))
   end)
 
-  it("the mock starts as written, prints those variables, serves the commands and stops on SIGTERM", function()
+  it("fileapi mock starts as written, prints those variables, serves the commands and stops on SIGTERM", function()
     local q = helper.sh_quote
     local dir = helper.tmpname(".tryit")
     assert(os.execute("mkdir -p " .. q(dir)))
     local out, err, pidfile = dir .. "/mock.out", dir .. "/mock.err", dir .. "/mock.pid"
     -- a user's shell: the README names lua5.4; a fresh HOME
     local env = ("env HOME=%s XDG_CONFIG_HOME=%s LUA=lua5.4"):format(q(dir), q(dir .. "/config"))
-    local line = start:match("^[^\n#]*"):gsub("%s+$", "")
-    assert(os.execute(("cd %s && %s %s >%s 2>%s & echo $! >%s"):format(q(helper.root), env, line, q(out), q(err),
-      q(pidfile))))
-    local pid = (helper.read_file(pidfile) or ""):match("%d+")
-    local run_dir = os.getenv("FILEAPI_RUN_DIR") -- spec/run.sh stops it if this spec dies
-    if run_dir then
-      local f = assert(io.open(run_dir .. "/tryit-" .. pid .. ".pid", "w"))
-      f:write(pid, "\n")
-      f:close()
-    end
+    helper.write_text(dir .. "/start.sh", start .. "\n")
+    assert(os.execute(("cd %s && %s sh %s >%s 2>%s & echo $! >%s"):format(q(helper.root), env, q(dir .. "/start.sh"),
+      q(out), q(err), q(pidfile))))
+    local shell = (helper.read_file(pidfile) or ""):match("%d+")
+    local exports = helper.wait_for(function()
+      local text = helper.read_file(out) or ""
+      return (text:find("FILEAPI_MOCK_PID=%d+\n") or not running(shell)) and text
+    end, 30) or ""
+    local pid = exports:match("FILEAPI_MOCK_PID=(%d+)")
+    if pid then helper.remember_pid("tryit-" .. pid, pid) end -- spec/run.sh stops it if this spec dies
     finally(function()
-      os.execute("kill " .. pid .. " 2>/dev/null")
+      if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
       os.execute("rm -rf " .. q(dir))
     end)
-    local exports
-    for _ = 1, 200 do
-      exports = helper.read_file(out) or ""
-      if exports:find("FILESRO_PASSWORD", 1, true) or not running(pid) then break end
-      require("socket").sleep(0.05)
-    end
     assert.same(names_of(shown), names_of(exports), helper.read_file(err) or "")
 
     local script = dir .. "/try.sh"
-    local f = assert(io.open(script, "w"))
-    f:write(exports, "set -e\n", commands, "\n")
-    f:close()
+    helper.write_text(script, exports .. "set -e\n" .. commands .. "\n")
     local ok = os.execute(("cd %s && %s sh %s >%s 2>&1"):format(q(helper.root), env, q(script), q(dir .. "/try.out")))
     local text = helper.read_file(dir .. "/try.out") or ""
     assert.truthy(ok == true or ok == 0, text)
@@ -180,13 +186,10 @@ describe("README: Try it #children", function()
 
     local port = exports:match("FILESRO_BASE_URL=http://127%.0%.0%.1:(%d+)")
     os.execute("kill -TERM " .. pid)
-    for _ = 1, 200 do
-      if not running(pid) then break end
-      require("socket").sleep(0.05)
-    end
-    assert.is_false(running(pid), "the tool still runs after SIGTERM")
+    assert.truthy(helper.wait_for(function() return not running(pid) and not running(shell) end, 20),
+      "fileapi mock still runs after SIGTERM")
     local c = require("socket").connect("127.0.0.1", tonumber(port))
     if c then c:close() end
-    assert.is_nil(c, "the mock still listens after its tool stopped")
+    assert.is_nil(c, "the mock still listens after fileapi mock stopped")
   end)
 end)

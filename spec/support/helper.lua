@@ -2,6 +2,7 @@
 -- admin endpoints, run child Lua processes with this checkout's paths.
 local socket = require "socket"
 local cjson = require "cjson"
+local mock_api = require "fileapi.mock"
 
 local M = {}
 
@@ -21,14 +22,13 @@ M.support = absolute(script_dir())
 M.root = absolute(M.support .. "/../..")
 M.lua = os.getenv("LUA_BIN") or "lua5.4"
 M.mock_lua = "lua5.4"
-M.API_KEY = "test-key"
--- the mock's files.ro owner (spec/support/mock/drive.lua)
-M.DRIVE_TOKEN = "1|ownerTestToken0123456789abcdefghijklmnopq"
-M.DRIVE_EMAIL, M.DRIVE_PASSWORD = "owner@example.com", "correct horse battery"
--- the application the mock's manage host knows (spec/support/mock/oauth.lua)
-M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = "app_test", "app-secret-7f3k"
--- a files.ro share whose visitors may edit (spec/support/mock/filesro.lua)
-M.EDITOR_SHARE = "editor-token"
+-- what the mock accepts (fileapi.mock.accounts): the API key, the files.ro
+-- owner's token and sign-in, the OAuth application, an editor share
+M.API_KEY = mock_api.API_KEY
+M.DRIVE_TOKEN = mock_api.OWNER_TOKEN
+M.DRIVE_EMAIL, M.DRIVE_PASSWORD = mock_api.OWNER_EMAIL, mock_api.OWNER_PASSWORD
+M.OAUTH_CLIENT_ID, M.OAUTH_CLIENT_SECRET = mock_api.CLIENT_ID, mock_api.CLIENT_SECRET
+M.EDITOR_SHARE = mock_api.EDITOR_SHARE
 
 function M.pid()
   return io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
@@ -58,63 +58,6 @@ function M.env_words(env, extra)
   return table.concat(parts, " ")
 end
 
-local Mock = {}
-Mock.__index = Mock
-
--- One admin call; the mock closes the connection after answering.
-function Mock:admin(method, path, body)
-  local payload = body and cjson.encode(body) or ""
-  local c = assert(socket.connect("127.0.0.1", self.port))
-  c:settimeout(10)
-  if self.base:find("^https") then
-    local ssl = require "ssl"
-    c = assert(ssl.wrap(c, { mode = "client", protocol = "any", verify = "none" }))
-    assert(c:dohandshake())
-  end
-  assert(c:send(("%s %s HTTP/1.1\r\nHost: mock\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
-    :format(method, path, #payload, payload)))
-  local resp = c:receive("*a")
-  c:close()
-  local status, rest = resp:match("^HTTP/1%.1 (%d+).-\r\n\r\n(.*)$")
-  assert(status == "200", "mock admin " .. path .. " answered " .. tostring(status))
-  return cjson.decode(rest)
-end
-
-function Mock:reset() return self:admin("POST", "/_mock/reset") end
-function Mock:requests() return self:admin("GET", "/_mock/requests") end
-function Mock:stats() return self:admin("GET", "/_mock/stats") end
-function Mock:config(t) return self:admin("POST", "/_mock/config", t) end
-function Mock:faults(list) return self:admin("POST", "/_mock/faults", list) end
-function Mock:add_share(t) return self:admin("POST", "/_mock/shares", t).root_id end
-function Mock:folder(id) return self:admin("POST", "/_mock/folders", { id = id }) end
-function Mock:files() return self:admin("GET", "/_mock/files") end
-function Mock:mkp_items() return self:admin("GET", "/_mock/mkp_items") end
-function Mock:storage_faults(list) return self:admin("POST", "/_mock/storage_faults", list) end
--- A file of the Files API whose bytes are the local file at `path`.
-function Mock:add_mkp_file(t) return self:admin("POST", "/_mock/mkp_file", t) end
-function Mock:seed(t) return self:admin("POST", "/_mock/seed", t) end
-function Mock:oauth_grant() return self:admin("POST", "/_mock/oauth_grant") end
--- Every access token the mock gave so far lapses at once.
-function Mock:oauth_expire() return self:admin("POST", "/_mock/oauth_expire") end
--- files.ro's owner side: a sparse file of zeros, seeded team folders, and
--- what the owner routes recorded (mails, shares, remote URLs, zips).
-function Mock:drive_big_file(t) return self:admin("POST", "/_mock/drive_big_file", t).id end
-function Mock:drive_seed(t) return self:admin("POST", "/_mock/drive_seed", t).ids end
-function Mock:drive() return self:admin("GET", "/_mock/drive") end
-
-function Mock:last_request()
-  local reqs = self:requests()
-  return reqs[#reqs]
-end
-
-function Mock:stop()
-  if self.stopped then return end
-  self.stopped = true
-  pcall(self.admin, self, "POST", "/_mock/shutdown")
-  os.execute("sleep 0.2; kill " .. self.pid .. " 2>/dev/null")
-  os.remove(self.port_file)
-end
-
 -- opts.tls = { cert = , key = } serves HTTPS; opts.port: that port (default: a free one).
 -- Server pid files go where spec/run.sh can find them: it stops whatever
 -- is left when the run ends, even if a spec died before its teardown.
@@ -124,31 +67,41 @@ local function remember_pid(name, pid)
   local f = io.open(dir .. "/" .. name .. ".pid", "w")
   if f then f:write(pid, "\n") f:close() end
 end
+M.remember_pid = remember_pid
 
+-- The mock (fileapi.mock), on lua5.4 whatever Lua runs the suite; its
+-- handle has the admin paths as methods (mock:faults{...}, mock:requests()).
 function M.start_mock(opts)
   opts = opts or {}
-  local port_file = M.tmpname(".port")
-  local log = os.getenv("FILEAPI_MOCK_LOG") or "/dev/null"
-  local tls = opts.tls and (" --tls-cert %s --tls-key %s"):format(sh_quote(opts.tls.cert), sh_quote(opts.tls.key)) or ""
-  local fixed = opts.port and (" --port %d"):format(opts.port) or ""
-  local cmd = ("%s %s --port-file %s --parent %s%s%s >>%s 2>&1 &"):format(M.mock_lua,
-    sh_quote(M.support .. "/mock.lua"), sh_quote(port_file), M.pid(), tls, fixed, sh_quote(log))
-  assert(os.execute(cmd))
-  for _ = 1, 100 do
-    local f = io.open(port_file)
-    if f then
-      local port, pid, storage_port, oauth_port = f:read("*l"):match("^(%d+) (%d+) (%d+) (%d+)$")
-      f:close()
-      local mock = setmetatable({ port = tonumber(port), pid = pid, port_file = port_file, base = "",
-        storage_port = tonumber(storage_port), oauth_url = "http://127.0.0.1:" .. oauth_port }, Mock)
-      mock.base = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
-      mock.mkp_url = mock.base .. "/v1"
-      remember_pid("mock-" .. port, pid)
-      return mock
-    end
-    socket.sleep(0.05)
+  local mock = assert(mock_api.start({ port = opts.port, tls = opts.tls, lua = M.mock_lua,
+    log = os.getenv("FILEAPI_MOCK_LOG"), max_seconds = 3600 }))
+  remember_pid("mock-" .. mock.port, mock.pid)
+  return mock
+end
+
+-- The rock as a user installs it: `luarocks make` of a copy of the checkout
+-- into a fresh tree, once per run of the suite (the specs that use it share
+-- it), under the run's folder (spec/run.sh removes it).  Returns { dir,
+-- tree, lua_version, ok, log }; path() is the shell line that puts the
+-- tree's modules on the paths (luarocks path), bin the tree's commands.
+local rock
+function M.installed_rock()
+  if rock then return rock end
+  local q = sh_quote
+  local lua_version = (os.getenv("LUA_BIN") or "lua5.4"):match("lua(5%.%d)") or "5.1"
+  local run_dir = os.getenv("FILEAPI_RUN_DIR")
+  local dir = run_dir and (run_dir .. "/rock") or M.tmpname(".rock")
+  -- what the rock's build reads (the Makefile's `rock` target runs tools/features.sh)
+  assert(os.execute(("mkdir -p %s && cp -r %s %s %s %s %s %s %s"):format(q(dir), q(M.root .. "/lua"), q(M.root .. "/csrc"),
+    q(M.root .. "/bin"), q(M.root .. "/tools"), q(M.root .. "/fileapi-0.1.0-1.rockspec"), q(M.root .. "/Makefile"), q(dir))))
+  local code, log = M.run_sh(("cd %s && luarocks --lua-version=%s make --tree %s --deps-mode=none fileapi-0.1.0-1.rockspec")
+    :format(q(dir), lua_version, q(dir .. "/tree")))
+  rock = { dir = dir, tree = dir .. "/tree", bin = dir .. "/tree/bin", lua_version = lua_version, ok = code == 0,
+    log = log }
+  function rock.path()
+    return ("eval \"$(luarocks --lua-version=%s --tree %s path)\""):format(lua_version, q(rock.tree))
   end
-  error("the mock did not start")
+  return rock
 end
 
 -- A self-signed certificate for 127.0.0.1 and localhost, in dir.
@@ -464,9 +417,7 @@ function M.http_get(url, timeout)
 end
 
 -- A MijnKlantportaal client of the mock with the test key: `opts` over
--- `defaults` over those two.  (fileapi.files is required here, not at the
--- top: the mock's own process, tools/mock.lua, loads this helper and needs
--- no C core.)
+-- `defaults` over those two.
 function M.mkp_client(mock, opts, defaults)
   local all = { api_key = M.API_KEY, base_url = mock.mkp_url }
   for k, v in pairs(defaults or {}) do all[k] = v end

@@ -13,6 +13,7 @@ local mijnklantportaal = require "fileapi.cli.mijnklantportaal"
 local filesro_visitor = require "fileapi.cli.filesro_visitor"
 local login = require "fileapi.cli.mijnklantportaal_login"
 local filesro_owner = require "fileapi.cli.filesro_owner"
+local mock = require "fileapi.cli.mock"
 
 local M = {}
 
@@ -237,11 +238,12 @@ local function build_parser()
   smv:argument("args", "[TOKEN] TYPE:ID..."):args("+")
   smv:option("--to", "into folder UUID (default: the share's root)")
   drive_commands(p)
+  mock.define(p, number)
   return p
 end
 
 -- Each command's function, by the command's name.
-local RUN = { login = login.login, logout = login.logout }
+local RUN = { login = login.login, logout = login.logout, mock = mock.run }
 for _, name in ipairs({ "upload", "mkdir", "get", "download", "share", "shares", "request-files", "requests",
     "request" }) do
   RUN[name] = mijnklantportaal[name]
@@ -339,7 +341,8 @@ function M.main(argv, io_out, io_err)
     io_err:write("fileapi: internal error: ", tostring(status), "\n")
     return 1
   end
-  if core.interrupted() then
+  -- (Ctrl-C is how the mock's foreground ends: its own status stands)
+  if core.interrupted() and opts.command ~= "mock" then
     io_err:write("fileapi: interrupted\n")
     return M.EXIT.interrupted
   end

@@ -4,8 +4,10 @@
 -- the storage host, mock/storage.lua); GET/POST /v1/file-shares and
 -- /v1/file-requests (Laravel simple pages of 15), GET /v1/file-requests/{id}.
 local cjson = require "cjson"
-local http = require "mock.http"
-local storage = require "mock.storage"
+local http = require "fileapi.mock.http"
+local storage = require "fileapi.mock.storage"
+local oauth = require "fileapi.mock.oauth"
+local socket = require "socket"
 
 local M = {}
 
@@ -59,7 +61,7 @@ local function rate_limited(state, key)
   local limit = state.config.rate_limit
   if not limit then return false end
   local window = state.config.rate_window or 60
-  local now = require("socket").gettime()
+  local now = socket.gettime()
   local log = state.windows[key] or {}
   local keep = {}
   for _, t in ipairs(log) do if t > now - window then keep[#keep + 1] = t end end
@@ -299,7 +301,7 @@ function M.handle(state, conn, req)
     return json_error(404, "Not found.")
   end
   local key = (req.headers.authorization or ""):match("^Bearer (.+)$")
-  if not key or not (state.config.keys[key] or require("mock.oauth").valid_access(state, key)) then
+  if not key or not (state.config.keys[key] or oauth.valid_access(state, key)) then
     if not http.read_body(conn, req, state.keep) then return nil end
     return json_error(401, "Unauthenticated.")
   end

@@ -3,9 +3,9 @@
 -- item calls).  A share made here is a visitor's share in mock.filesro's
 -- table: the same store.
 local cjson = require "cjson"
-local drive = require "mock.drive"
-local filesro = require "mock.filesro"
-local http = require "mock.http"
+local drive = require "fileapi.mock.drive"
+local filesro = require "fileapi.mock.filesro"
+local http = require "fileapi.mock.http"
 
 local H = drive.handlers
 local json, typed, success, invalid = H.json, H.typed, H.success, H.invalid
@@ -338,7 +338,7 @@ function M.handle(state, conn, req)
     if req.length <= 1024 * 1024 then http.read_body(conn, req, state.keep) end
     return auth_failure(req)
   end
-  local over, wait = H.rate_limited(state, token, state.config.drive_rate_limit)
+  local over, wait = H.rate_limited(state, token, state.config.drive_rate_limit, state.config.drive_rate_window)
   if over then
     if req.length <= 1024 * 1024 then http.read_body(conn, req, state.keep) end
     return json(429, { message = "Too Many Attempts." }, { { "Retry-After", tostring(wait) } })

@@ -2,6 +2,9 @@
 -- many connections at once: stalls, trickles and kept-alive connections never
 -- block the admin requests a test makes meanwhile.
 local socket = require "socket"
+-- LuaSec, for a mock that serves HTTPS only (a probe: plain HTTP needs none)
+local has_ssl, ssl_lib = pcall(require, "ssl")
+local ssl = has_ssl and ssl_lib or nil
 
 local M = {}
 
@@ -47,6 +50,18 @@ local function wait(set, sock, deadline)
 end
 
 function M.wait_readable(sock, deadline) return wait(waiting_read, sock, deadline) end
+
+-- Ends a wait for sock at once (its socket closed meanwhile, say): the
+-- waiting coroutine runs again as if sock were ready.
+function M.wake(sock)
+  for _, set in ipairs({ waiting_read, waiting_write }) do
+    local co = set[sock]
+    if co then
+      set[sock] = nil
+      runnable[#runnable + 1] = co
+    end
+  end
+end
 function M.wait_writable(sock, deadline) return wait(waiting_write, sock, deadline) end
 
 local function keys(set)
@@ -117,9 +132,15 @@ function M.wrap(sock)
   return setmetatable({ sock = sock, buf = "", closed = false }, Conn)
 end
 
+-- A server's TLS context (LuaSec) from PEM files.
+function M.tls_context(cert, key)
+  if not ssl then error("the mock serves HTTPS with LuaSec (Debian: lua-sec), which is not installed", 0) end
+  return assert(ssl.newcontext({ mode = "server", protocol = "any", key = key, certificate = cert,
+    options = { "all", "no_sslv2", "no_sslv3" } }))
+end
+
 -- Server side of TLS over a non-blocking socket (LuaSec); nil on failure.
 function M.tls_accept(sock, ctx)
-  local ssl = require "ssl"
   sock:settimeout(0)
   sock:setoption("tcp-nodelay", true)
   local s = ssl.wrap(sock, ctx)

@@ -7,17 +7,19 @@
 -- made by /_mock/drive_big_file is sparse, all zeros, its CRC computed by
 -- the zero-run operator rather than read.
 local cjson = require "cjson"
-local http = require "mock.http"
-local filesro = require "mock.filesro"
-local zip = require "mock.zip"
+local http = require "fileapi.mock.http"
+local filesro = require "fileapi.mock.filesro"
+local zip = require "fileapi.mock.zip"
+local accounts = require "fileapi.mock.accounts"
+local socket = require "socket"
 
 local M = {}
 
 local uuid, date, UUID = filesro.uuid, filesro.date, filesro.UUID
 
-M.OWNER = { id = "00000000-0000-4000-8000-000000000001", email = "owner@example.com",
-  password = "correct horse battery", name = "Jane Doe" }
-M.TOKEN = "1|ownerTestToken0123456789abcdefghijklmnopq"
+M.OWNER = { id = "00000000-0000-4000-8000-000000000001", email = accounts.OWNER_EMAIL,
+  password = accounts.OWNER_PASSWORD, name = "Jane Doe" }
+M.TOKEN = accounts.OWNER_TOKEN
 M.FOREIGN_ID = "33333333-3333-4333-8333-333333333333"
 
 local function json(status, doc, headers)
@@ -167,15 +169,17 @@ local function foreign(state, rec)
   return false
 end
 
--- Over a per-token window (config drive_rate_limit a minute): 429.
-local function rate_limited(state, key, limit)
+-- Over a per-token fixed window (config drive_rate_limit in
+-- drive_rate_window seconds, a minute by default): 429.
+local function rate_limited(state, key, limit, window)
   if not limit then return false end
-  local now = os.time()
+  window = window or 60
+  local now = socket.gettime()
   local w = state.drive.windows[key]
-  if not w or now - w.start >= 60 then w = { start = now, count = 0 } end
+  if not w or now - w.start >= window then w = { start = now, count = 0 } end
   w.count = w.count + 1
   state.drive.windows[key] = w
-  if w.count > limit then return true, w.start + 60 - now end
+  if w.count > limit then return true, math.max(1, math.ceil(w.start + window - now)) end
   return false
 end
 

@@ -12,11 +12,13 @@
 -- (then a new refresh_token too, and the old one dies).  The stats count
 -- refusals of a refresh token and refresh tokens sent again.
 local cjson = require "cjson"
-local http = require "mock.http"
+local http = require "fileapi.mock.http"
+local socket = require "socket"
+local accounts = require "fileapi.mock.accounts"
 
 local M = {}
 
-local CLIENT_ID, CLIENT_SECRET = "app_test", "app-secret-7f3k"
+local CLIENT_ID, CLIENT_SECRET = accounts.CLIENT_ID, accounts.CLIENT_SECRET
 M.CLIENT_ID, M.CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
 
 local function token(prefix)
@@ -25,7 +27,7 @@ local function token(prefix)
   return prefix .. table.concat(t)
 end
 
-local function now() return require("socket").gettime() end
+local function now() return socket.gettime() end
 
 function M.reset(state)
   -- spent: how often each refresh token came to a refresh the endpoint acted

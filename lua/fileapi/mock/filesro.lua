@@ -5,8 +5,10 @@
 -- keyed by the part's file name, exactly as upstream does, so a chunk sent
 -- twice shows up as a corrupted file.
 local cjson = require "cjson"
-local http = require "mock.http"
-local loop = require "mock.loop"
+local http = require "fileapi.mock.http"
+local accounts = require "fileapi.mock.accounts"
+local socket = require "socket"
+local loop = require "fileapi.mock.loop"
 
 local M = {}
 
@@ -48,7 +50,7 @@ function M.reset(state)
   os.remove(state.upload_dir)
   os.execute("mkdir -p '" .. state.upload_dir .. "/chunks' '" .. state.upload_dir .. "/files'")
   state.folders, state.shares, state.files, state.chunks = {}, {}, {}, 0
-  M.add_share(state, { token = "editor-token", root_id = "11111111-1111-4111-8111-111111111111" })
+  M.add_share(state, { token = accounts.EDITOR_SHARE, root_id = "11111111-1111-4111-8111-111111111111" })
   M.add_share(state, { token = "share_token" }) -- the docs' examples
   M.add_share(state, { token = "visitor-token", permission = "visitor" })
   M.add_share(state, { token = "protected-token", protected = true, cookie = "share_session=unlock-me" })
@@ -107,15 +109,18 @@ local function validate(doc)
   return any and errors or nil
 end
 
+-- share_rate_limit visitors' requests in a fixed window of
+-- share_rate_window seconds (upstream's: a minute); over it, 429.
 local function guest_limited(state)
   local limit = state.config.share_rate_limit
   if not limit then return false end
-  local now = os.time()
+  local window = state.config.share_rate_window or 60
+  local now = socket.gettime()
   local w = state.share_window
-  if not w or now - w.start >= 60 then w = { start = now, count = 0 } end
+  if not w or now - w.start >= window then w = { start = now, count = 0 } end
   w.count = w.count + 1
   state.share_window = w
-  return w.count > limit, w.start + 60 - now
+  return w.count > limit, math.max(1, math.ceil(w.start + window - now))
 end
 
 local ROUTES = { ["POST items"] = "mkdir", ["POST uploads"] = "upload", ["DELETE items"] = "delete",

@@ -4,7 +4,7 @@
 -- and 206.  Faults (state.storage_faults, one per request): drop_at = N
 -- closes after N body bytes, ignore_range answers 200 whatever was asked,
 -- expire answers as if the link had expired.
-local http = require "mock.http"
+local http = require "fileapi.mock.http"
 
 local M = {}
 
