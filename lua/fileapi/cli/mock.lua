@@ -8,6 +8,7 @@
 -- stops it.
 local core = require "fileapi.core"
 local mock = require "fileapi.mock"
+local proc = require "fileapi.mock.proc"
 local output = require "fileapi.cli.output"
 
 local M = {}
@@ -42,16 +43,7 @@ function M.define(parser, number)
   return cmd
 end
 
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("*l"):match("^(%d+)")
-  f:close()
-  return pid
-end
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local own_pid, quote = proc.own_pid, proc.quote
 
 local function start_options(opts)
   if opts.port and opts.port > 65535 then return nil, "--port must be a port, from 0 to 65535" end
@@ -106,9 +98,7 @@ local function detached_command(opts, ready, log)
   local root = src:match("^(/.*)/fileapi/cli/mock%.lua$")
   local path = root and (root .. "/?.lua;" .. root .. "/?/init.lua;" .. package.path) or package.path
   local code = DETACHED:format(path, package.cpath, table.concat(argv, ", "))
-  local f = io.popen("readlink /proc/" .. own_pid() .. "/exe")
-  local lua = f and f:read("*l")
-  if f then f:close() end
+  local lua = proc.own_exe()
   local setsid = os.execute("command -v setsid >/dev/null 2>&1")
   return ("%s%s -e %s </dev/null >%s 2>>%s & echo $!"):format((setsid == true or setsid == 0) and "setsid " or "",
     quote(lua or "lua5.4"), quote(code), quote(ready), quote(log))

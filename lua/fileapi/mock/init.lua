@@ -13,6 +13,7 @@
 local socket = require "socket"
 local cjson = require "cjson"
 local accounts = require "fileapi.mock.accounts"
+local proc = require "fileapi.mock.proc"
 -- LuaSec: only to reach a mock that serves HTTPS (a probe)
 local has_ssl, ssl_lib = pcall(require, "ssl")
 local ssl = has_ssl and ssl_lib or nil
@@ -27,36 +28,13 @@ for _, name in ipairs({ "API_KEY", "CLIENT_ID", "CLIENT_SECRET", "EDITOR_SHARE",
   M[name] = accounts[name]
 end
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 -- os.execute's success, as Lua 5.1 (a status) and 5.2+ (true) say it.
 local function succeeded(r) return r == true or r == 0 end
 
-local function read_command(cmd)
-  local p = io.popen(cmd)
-  if not p then return nil end
-  local line = p:read("*l")
-  p:close()
-  return line
-end
 
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("*l"):match("^(%d+)")
-  f:close()
-  return pid
-end
 
--- Whether a process runs (a zombie has ended).
-local function running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local state = (f:read("*l") or ""):match("^%d+ %b() (%a)")
-  f:close()
-  return state ~= nil and state ~= "Z"
-end
+local quote, read_command, own_pid, running = proc.quote, proc.read_command, proc.own_pid, proc.running
 M.running = running
 
 local function wait_gone(pid, seconds)
@@ -76,7 +54,7 @@ end
 -- The interpreter the mock runs on, and whether it is this process's own
 -- (then it gets this process's module paths, the C modules included).
 local function interpreter(wanted)
-  local own = read_command("readlink /proc/" .. own_pid() .. "/exe 2>/dev/null")
+  local own = proc.own_exe()
   local function resolve(name)
     return read_command(("p=$(command -v %s) && readlink -f \"$p\""):format(quote(name)))
   end

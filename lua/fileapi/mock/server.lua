@@ -21,17 +21,11 @@ local drive_routes = require "fileapi.mock.drive_sharing"
 local faults = require "fileapi.mock.faults"
 local admin = require "fileapi.mock.admin"
 local accounts = require "fileapi.mock.accounts"
+local proc = require "fileapi.mock.proc"
 -- the interrupt flag (a probe: a mock on another Lua than the core's has none)
 local has_core, core = pcall(require, "fileapi.core")
 
 local M = {}
-
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("*l"):match("^(%d+)")
-  f:close()
-  return pid
-end
 
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
@@ -39,7 +33,7 @@ local function alive(pid)
   return f ~= nil
 end
 
-local state = { pid = own_pid() }
+local state = { pid = proc.own_pid() }
 local stop = false
 -- the settings the mock was started with: a reset returns to them
 local base_config = {}
