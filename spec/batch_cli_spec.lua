@@ -73,6 +73,20 @@ describe("--parallel: several items at once #children", function()
     end
   end)
 
+  it("upload FILE... - side by side reads standard input first: a slow pipe stalls no transfer", function()
+    mock:config({ latency = 0.5 })
+    local paths = some_files(3, "pipe")
+    -- the pipe gives its line after 5 s; a transfer left waiting that long
+    -- would outlast its 3 s timeout after the server stored its file
+    local code, out = helper.run_sh(("(sleep 5; echo from-the-pipe) | env %s %s upload %s - --parallel 2 --timeout 3"
+      .. " --retries 0 --json"):format(helper.env_words(env), helper.FILEAPI, words(paths)))
+    assert.same(0, code, out)
+    local results = results_of(out)
+    assert.same(4, count(results), out)
+    assert.same(#"from-the-pipe\n", results["-"].size)
+    assert.same(4, mock:stats().requests)
+  end)
+
   it("--parallel takes a whole number from 1 to 1000", function()
     local paths = some_files(2, "bad")
     for _, n in ipairs({ "0", "1.5", "1001", "many" }) do

@@ -81,33 +81,51 @@ end
 -- they come (out.status keeps the last one's exit status).
 function M.each(opts, out, upload, text)
   local files = opts.files
+  local parallel = #files > 1 and opts.parallel or 1
   local items, total = {}, 0
+  local line
+  -- standard input, spooled when read from a pipe: it joins the total then
+  local function read_stdin(it)
+    local source, name, spool = M.source(opts, out, "-")
+    if not source then
+      it.err = name
+      return
+    end
+    it.source, it.name, it.spool = source, name, spool
+    it.size = core.file_size(source.path) or 0
+    total = total + it.size
+    if line then line.plan(#files, total) end
+  end
+  -- a spool is removed once its upload settled, and whatever happens
+  local function remove_spools()
+    for _, it in ipairs(items) do
+      if it.spool then os.remove(it.spool) end
+    end
+  end
   for _, path in ipairs(files) do
-    if core.interrupted() then return out.status end
+    if core.interrupted() then
+      remove_spools()
+      return out.status
+    end
     if path == "-" then
-      -- standard input is read when its turn comes (start below), not
-      -- before the files ahead of it: its size joins the line's total then
       items[#items + 1] = { path = path, stdin = true, size = 0 }
+      -- side by side, it is read before any transfer starts: reading it
+      -- while others are in flight would stall them (nothing drives them)
+      if parallel > 1 then read_stdin(items[#items]) end
     else
       local size = core.file_size(path) or 0
       items[#items + 1] = { path = path, source = path, name = opts.name, size = size }
       total = total + size
     end
   end
-  local line = #files > 1 and out:batch(#files, total) or nil
+  line = #files > 1 and out:batch(#files, total) or nil
   batch.run(items, {
-    parallel = #items > 1 and opts.parallel or 1,
+    parallel = parallel,
     folder = opts.path and function() return opts.path end or nil,
+    -- one after another, standard input is read when its turn comes, not
+    -- before the files ahead of it
     start = function(it)
-      if it.stdin then
-        local source, name, spool = M.source(opts, out, "-")
-        if source then
-          it.source, it.name, it.spool = source, name, spool
-          it.size = core.file_size(source.path) or 0
-        else
-          it.err = name
-        end
-      end
+      if it.stdin and not it.source and not it.err then read_stdin(it) end
       return true
     end,
     send = function(it)
@@ -126,6 +144,7 @@ function M.each(opts, out, upload, text)
       return true
     end,
   })
+  remove_spools()
   if line then line.finish() end
   return out.status
 end
