@@ -279,6 +279,35 @@ describe("upload_tree side by side (parallel = N)", function()
     os.remove(journal)
   end)
 
+  it("an on_item that raises: nothing more starts, what was in flight is recorded, then the raise goes on", function()
+    mock:config({ latency = 0.2 })
+    local journal = helper.tmpname(".journal")
+    local c = assert(files.new({ api_key = helper.API_KEY, base_url = mock.mkp_url }))
+    local ok, err = pcall(c.upload_tree, c, root, { parallel = 4, journal = journal, on_item = function(ev)
+      if ev.type == "file" then error("the caller's own bug", 0) end
+    end })
+    assert.is_false(ok)
+    assert.same("the caller's own bug", err)
+    -- nothing left running, and every file the server has is done in the journal
+    assert.same(0, mock:stats().in_flight)
+    local remote = helper.mkp_paths(mock, nil)
+    local sent = count(remote.file)
+    assert.is_true(sent >= 1 and sent <= 4, sent)
+    local recs = journal_of(journal)
+    for rel in pairs(remote.file) do assert.same(1, recs[rel] and recs[rel].done, rel) end
+    -- the rerun sends only the rest, each once, none as a maybe-duplicate
+    local dup = 0
+    local again = assert(c:upload_tree(root, { parallel = 4, journal = journal, on_item = function(ev)
+      if ev.maybe_duplicate then dup = dup + 1 end
+    end }))
+    c:close()
+    assert.same(0, dup)
+    assert.same(20 - sent, again.files)
+    remote = helper.mkp_paths(mock, nil)
+    for rel in pairs(made) do assert.same(1, remote.file[rel], rel) end
+    os.remove(journal)
+  end)
+
   it("drive: a new folder's first upload goes alone, so that none is made twice", function()
     -- the mock takes 0.05 s between looking a folder up and making it, as
     -- files.ro's queries do: two uploads into a new folder would make two

@@ -109,8 +109,12 @@ local function side_by_side(items, opts)
       if res then run.known[p] = true end
     end
     if not run.fatal then -- once the record cannot be written, nothing more is
-      local go, serr = opts.settle(items[i], res, err)
-      if go == nil then
+      local ok, go, serr = pcall(opts.settle, items[i], res, err)
+      if not ok then
+        -- a raise (a caller's on_item): nothing more starts, what is in
+        -- flight ends and is settled, recorded, then the raise goes on
+        run.go, run.raised = false, run.raised or { go }
+      elseif go == nil then
         run.go, run.fatal = false, serr
         g:cancel()
       elseif not go then
@@ -119,6 +123,7 @@ local function side_by_side(items, opts)
     end
     start_more()
   end
+  if run.raised then error(run.raised[1], 0) end
   if run.fatal then return nil, run.fatal end
   return run.go and not core.interrupted()
 end
@@ -127,7 +132,8 @@ end
 -- without a group), opts.send(item) -> res, err (in a group's function);
 -- opts.start(item) -> true | nil, err (optional: before it is sent);
 -- opts.settle(item, res, err) -> true to go on, false to start nothing
--- more, nil, err when nothing more is safe (the rest is cancelled);
+-- more, nil, err when nothing more is safe (the rest is cancelled); a
+-- raise in it starts nothing more, settles what is in flight, then goes on;
 -- opts.folder(item) -> the folder path its upload makes, or nil.  Returns
 -- true when every item went, false when stopped (settle, Ctrl-C), nil, err.
 function M.run(items, opts)
