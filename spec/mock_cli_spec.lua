@@ -133,6 +133,7 @@ describe("fileapi mock, from the installed rock #children #toolchain", function(
         for _ in io.open("requests.json"):read("*a"):gmatch("\"method\"") do n = n + 1 end
         print("requests " .. n)'
       curl -sS -d '[{"type":"nonsense"}]' "$FILESRO_BASE_URL/_mock/faults"
+      curl -sS -d '[{"type":"stall","seconds":"x"}]' "$FILESRO_BASE_URL/_mock/faults"
     ]])
     assert.same(0, code, out)
     assert.matches("fsd_%w+ Retried\n", out)
@@ -142,6 +143,8 @@ describe("fileapi mock, from the installed rock #children #toolchain", function(
     assert.matches("HTTP 500", out)
     assert.matches("requests 3\n", out) -- 503, the retry, the 500
     assert.matches('"message":"fault 1: type must be one of status, refuse', out)
+    -- a field of the wrong type is refused when posted, not met by a request later
+    assert.matches('"message":"fault 1: seconds must be a number >= 0"', out)
   end)
 
   it("--latency MS delays every API answer", function()
@@ -207,11 +210,16 @@ describe("fileapi mock, from the installed rock #children #toolchain", function(
       fileapi mock --daemon --port %d 2>err.txt || status=$?
       echo "again: status $status: $(cat err.txt)"
       kill "$FILEAPI_MOCK_PID"
+      status=0
+      fileapi mock --daemon --port 65535 2>err.txt || status=$?
+      echo "too high: status $status: $(cat err.txt)"
     ]]):format(port, port))
     assert.same(0, code, out)
     assert.matches(("api http://127%%.0%%.0%%.1:%d oauth http://127%%.0%%.0%%.1:%d\n"):format(port, port + 1), out)
     assert.matches("again: status 4: fileapi mock: the mock could not start: port " .. port .. ": address already in use",
       out)
+    -- its neighbours must be ports too
+    assert.matches("too high: status 2: fileapi: %-%-port must be 0 %(free ports%) or a port up to 65533", out)
   end)
 
   -- The foreground, started as a shell starts a job; its pid and its mock's.

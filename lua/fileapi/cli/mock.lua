@@ -46,7 +46,9 @@ end
 local own_pid, quote = proc.own_pid, proc.quote
 
 local function start_options(opts)
-  if opts.port and opts.port > 65535 then return nil, "--port must be a port, from 0 to 65535" end
+  if opts.port and opts.port > 65533 then
+    return nil, "--port must be 0 (free ports) or a port up to 65533 (the OAuth host takes PORT+1, links PORT+2)"
+  end
   return { port = opts.port, latency = opts.latency and opts.latency / 1000,
     rate_limit = opts.rate_limit and opts.rate_limit.limit, rate_window = opts.rate_limit and opts.rate_limit.window,
     log = opts.log or true }
@@ -113,7 +115,8 @@ local function daemon(opts, out)
   if p then p:close() end
   local deadline = core.now() + READY_SECONDS
   local text = read_file(ready)
-  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and mock.running(pid) and core.now() < deadline do
+  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and mock.running(pid) and core.now() < deadline
+    and not core.interrupted() do
     core.sleep(0.05)
     text = read_file(ready)
   end

@@ -2,6 +2,8 @@
 -- the editor share's token, the files.ro owner's token and sign-in; and the
 -- variables `fileapi mock` prints for them, with the names the library and
 -- the command read.  Plain Lua 5.1 (read by fileapi.mock on any Lua).
+local proc = require "fileapi.mock.proc"
+
 local M = {}
 
 M.API_KEY = "test-key"
@@ -26,7 +28,7 @@ end
 function M.shell_word(v)
   v = tostring(v)
   if v:match("^[%w%%+,./:=@_-]+$") then return v end
-  return "'" .. v:gsub("'", "'\\''") .. "'"
+  return proc.quote(v)
 end
 
 -- `export NAME=value` lines a shell can eval, one per variable.

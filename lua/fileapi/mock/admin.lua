@@ -22,6 +22,9 @@ local function list_or_empty(list)
   return list
 end
 
+-- The fields a fault counts or times with.
+local NUMBERS = { "seconds", "retry_after", "after", "count", "skip", "size", "interval", "drop_at" }
+
 -- Why a fault list cannot be queued, or nil.
 local function bad_faults(list)
   if type(list) ~= "table" or (next(list) ~= nil and #list == 0) then
@@ -32,6 +35,14 @@ local function bad_faults(list)
       return ("fault %d: type must be one of %s"):format(i, table.concat(M.FAULT_TYPES, ", "))
     end
     if f.type == "status" and type(f.status) ~= "number" then return ("fault %d: a status needs status"):format(i) end
+    -- a wrong type here would raise in the request it meets, long after
+    for _, k in ipairs(NUMBERS) do
+      local v = f[k]
+      if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or v == math.huge) then
+        return ("fault %d: %s must be a number >= 0"):format(i, k)
+      end
+    end
+    if f.path ~= nil and type(f.path) ~= "string" then return ("fault %d: path must be a string"):format(i) end
   end
 end
 

@@ -157,8 +157,10 @@ function Store:failed(message, how)
   self.misconfigured = how == "cluster" or nil
   if not self.warned then
     self.warned = true
-    local why = tostring(message):sub(1, 200):gsub("%c", " ")
+    -- redacted before it is cut: a cut through the password would keep its start
+    local why = tostring(message)
     if self.cfg.password then why = util.redact(why, { self.cfg.password }) end
+    why = why:sub(1, 200):gsub("%c", " ")
     warn(format("fileapi: the store (%s) is unavailable (%s); %s until it answers again", self.where,
       why, self:fallback()))
     tell(self, { type = "store", state = "down", reason = why })
