@@ -44,15 +44,21 @@ local function not_started(reason)
   return err
 end
 
+-- Why n is no group size, or nil: for every option that takes one.
+function M.bad_parallel(n)
+  if n ~= n or n < 1 or n > M.MAX_PARALLEL or n ~= floor(n) then
+    return "parallel must be a whole number from 1 to " .. M.MAX_PARALLEL
+  end
+end
+
 --- fileapi.group{ parallel = N } -> group | nil, err
 function M.new(opts)
   opts = util.check_type(opts, "table", 1, "group", true) or {}
   util.check_keys(opts, "group", { "parallel" })
   local n = util.check_field(opts, "parallel", "number", "group")
   if n == nil then n = M.DEFAULT_PARALLEL end
-  if n ~= n or n < 1 or n > M.MAX_PARALLEL or n ~= floor(n) then
-    return util.invalid("parallel must be a whole number from 1 to " .. M.MAX_PARALLEL)
-  end
+  local bad = M.bad_parallel(n)
+  if bad then return util.invalid(bad) end
   local runner, err = engine.group_runner()
   if not runner then return nil, err end
   return setmetatable({ parallel = n, runner = runner, handles = {}, outcomes = {}, queue = {}, head = 1,

@@ -216,9 +216,8 @@ function M.check(opts, fname)
     util.check_field(opts, k, "boolean", fname, 4)
   end
   local n = util.check_field(opts, "parallel", "number", fname, 4)
-  if n ~= nil and not (n >= 1 and n <= group.MAX_PARALLEL and n == math.floor(n)) then
-    return nil, "parallel must be a whole number from 1 to " .. group.MAX_PARALLEL
-  end
+  local bad = n ~= nil and group.bad_parallel(n)
+  if bad then return nil, bad end
   return true
 end
 
