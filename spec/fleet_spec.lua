@@ -455,9 +455,11 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
     .. " budget: one refresh per expiry", function()
     mock:config({ oauth_rotate = true, oauth_token_ttl = 64 })
     local t = mock:oauth_grant()
-    local saved
+    local saved, first_saves = nil, 0
     local first = assert(files.new({ base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0,
-      store = { url = redis:url() }, on_tokens = function(new) saved = new end,
+      store = { url = redis:url() }, on_tokens = function(new)
+        saved, first_saves = new, first_saves + 1
+      end,
       oauth = { client_id = CLIENT_ID, client_secret = SECRET, access_token = t.access_token,
         refresh_token = t.refresh_token, expires_at = core.time() + 30 } }))
     assert(first:mkdir("first"))
@@ -469,6 +471,7 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
     local doc = doc_for(saved, saved.expires_at, { url = redis:url() })
     doc.interval = 0.1
     local firsts = {}
+    first_saves = 0
     local r = run_oauth({ members = 2, calls = 4, doc = doc, at = at, nginx_calls = 10, every = 0.05,
       during = function(elapsed)
         if elapsed > 0 and #firsts < 3 then
@@ -481,7 +484,9 @@ describe("OAuth tokens shared by a fleet through Redis #nginx #fleet #children",
     assert.same({}, r.bad)
     assert.same(2, r.stats.token_requests)
     assert.same(0, r.stats.refresh_refused)
-    assert.same(1, r.on_tokens)
+    -- whoever got there first (on a loaded machine, `first` here may):
+    -- one refresh, saved once
+    assert.same(1, r.on_tokens + first_saves)
     assert.same(1, keys("*:oauth:*:token"))
     assert.same(1, keys("*:rate:*:log"))
   end)

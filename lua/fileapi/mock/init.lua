@@ -46,7 +46,8 @@ end
 -- The folder this module's tree starts at (…/lua, or a rock's share/lua/5.x).
 local function lua_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-  local root = src:match("^(.*)/fileapi/mock/init%.lua$") or "."
+  -- a checkout has fileapi/mock/init.lua; a rock installs it as fileapi/mock.lua
+  local root = src:match("^(.*)/fileapi/mock/init%.lua$") or src:match("^(.*)/fileapi/mock%.lua$") or "."
   if root:sub(1, 1) ~= "/" then root = (read_command("pwd") or ".") .. "/" .. root end
   return root
 end
@@ -213,8 +214,15 @@ local function command(opts, port_file)
   if same then paths = paths .. ("package.cpath = %q\n"):format(package.cpath) end
   local code = paths .. SERVE:format(serialize(server_opts))
   local out = opts.log == true and "" or (" >>%s 2>&1"):format(quote(opts.log or "/dev/null"))
-  local detach = opts.detach and succeeded(os.execute("command -v setsid >/dev/null 2>&1")) and "setsid " or ""
-  return ("%s%s -e %s </dev/null%s &"):format(detach, quote(lua), quote(code), out)
+  -- a session of its own when detached; and on another Lua, which cannot
+  -- catch a terminal's Ctrl-C (it would die saying "interrupted!"): then
+  -- this process stops it, or it stops when this process is gone
+  local own_session = opts.detach or not same
+  local detach = own_session and succeeded(os.execute("command -v setsid >/dev/null 2>&1")) and "setsid " or ""
+  -- on another Lua than this process's, the unversioned LUA_PATH and
+  -- LUA_CPATH are this Lua's (a 5.1 tree's C modules would not load)
+  local clear = same and "" or "env -u LUA_PATH -u LUA_CPATH "
+  return ("%s%s%s -e %s </dev/null%s &"):format(detach, clear, quote(lua), quote(code), out)
 end
 
 local function read_port_file(path)
