@@ -83,7 +83,7 @@ ALL_LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 # started after the install, also under -j: nothing a build decides can
 # predate `deps`.
 
-.PHONY: all deps check-deps build rock test test-specs test-all test-asan test-valgrind test-prism test-oom \
+.PHONY: all deps check-deps build rock test test-specs test-all build-asan test-asan test-valgrind test-prism test-oom \
 	test-fresh gen fuzz soak demo bench lint clean
 
 all: build
@@ -154,25 +154,29 @@ $(ASAN_BUILD)/fileapi/core.so: $(SRCS) $(HDRS) Makefile $(ASAN_BUILD)/features
 	@mkdir -p $(dir $@)
 	$(call FEATURES,$(ASAN_BUILD)) clang $(FA_CFLAGS) $(SAN_FLAGS) -shared-libasan -O1 -g -o $@ $(SRCS) $(FA_LDFLAGS)
 
-test-asan: deps
+ASAN_ARGS ?= --exclude-tags=toolchain,soak,nginx,slow,prism,oom
+build-asan: deps
 	@sh tools/deps.sh $(CHECK_PKGS)
 	@$(MAKE) --no-print-directory $(ASAN_BUILD)/fileapi/core.so
+
+test-asan: build-asan
 	@FILEAPI_BUILD=$(ASAN_BUILD) \
 	LD_PRELOAD=$$(clang -print-file-name=libclang_rt.asan-x86_64.so) \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0:use_tls=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	sh tools/sanitize.sh sh spec/run.sh --exclude-tags=toolchain,soak,nginx,slow,prism,oom
+	sh tools/sanitize.sh sh spec/run.sh $(ASAN_ARGS)
 
 # memcheck over the suite's process, where the core runs: any invalid access
 # or definitely-lost block fails the run.  Specs that run fileapi only in
 # child processes (#children) are left out: valgrind does not follow them
 # (ASan's preloaded runtime does, so they run there).
+VALGRIND_ARGS ?= --exclude-tags=toolchain,nginx,slow,prism,oom,children
 test-valgrind: deps
 	@sh tools/deps.sh $(CHECK_PKGS)
 	@$(MAKE) --no-print-directory build
 	@valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted --exclude-tags=toolchain,nginx,slow,prism,oom,children
+		--show-leak-kinds=definite $(LUA_BIN) /usr/bin/busted $(VALGRIND_ARGS)
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(HDRS) Makefile build/fuzz/features
 	@mkdir -p $(dir $@)

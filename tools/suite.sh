@@ -77,17 +77,31 @@ run_specs() {
     fi
 }
 
+# A stage's #waits specs (pacing, stalls, timeouts, Retry-After: mostly
+# asleep) run in the background beside the rest of the stage, so that their
+# waiting costs no wall time; finish_waits reads them back as a stage of
+# their own.  start_waits NAME COMMAND...
+start_waits() {
+    w_name=$1
+    shift
+    w_log=$(mktemp)
+    in_background "$w_name" "$w_log" "$@"
+    w_pid=$!
+}
+
+finish_waits() {
+    wait "$w_pid"
+    run_specs "$w_name (ran beside the stage above)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$w_log"
+    rm -f "$w_log"
+}
+
 # Both builds first: stages that run side by side must not build the same file.
 make -s LUA=lua5.4 build >/dev/null && make -s LUA=luajit build >/dev/null
 # Specs that mostly wait (#waits: pacing, stalls, timeouts, the 300-call
 # runs) run beside the rest of the first stage, on Lua 5.4 too.
-waits_log=$(mktemp)
-in_background "waiting specs" "$waits_log" sh spec/run.sh --tags=waits --exclude-tags=fleet,prism,oom
-waits_pid=$!
+start_waits "waiting specs (lua5.4)" sh spec/run.sh --tags=waits --exclude-tags=fleet,prism,oom
 run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=waits,fleet,prism,oom
-wait "$waits_pid"
-run_specs "waiting specs (lua5.4, ran beside the stage above)" \
-    sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$waits_log"
+finish_waits
 # The fleet specs (3 nginx, Redis, paced for half a minute: mostly idle)
 # run beside the LuaJIT stage.
 fleet_log=$(mktemp)
@@ -96,16 +110,24 @@ fleet_pid=$!
 # Slow specs (big bodies, pacing) run in the first stage only, and so do the
 # nginx specs: nginx always loads the LuaJIT build, so the first stage has
 # already run them on LuaJIT.
-run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=slow,prism,nginx,oom,fleet
+start_waits "waiting specs (luajit)" env LUA=luajit sh spec/run.sh --tags=waits --exclude-tags=slow,prism,nginx,oom,fleet
+run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=waits,slow,prism,nginx,oom,fleet
+finish_waits
 wait "$fleet_pid"
 run_specs "fleet specs (ran beside the LuaJIT stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
-run_specs "specs under ASan/UBSan" make -s test-asan
-run_specs "specs under valgrind" make -s test-valgrind
+make -s build-asan >/dev/null
+start_waits "waiting specs under ASan/UBSan" make -s test-asan \
+    "ASAN_ARGS=--tags=waits --exclude-tags=toolchain,soak,nginx,slow,prism,oom"
+run_specs "specs under ASan/UBSan" make -s test-asan ASAN_ARGS=--exclude-tags=waits,toolchain,soak,nginx,slow,prism,oom
+finish_waits
+# valgrind leaves the #waits specs to ASan: under valgrind they are no
+# longer asleep, and ASan has judged the same paths of the core
+run_specs "specs under valgrind" make -s test-valgrind VALGRIND_ARGS=--exclude-tags=waits,toolchain,nginx,slow,prism,oom,children
 run_specs "allocation failures during transfers (ASan)" make -s test-oom
 run_check lint make -s lint
 run_check fuzz make -s fuzz FUZZ_TIME=20
-rm -f "$waits_log" "$fleet_log"
+rm -f "$fleet_log"
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"
