@@ -87,7 +87,10 @@ describe("the examples of README.md and docs/ #children", function()
   end)
 
   for i, b in ipairs(blocks) do
-    it(("%s, example %d, runs"):format(b.page, b.n), function()
+    -- an example that calls curl(1) drives another tool: under ASan's
+    -- preloaded runtime curl itself can hang (#toolchain is left out there)
+    local tags = b.code:find("curl ", 1, true) and " #toolchain" or ""
+    it(("%s, example %d, runs%s"):format(b.page, b.n, tags), function()
       local here = ("%s/%d"):format(dir, i)
       assert(os.execute("mkdir -p " .. q(here)))
       helper.write_file(here .. "/contract.pdf", 4096)
