@@ -99,14 +99,14 @@ finish_waits() {
 make -s LUA=lua5.4 build >/dev/null && make -s LUA=luajit build >/dev/null
 # Specs that mostly wait (#waits: pacing, stalls, timeouts, the 300-call
 # runs) run beside the rest of the first stage, on Lua 5.4 too.
-start_waits "waiting specs (lua5.4)" sh spec/run.sh --tags=waits --exclude-tags=fleet,prism,oom
-run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=waits,fleet,prism,oom
-finish_waits
 # The fleet specs (3 nginx, Redis, paced for half a minute: mostly idle)
-# run beside the LuaJIT stage.
+# run beside the first two stages.
 fleet_log=$(mktemp)
 in_background "fleet specs" "$fleet_log" sh spec/run.sh --tags=fleet
 fleet_pid=$!
+start_waits "waiting specs (lua5.4)" sh spec/run.sh --tags=waits --exclude-tags=fleet,prism,oom
+run_specs "specs (lua5.4)" make -s LUA=lua5.4 test-specs SPEC_ARGS=--exclude-tags=waits,fleet,prism,oom
+finish_waits
 # Slow specs (big bodies, pacing) run in the first stage only, and so do the
 # nginx specs: nginx always loads the LuaJIT build, so the first stage has
 # already run them on LuaJIT.
@@ -114,20 +114,38 @@ start_waits "waiting specs (luajit)" env LUA=luajit sh spec/run.sh --tags=waits 
 run_specs "specs (luajit)" make -s LUA=luajit test-specs SPEC_ARGS=--exclude-tags=waits,slow,prism,nginx,oom,fleet
 finish_waits
 wait "$fleet_pid"
-run_specs "fleet specs (ran beside the LuaJIT stage)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
+run_specs "fleet specs (ran beside the stages above)" sh -c 'cat "$1"; tail -n 1 "$1" | grep -qx "exit 0"' sh "$fleet_log"
 run_specs "MijnKlantportaal calls through Prism (OpenAPI)" make -s test-prism
 make -s build-asan >/dev/null
 start_waits "waiting specs under ASan/UBSan" make -s test-asan \
     "ASAN_ARGS=--tags=waits --exclude-tags=toolchain,soak,nginx,slow,prism,oom"
 run_specs "specs under ASan/UBSan" make -s test-asan ASAN_ARGS=--exclude-tags=waits,toolchain,soak,nginx,slow,prism,oom
 finish_waits
+# lint and the fuzzers (one process each) run beside valgrind (one process)
+checks_log=$(mktemp)
+in_background "lint and fuzz" "$checks_log" sh -c 'status=0
+    make -s lint || { echo "lint failed"; status=1; }
+    make -s fuzz FUZZ_TIME=20 || { echo "fuzz failed"; status=1; }
+    exit $status'
+checks_pid=$!
 # valgrind leaves the #waits specs to ASan: under valgrind they are no
 # longer asleep, and ASan has judged the same paths of the core
 run_specs "specs under valgrind" make -s test-valgrind VALGRIND_ARGS=--exclude-tags=waits,toolchain,nginx,slow,prism,oom,children
 run_specs "allocation failures during transfers (ASan)" make -s test-oom
-run_check lint make -s lint
-run_check fuzz make -s fuzz FUZZ_TIME=20
-rm -f "$fleet_log"
+wait "$checks_pid"
+stage_start "lint and fuzz (ran beside valgrind)"
+cat "$checks_log"
+# each counts as one test, as when they ran as stages of their own
+for check in lint fuzz; do
+    if grep -qx "$check failed" "$checks_log"; then
+        failed=$((failed + 1))
+        failed_stages="$failed_stages $check"
+    else
+        passed=$((passed + 1))
+    fi
+done
+stage_end "lint and fuzz (ran beside valgrind)"
+rm -f "$fleet_log" "$checks_log"
 
 echo
 [ -n "$failed_stages" ] && echo "failed stages:$failed_stages"
