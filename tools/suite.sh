@@ -14,7 +14,7 @@ count_line() {
 }
 
 # A stage with no test counts of its own is one test, judged by its exit code.
-# Each stage says how long it took: the whole run must stay under 10 minutes.
+# Each stage says how long it took: the whole run must stay under 15 minutes.
 stage_start() {
     echo "== $1"
     started=$(date +%s)
