@@ -3,6 +3,10 @@
 local helper = require "helper"
 local core = require "fileapi.core"
 
+-- libcurl's timers may fire a hair before our clock says the time is up
+-- (a 1 s timeout measured 0.9996 s): lower bounds allow that much
+local EARLY = 0.05
+
 describe("faults #waits", function()
   local mock, client
 
@@ -60,7 +64,7 @@ describe("faults #waits", function()
     assert.same(2, err.attempts)
     assert.is_true(err.retryable)
     assert.is_false(err.request_sent)
-    assert.is_true(elapsed >= 1 and elapsed < 2, elapsed)
+    assert.is_true(elapsed >= 1 - EARLY and elapsed < 2, elapsed)
   end)
 
   it("accept then never answer: timeout within 1 s of its setting, not retried", function()
@@ -70,7 +74,7 @@ describe("faults #waits", function()
     assert.same("timeout", err.kind)
     assert.same(1, err.attempts)
     assert.is_true(err.retryable)
-    assert.is_true(elapsed >= 1 and elapsed < 2, elapsed)
+    assert.is_true(elapsed >= 1 - EARLY and elapsed < 2, elapsed)
     works_after(c)
   end)
 
@@ -79,7 +83,7 @@ describe("faults #waits", function()
     mock:faults({ { type = "stall", seconds = 10 } })
     local _, err, elapsed = timed(function() return c:mkdir("x") end)
     assert.same("timeout", err.kind)
-    assert.is_true(elapsed >= 1 and elapsed < 3, elapsed)
+    assert.is_true(elapsed >= 1 - EARLY and elapsed < 3, elapsed)
     works_after(c)
   end)
 
@@ -89,7 +93,7 @@ describe("faults #waits", function()
     local _, err, elapsed = timed(function() return c:mkdir("x") end)
     assert.same("timeout", err.kind)
     assert.same(1, err.attempts)
-    assert.is_true(elapsed >= 1 and elapsed < 2, elapsed)
+    assert.is_true(elapsed >= 1 - EARLY and elapsed < 2, elapsed)
     works_after(c)
   end)
 
@@ -98,7 +102,7 @@ describe("faults #waits", function()
     mock:faults({ { type = "trickle", interval = 0.2 } })
     local _, err, elapsed = timed(function() return c:mkdir("x") end)
     assert.same("timeout", err.kind)
-    assert.is_true(elapsed >= 1.9 and elapsed < 3, elapsed)
+    assert.is_true(elapsed >= 2 - EARLY and elapsed < 3, elapsed)
     works_after(c)
   end)
 
@@ -128,7 +132,7 @@ describe("faults #waits", function()
     local dir, err, elapsed = timed(function() return client:mkdir("x") end)
     assert.is_nil(err)
     assert.matches("^fsd_", dir.id)
-    assert.is_true(elapsed >= 1 and elapsed < 2, elapsed)
+    assert.is_true(elapsed >= 1 - EARLY and elapsed < 2, elapsed)
     assert.same(2, mock:stats().requests)
   end)
 
