@@ -68,18 +68,7 @@ local function assert_no_secret(list)
   for i, ev in ipairs(list) do walk(ev, "event " .. i .. " (" .. tostring(ev.type) .. ")") end
 end
 
--- What fileapi warned on stderr while fn ran, and fn's results.
-local function warnings_of(fn)
-  local saved, said = io.stderr, {}
-  rawset(io, "stderr", { write = function(self, ...)
-    for _, s in ipairs({ ... }) do said[#said + 1] = tostring(s) end
-    return self
-  end })
-  local ok, a, b = pcall(fn)
-  rawset(io, "stderr", saved)
-  assert(ok, a)
-  return table.concat(said), a, b
-end
+local warnings_of = helper.warnings_of
 
 describe("on_event", function()
   local mock

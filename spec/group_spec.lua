@@ -377,18 +377,7 @@ describe("fileapi.group and Ctrl-C #children #waits", function()
     local deadline = core.now() + 20
     while mock:stats().in_flight < at_once and core.now() < deadline do core.sleep(0.05) end
     assert.same(at_once, mock:stats().in_flight)
-    local pid = io.open(pidfile):read("*l")
-    local t = core.now()
-    os.execute("kill -INT " .. pid)
-    local text = ""
-    while core.now() - t < 10 do
-      local o = io.open(out)
-      text = o and o:read("*a") or ""
-      if o then o:close() end
-      if text:find("exit %d+") then break end
-      core.sleep(0.02)
-    end
-    local elapsed = core.now() - t
+    local text, elapsed = helper.interrupt(io.open(pidfile):read("*l"), out)
     print(("\n      Ctrl-C with 4 transfers in flight, 4 queued: exit after %.3f s"):format(elapsed))
     assert.is_true(elapsed < 3, elapsed)
     -- the four started end "interrupted" (on Lua 5.1 the three waiting behind the first send nothing)

@@ -500,18 +500,7 @@ describe("core multi", function()
     local deadline = core.now() + 20
     while #mock:requests() < 3 and core.now() < deadline do core.sleep(0.05) end
     assert.same(3, #mock:requests())
-    local pid = io.open(pidfile):read("*l")
-    local t = core.now()
-    os.execute("kill -INT " .. pid)
-    local text = ""
-    while core.now() - t < 10 do
-      local o = io.open(out)
-      text = o and o:read("*a") or ""
-      if o then o:close() end
-      if text:find("exit %d+") then break end
-      core.sleep(0.02)
-    end
-    local elapsed = core.now() - t
+    local text, elapsed = helper.interrupt(io.open(pidfile):read("*l"), out)
     for _, p in ipairs({ script, pidfile, out }) do os.remove(p) end
     print(("\n      Ctrl-C with 3 stalled transfers: exit after %.3f s"):format(elapsed))
     assert.is_true(elapsed < 3, elapsed)

@@ -326,19 +326,7 @@ describe("a store that fails", function()
   end)
 end)
 
--- What fileapi warned on stderr while fn ran (the store's warnings go there
--- outside nginx), and fn's results.
-local function warnings_of(fn)
-  local saved, said = io.stderr, {}
-  rawset(io, "stderr", { write = function(self, ...)
-    for _, s in ipairs({ ... }) do said[#said + 1] = tostring(s) end
-    return self
-  end })
-  local ok, a, b = pcall(fn)
-  rawset(io, "stderr", saved)
-  assert(ok, a)
-  return table.concat(said), a, b
-end
+local warnings_of = helper.warnings_of
 
 describe("a connection Redis dropped", function()
   local mock, redis

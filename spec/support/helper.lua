@@ -459,6 +459,35 @@ function M.run_lua(script_args, env, cwd)
     sh_quote(M.root .. "/tools/with-paths.sh"), M.lua, script_args))
 end
 
+-- Ctrl-C to a running script: SIGINT to `pid`, then its output file `out`
+-- read until it holds an "exit N" line (10 s at most).  Returns the text
+-- and the seconds from the signal to that line.
+function M.interrupt(pid, out)
+  local t = socket.gettime()
+  os.execute("kill -INT " .. pid)
+  local text = ""
+  while socket.gettime() - t < 10 do
+    text = M.read_file(out) or ""
+    if text:find("exit %d+") then break end
+    socket.sleep(0.02)
+  end
+  return text, socket.gettime() - t
+end
+
+-- What fileapi warned on stderr while fn ran (util.warn writes there outside
+-- nginx), and fn's results; a raise in fn is the test's failure.
+function M.warnings_of(fn)
+  local saved, said = io.stderr, {}
+  rawset(io, "stderr", { write = function(self, ...)
+    for _, s in ipairs({ ... }) do said[#said + 1] = tostring(s) end
+    return self
+  end })
+  local ok, a, b = pcall(fn)
+  rawset(io, "stderr", saved)
+  assert(ok, a)
+  return table.concat(said), a, b
+end
+
 -- Runs the fileapi command with `args` (shell words), in a child process
 -- with `env` and `extra` over it; returns its exit status and output.
 function M.run_fileapi(args, env, extra, cwd)
