@@ -50,15 +50,6 @@ local function stdin_source(out)
   return { path = spool }, spool
 end
 
--- One FILE argument: source (a path, or a table naming the file), the name
--- it is sent under (nil: the library's default, the base name), the spool.
-function M.source(opts, out, path)
-  if path ~= "-" then return path, opts.name end
-  local source, spool = stdin_source(out)
-  if not source then return nil, spool end
-  return source, opts.name or "stdin", spool
-end
-
 -- A source under the given name, for the calls that take the file name
 -- from the source (files.ro's: name and extension come from it).
 function M.named(source, name)
@@ -86,12 +77,12 @@ function M.each(opts, out, upload, text)
   local line
   -- standard input, spooled when read from a pipe: it joins the total then
   local function read_stdin(it)
-    local source, name, spool = M.source(opts, out, "-")
+    local source, spool = stdin_source(out)
     if not source then
-      it.err = name
+      it.err = spool
       return
     end
-    it.source, it.name, it.spool = source, name, spool
+    it.source, it.name, it.spool = source, opts.name or "stdin", spool
     it.size = core.file_size(source.path) or 0
     total = total + it.size
     if line then line.plan(#files, total) end
