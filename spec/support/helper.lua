@@ -262,9 +262,25 @@ function Redis:start()
     if pid then
       remember_pid("redis-" .. self.port, pid)
       local c = socket.connect("127.0.0.1", self.port)
-      if c then c:close() return self end
+      if c then
+        c:close()
+        -- another run beside this one may have taken the port between its
+        -- choice and the bind: the Redis that answers must be this one
+        if self:cli({ "INFO", "server" }):match("process_id:(%d+)") == pid then return self end
+        if not self.retried then
+          self.retried, self.port = true, tonumber(M.closed_port())
+          return self:start()
+        end
+      end
     end
     socket.sleep(0.05)
+  end
+  -- ours never wrote its pid (its bind failed) while another answers there
+  local c = not self.retried and socket.connect("127.0.0.1", self.port)
+  if c then
+    c:close()
+    self.retried, self.port = true, tonumber(M.closed_port())
+    return self:start()
   end
   error("redis-server did not start")
 end
