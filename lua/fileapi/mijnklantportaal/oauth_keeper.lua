@@ -189,6 +189,29 @@ local function save_next(k, dead)
   return v
 end
 
+-- Inside nginx a success kept while the record was out of reach is put
+-- there by a timer too, not only at this worker's next call: a worker that
+-- gets no more requests would leave the peers whose refresh the server
+-- refused (it had spent the token first) taking the grant for dead.  A
+-- plain process has no loop to run it in: its next call does it.
+M.FLUSH_FIRST, M.FLUSH_MOST = 0.25, 5 -- seconds between tries: doubling, at most
+
+local function flush_later(k, delay)
+  local p = private[k]
+  local ngx = rawget(_G, "ngx")
+  if p.flushing or not (type(ngx) == "table" and ngx.timer and ngx.get_phase and ngx.get_phase() ~= "init") then
+    return
+  end
+  delay = delay or M.FLUSH_FIRST
+  local function tick(premature)
+    local pending = p.pending
+    if not premature and pending and not pcall(publish, k, nil, pending) then p.pending = p.pending or pending end
+    p.flushing = nil -- (held meanwhile: a publish failing here schedules no tick of its own)
+    if p.pending and not premature then flush_later(k, math.min(delay * 2, M.FLUSH_MOST)) end
+  end
+  p.flushing = ngx.timer.at(delay, tick) and true or nil
+end
+
 -- Puts our tokens (dead: the refusal instead) in the shared record.  True
 -- when it holds them; false when it had moved on (what it holds, newer, was
 -- taken); nil when it was out of reach (a success is kept, to be put there
@@ -208,7 +231,10 @@ publish = function(k, dead, force)
     end
   end
   if v == nil then
-    if not dead then p.pending = force or true end
+    if not dead then
+      p.pending = force or true
+      flush_later(k)
+    end
     return nil
   end
   if v == false then
