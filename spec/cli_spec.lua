@@ -444,6 +444,32 @@ describe("fileapi command #children", function()
     assert.matches("\27%[Kupload fsf_%w+ a%.bin\r?\n", text)
   end)
 
+  it("a batch's line shows its last figures once, under the last item's line, however its draws fell", function()
+    local core = require "fileapi.core"
+    local isatty = core.isatty
+    core.isatty = function() return true end -- (as on a terminal: the line is drawn)
+    local screen = {}
+    local term = { write = function(_, ...) for _, s in ipairs({ ... }) do screen[#screen + 1] = s end end,
+      flush = function() end }
+    local ok, err = pcall(function()
+      local out = require("fileapi.cli.output").new({}, term, term)
+      local line = out:batch(2, 2000)
+      line.progress("a", 500)
+      line.done("a", 1000)
+      out:result("a", {}, "upload 1 a")
+      core.sleep(0.15) -- the next draw is not held back: more than a tenth of a second since the last
+      line.done("b", 1000)
+      out:result("b", {}, "upload 2 b")
+      line.finish()
+    end)
+    core.isatty = isatty
+    assert(ok, err)
+    local text = table.concat(screen)
+    local _, last = text:gsub("files 2/2  2%.0 KiB of 2%.0 KiB  100%%", "")
+    assert.same(1, last, text)
+    assert.matches("upload 2 b\n\r[^\n]*files 2/2  2%.0 KiB of 2%.0 KiB  100%%[^\n]*\n$", text)
+  end)
+
   it("cuts labels on UTF-8 boundaries", function()
     local label = require("fileapi.cli").label
     assert.same("Ωmega-€-überweisung ", label("Ωmega-€-überweisung", 20))

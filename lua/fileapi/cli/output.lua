@@ -190,7 +190,9 @@ end
 -- it a last time and ends the line.
 local function batch_line(out, files, bytes)
   local started, last_draw = core.now(), -1
-  local moving, finished, done_bytes, shown, dirty = {}, 0, 0, false, false
+  -- shown: drawn since it started (it is drawn again after other output);
+  -- visible: on the screen now
+  local moving, finished, done_bytes, shown, visible, dirty = {}, 0, 0, false, false, false
   local line = {}
   local function text()
     local sum = done_bytes
@@ -204,16 +206,21 @@ local function batch_line(out, files, bytes)
     return ("files %d/%d  %s of %s  %3d%%  %s/s  ETA %s"):format(finished, files, human_bytes(sum),
       human_bytes(bytes), math.floor(frac * 100), human_bytes(rate), clock(math.max(eta, 0)))
   end
-  local function draw(force)
-    local now = core.now()
-    dirty = true
-    if not force and now - last_draw < 0.1 then return end
-    last_draw, shown, dirty = now, true, false
+  local function paint()
+    last_draw, shown, visible, dirty = core.now(), true, true, false
     out:write("\r", text(), "\27[K")
     out:flush()
   end
+  -- Once every file is done, finish alone draws the line: its last figures
+  -- show once, under the last item's own line, however the draws fell.
+  local function draw(force)
+    dirty = true
+    if files > 0 and finished >= files then return end
+    if force or core.now() - last_draw >= 0.1 then paint() end
+  end
   function line.wipe()
-    if shown then out:write("\r\27[K") end
+    if visible then out:write("\r\27[K") end
+    visible = false
   end
   function line.redraw()
     if shown then draw(true) end
@@ -233,12 +240,12 @@ local function batch_line(out, files, bytes)
     draw(false)
   end
   function line.finish()
-    if shown then
-      if dirty then draw(true) end
+    if shown or dirty then
+      if dirty then paint() end
       out:write("\n")
       out:flush()
     end
-    shown = false
+    shown, visible = false, false
   end
   return line
 end
