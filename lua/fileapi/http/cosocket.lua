@@ -43,8 +43,13 @@ function M.can_verify(url)
   return not is_ip(host)
 end
 
+-- nginx counts whole milliseconds: a shorter sleep would be a sleep(0),
+-- which Debian's nginx (without OpenResty's delayed-events patch) warns of
+-- in its error log at every call.
+M.SHORTEST_SLEEP = 0.001
+
 function M.sleep(seconds)
-  ngx.sleep(seconds)
+  ngx.sleep(seconds > M.SHORTEST_SLEEP and seconds or M.SHORTEST_SLEEP)
 end
 
 local function fail(kind, message, facts)

@@ -63,7 +63,7 @@ end
 function Threads:sleep(seconds)
   if self.stop then return false end
   if seconds < SHORTEST then
-    ngx.sleep(seconds)
+    ngx.sleep(seconds > 0.001 and seconds or 0.001) -- (a sleep(0) is warned of: fileapi.http.cosocket)
     return not self.stop
   end
   local co = running()
