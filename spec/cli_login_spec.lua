@@ -1,5 +1,6 @@
 -- The command line's OAuth sign-in, through real sockets against the mock:
--- the stored tokens shared by commands running side by side (every refresh
+-- `fileapi login` from the consent URL to the stored tokens every command
+-- then uses and refreshes, the stored tokens shared by commands running side by side (every refresh
 -- under the file lock, after reading the file again; a write that fails is
 -- said; logout under the lock), and `fileapi login`'s listener (a stray,
 -- forged or slow request neither ends nor holds up the sign-in; the browser
@@ -21,6 +22,12 @@ end
 
 -- One request to a listener on 127.0.0.1:port, raw: status and body (nil
 -- when nothing came back within `timeout`).
+-- What a browser does with the consent URL: GET it, take the redirect.
+local function open_consent(url)
+  local _, status, headers = http.request({ url = url, redirect = false })
+  return status, headers and headers.location
+end
+
 local function raw_request(port, data, timeout)
   local c = assert(socket.connect("127.0.0.1", port))
   c:settimeout(timeout or 20)
@@ -365,5 +372,141 @@ describe("fileapi's stored sign-in #toolchain #waits", function()
       local code, text = job:wait(60)
       assert.same(0, code, text)
     end)
+  end)
+end)
+
+describe("fileapi login #toolchain #waits", function()
+  local mock, home
+
+  setup(function()
+    mock = helper.start_mock()
+    home = helper.tmpname(".config")
+  end)
+  teardown(function()
+    mock:stop()
+    os.execute("rm -rf " .. helper.sh_quote(home))
+  end)
+
+  local function fileapi_cmd(args, extra)
+    return ("env %s %s %s"):format(helper.env_words({ MKP_BASE_URL = mock.mkp_url, MKP_OAUTH_BASE_URL = mock.oauth_url,
+      XDG_CONFIG_HOME = home, MKP_CLIENT_SECRET = SECRET, MKP_API_KEY = "" }, extra), helper.FILEAPI, args)
+  end
+
+  local function run(args, extra)
+    local p = assert(io.popen(fileapi_cmd(args, extra) .. " 2>&1; echo \"exit $?\""))
+    local out = p:read("*a")
+    p:close()
+    return tonumber(out:match("exit (%d+)\n$")), out
+  end
+
+  -- Starts `fileapi login` in the background, plays the browser: fetches
+  -- the printed URL, follows the redirect to the command's listener.
+  local function login(extra)
+    local port = helper.closed_port()
+    local out, status = helper.tmpname(".login"), helper.tmpname(".status")
+    assert(os.execute(("(%s > %s 2>&1; echo $? > %s) &"):format(fileapi_cmd(("login --client-id %s --redirect-uri "
+      .. "http://127.0.0.1:%d/callback --wait 20"):format(helper.OAUTH_CLIENT_ID, port), extra), helper.sh_quote(out),
+      helper.sh_quote(status))))
+    local url = helper.wait_for(function()
+      return (helper.read_file(out) or ""):match("(http://[^\n]*/oauth/authorize%?[^\n]+)")
+    end, 10)
+    assert.truthy(url, "no consent URL was printed")
+    local code, location = open_consent(url)
+    assert.same(302, code)
+    local body = {}
+    local _, page_status = http.request({ url = location, sink = require("ltn12").sink.table(body) })
+    local code_text = helper.wait_for(function() return helper.first_line(status) end, 10)
+    local text = assert(helper.read_file(out))
+    os.remove(out)
+    os.remove(status)
+    return tonumber(code_text), text, page_status, table.concat(body)
+  end
+
+  local function stored()
+    local f = io.open(home .. "/fileapi/credentials.json")
+    local doc = require("cjson").decode(f:read("*a"))
+    f:close()
+    return doc
+  end
+
+  local function set_expiry(seconds)
+    local doc = stored()
+    doc.expires_at = math.floor(core.time() + seconds)
+    local f = io.open(home .. "/fileapi/credentials.json", "w")
+    f:write(require("cjson").encode(doc))
+    f:close()
+  end
+
+  local function mode(path)
+    local p = io.popen("stat -c %a " .. helper.sh_quote(path))
+    local m = p:read("*l")
+    p:close()
+    return m
+  end
+
+  it("signs in, stores the tokens privately, and every command then uses and refreshes them", function()
+    local code, out, page_status, page = login()
+    assert.same(0, code, out)
+    assert.same(200, page_status)
+    assert.matches("You may close this tab", page)
+    assert.same("700", mode(home .. "/fileapi"))
+    assert.same("600", mode(home .. "/fileapi/credentials.json"))
+    local doc = stored()
+    assert.same(helper.OAUTH_CLIENT_ID, doc.client_id)
+    assert.matches("^at_", doc.access_token)
+    assert.is_nil(out:find(doc.access_token, 1, true))
+    assert.is_nil(out:find(SECRET, 1, true))
+    assert.same(1, mock:stats().token_requests)
+
+    local file = helper.write_file(helper.tmpname(".txt"), 3000)
+    local status, text = run("upload " .. helper.sh_quote(file))
+    assert.same(0, status, text)
+    assert.matches("fsf_%w+ ", text)
+    assert.same(1, mock:stats().token_requests)
+
+    -- at expiry: refreshed once, written back
+    set_expiry(10)
+    status, text = run("mkdir AfterExpiry")
+    assert.same(0, status, text)
+    assert.same(2, mock:stats().token_requests)
+    assert.is_true(stored().expires_at > os.time() + 3000)
+    assert.same(doc.refresh_token, stored().refresh_token)
+
+    -- two commands at the same expiry: one refresh
+    set_expiry(10)
+    local a, b = helper.tmpname(".a"), helper.tmpname(".b")
+    assert(os.execute(("(%s > %s 2>&1 &) ; %s > %s 2>&1; sleep 0.5; wait"):format(fileapi_cmd("mkdir One"),
+      helper.sh_quote(a), fileapi_cmd("mkdir Two"), helper.sh_quote(b))))
+    for _ = 1, 100 do
+      local fa, fb = io.open(a), io.open(b)
+      local ta, tb = fa and fa:read("*a") or "", fb and fb:read("*a") or ""
+      if fa then fa:close() end
+      if fb then fb:close() end
+      if ta:find("fsd_") and tb:find("fsd_") then break end
+      require("socket").sleep(0.05)
+    end
+    assert.matches("fsd_%w+ One", io.open(a):read("*a"))
+    assert.matches("fsd_%w+ Two", io.open(b):read("*a"))
+    assert.same(3, mock:stats().token_requests)
+    os.remove(a)
+    os.remove(b)
+    os.remove(file)
+
+    status, text = run("logout")
+    assert.same(0, status, text)
+    assert.is_nil(io.open(home .. "/fileapi/credentials.json"))
+  end)
+
+  it("a rejected consent: one line and a non-zero exit", function()
+    mock:config({ oauth_decline = true })
+    local code, out, _, page = login()
+    assert.same(5, code)
+    assert.matches("not approved", page)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do
+      if line:find("^fileapi:") then lines[#lines + 1] = line end
+    end
+    assert.same({ "fileapi: login: unauthorized: the sign-in was refused: access_denied (The user declined.)" }, lines)
+    assert.is_nil(io.open(home .. "/fileapi/credentials.json"))
   end)
 end)
