@@ -237,3 +237,37 @@ describe("tools/with-paths.sh #toolchain", function()
     end
   end)
 end)
+
+describe("spec/run.sh #toolchain", function()
+  -- A run that ends stops the servers its specs left, and only those: an
+  -- id that came round to another process (this machine wraps its 32768
+  -- ids in minutes under two suites) is left alone.
+  it("stops what a spec left running, and not a process that has a left server's id now", function()
+    local dir = helper.tmpname(".runsh")
+    assert(os.execute("mkdir -p " .. q(dir)))
+    local ours, other = dir .. "/ours.pid", dir .. "/other.pid"
+    helper.write_text(dir .. "/left_spec.lua", ([[
+local helper = require "helper"
+it("leaves two processes", function()
+  os.execute("sleep 60 & echo $! > %s; sleep 60 & echo $! > %s")
+  local p = io.open(%q):read("*l")
+  helper.remember_pid("left-" .. p, p)
+  local o = io.open(%q):read("*l")
+  -- as a server stopped long ago whose id another process got since
+  local f = io.open(os.getenv("FILEAPI_RUN_DIR") .. "/gone-" .. o .. ".pid", "w")
+  f:write(o, " 1\n")
+  f:close()
+end)
+]]):format(q(ours), q(other), ours, other))
+    local code, out = helper.run_sh(("cd %s && sh spec/run.sh %s"):format(q(helper.root), q(dir .. "/left_spec.lua")))
+    assert.same(0, code, out)
+    local pid_ours, pid_other = helper.read_file(ours):match("%d+"), helper.read_file(other):match("%d+")
+    local proc = require "fileapi.mock.proc"
+    local deadline = os.time() + 10
+    while proc.running(pid_ours) and os.time() < deadline do os.execute("sleep 0.1") end
+    local other_alive = proc.running(pid_other)
+    os.execute(("kill %s %s 2>/dev/null; rm -rf %s"):format(pid_ours, pid_other, q(dir)))
+    assert.is_false(proc.running(pid_ours) and true or false)
+    assert.is_true(other_alive)
+  end)
+end)

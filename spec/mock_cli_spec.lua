@@ -65,7 +65,9 @@ describe("fileapi mock, from the installed rock #children #toolchain", function(
     for _, name in ipairs(NAMES) do unset[#unset + 1] = "-u " .. name end
     local run_dir = os.getenv("FILEAPI_RUN_DIR")
     local text = table.concat({ "set -e", rock.path(),
-      "remember() { " .. (run_dir and ("echo \"$1\" >%s/mockcli-\"$1\".pid"):format(q(run_dir)) or ":") .. "; }",
+      -- (the id and start time, as helper.remember_pid writes them)
+      "remember() { " .. (run_dir and ("s=$(cat /proc/$1/stat) && set -- \"$1\" ${s##*) } && "
+        .. "echo \"$1 ${21}\" >%s/mockcli-\"$1\".pid"):format(q(run_dir)) or ":") .. "; }",
       script }, "\n")
     helper.write_text(here .. "/try.sh", text .. "\n")
     local code, out = helper.run_sh(("cd %s && env %s HOME=%s XDG_CONFIG_HOME=%s sh try.sh"):format(q(here),

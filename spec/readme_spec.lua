@@ -133,13 +133,8 @@ local function names_of(exports)
   return names
 end
 
-local function running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local state = f:read("*l"):match("^%d+ %b() (%a)")
-  f:close()
-  return state ~= "Z"
-end
+local proc = require "fileapi.mock.proc"
+local running = proc.running
 
 describe("README: Try it #children", function()
   local start, shown, commands = try_it()
@@ -168,9 +163,10 @@ describe("README: Try it #children", function()
       return (text:find("FILEAPI_MOCK_PID=%d+\n") or not running(shell)) and text
     end, 30) or ""
     local pid = exports:match("FILEAPI_MOCK_PID=(%d+)")
+    local since = pid and proc.start_time(pid)
     if pid then helper.remember_pid("tryit-" .. pid, pid) end -- spec/run.sh stops it if this spec dies
     finally(function()
-      if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+      if pid then proc.signal(pid, "TERM", since) end -- (unless it ended: its id may be another's now)
       os.execute("rm -rf " .. q(dir))
     end)
     assert.same(names_of(shown), names_of(exports), helper.read_file(err) or "")
@@ -188,8 +184,8 @@ describe("README: Try it #children", function()
     assert.matches("owner@example%.com\n", text)
 
     local port = exports:match("FILESRO_BASE_URL=http://127%.0%.0%.1:(%d+)")
-    os.execute("kill -TERM " .. pid)
-    assert.truthy(helper.wait_for(function() return not running(pid) and not running(shell) end, 20),
+    proc.signal(pid, "TERM", since)
+    assert.truthy(helper.wait_for(function() return not running(pid, since) and not running(shell) end, 20),
       "fileapi mock still runs after SIGTERM")
     local c = require("socket").connect("127.0.0.1", tonumber(port))
     if c then c:close() end

@@ -15,10 +15,20 @@ export LUA="$lua"
 # when the run ends (a spec died before its teardown) is stopped.
 FILEAPI_RUN_DIR=$(mktemp -d)
 export FILEAPI_RUN_DIR
+# A file says "PID START": the process is ours only while it has that start
+# time (/proc's field 22); ids come round, and another's must be left alone.
+started_at() {
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    set -- ${stat##*) }
+    eval "echo \${20}"
+}
 cleanup() {
     for f in "$FILEAPI_RUN_DIR"/*.pid; do
+        [ -f "$f" ] || continue
+        read -r pid since < "$f"
+        [ -n "$since" ] && [ "$(started_at "$pid")" = "$since" ] || continue
         # a server a spec paused (SIGSTOP) must be woken to take the signal
-        [ -f "$f" ] && kill -CONT "$(cat "$f")" 2>/dev/null && kill "$(cat "$f")" 2>/dev/null
+        kill -CONT "$pid" 2>/dev/null && kill "$pid" 2>/dev/null
     done
     rm -rf "$FILEAPI_RUN_DIR"
 }

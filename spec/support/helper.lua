@@ -3,6 +3,7 @@
 local socket = require "socket"
 local cjson = require "cjson"
 local mock_api = require "fileapi.mock"
+local proc = require "fileapi.mock.proc"
 
 local M = {}
 
@@ -60,12 +61,16 @@ end
 
 -- opts.tls = { cert = , key = } serves HTTPS; opts.port: that port (default: a free one).
 -- Server pid files go where spec/run.sh can find them: it stops whatever
--- is left when the run ends, even if a spec died before its teardown.
+-- is left when the run ends, even if a spec died before its teardown.  A
+-- file holds the id and the process's start time: ids come round on a
+-- busy machine, and a server stopped long ago must not be taken for the
+-- process (another suite's, a curl) that has its id now.
 local function remember_pid(name, pid)
   local dir = os.getenv("FILEAPI_RUN_DIR")
-  if not dir then return end
+  local since = pid and proc.start_time(pid)
+  if not (dir and since) then return end
   local f = io.open(dir .. "/" .. name .. ".pid", "w")
-  if f then f:write(pid, "\n") f:close() end
+  if f then f:write(pid, " ", since, "\n") f:close() end
 end
 M.remember_pid = remember_pid
 
@@ -376,7 +381,7 @@ function Relay:forget()
 end
 
 function Relay:stop()
-  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  proc.signal(self.pid, "TERM", self.since)
   os.remove(self.port_file)
 end
 
@@ -390,7 +395,8 @@ function M.start_forgetful_relay(to_port)
       local port, pid = f:read("*l"):match("^(%d+) (%d+)$")
       f:close()
       remember_pid("relay-" .. port, pid)
-      return setmetatable({ port = tonumber(port), pid = pid, port_file = port_file }, Relay)
+      return setmetatable({ port = tonumber(port), pid = pid, since = proc.start_time(pid), port_file = port_file },
+        Relay)
     end
     socket.sleep(0.05)
   end

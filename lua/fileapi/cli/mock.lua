@@ -113,9 +113,10 @@ local function daemon(opts, out)
   local p = io.popen(detached_command(opts, ready, log))
   local pid = p and p:read("*l")
   if p then p:close() end
+  local since = pid and proc.start_time(pid)
   local deadline = core.now() + READY_SECONDS
   local text = read_file(ready)
-  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and mock.running(pid) and core.now() < deadline
+  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and mock.running(pid, since) and core.now() < deadline
     and not core.interrupted() do
     core.sleep(0.05)
     text = read_file(ready)
@@ -124,7 +125,7 @@ local function daemon(opts, out)
   local said = read_file(log)
   if not opts.log then os.remove(log) end
   if not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") then
-    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+    if pid then proc.signal(pid, "TERM", since) end
     out.err:write(said ~= "" and said or "fileapi mock: the mock did not start\n")
     return EXIT.network
   end

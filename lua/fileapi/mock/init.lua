@@ -37,10 +37,10 @@ local function succeeded(r) return r == true or r == 0 end
 local quote, read_command, own_pid, running = proc.quote, proc.read_command, proc.own_pid, proc.running
 M.running = running
 
-local function wait_gone(pid, seconds)
+local function wait_gone(pid, since, seconds)
   local deadline = socket.gettime() + seconds
-  while running(pid) and socket.gettime() < deadline do socket.sleep(0.05) end
-  return not running(pid)
+  while running(pid, since) and socket.gettime() < deadline do socket.sleep(0.05) end
+  return not running(pid, since)
 end
 
 -- The folder this module's tree starts at (…/lua, or a rock's share/lua/5.x).
@@ -159,20 +159,23 @@ end
 function Mock:stop()
   if self.stopped then return true end
   self.stopped = true
-  if self.stop_by_signal and self.pid then
-    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+  -- (the process as it was when this handle was made: not another given its id since)
+  local pid, since = self.pid, self.since
+  if self.stop_by_signal and pid then
+    proc.signal(pid, "TERM", since)
   else
     pcall(self.admin, self, "POST", "/_mock/shutdown")
   end
-  if self.pid and not wait_gone(self.pid, 10) then
-    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-    if not wait_gone(self.pid, 5) then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
+  if pid and not wait_gone(pid, since, 10) then
+    proc.signal(pid, "TERM", since)
+    if not wait_gone(pid, since, 5) then proc.signal(pid, "KILL", since) end
   end
   return true
 end
 
 local function handle(fields)
   local self = setmetatable(fields, Mock)
+  self.since = self.pid and proc.start_time(self.pid)
   self.mkp_url = self.base .. "/v1"
   self.variables = accounts.variables(self.base, self.oauth_url)
   self.env = {}

@@ -30,13 +30,35 @@ function M.own_exe()
   return M.read_command("readlink /proc/" .. M.own_pid() .. "/exe 2>/dev/null")
 end
 
--- Whether a process runs (a zombie has ended).
-function M.running(pid)
+-- When a process started (clock ticks since boot, /proc's field 22), or
+-- nil when there is none.  With its id it names the process: ids come back
+-- round (a busy machine wraps pid_max's 32768 in minutes), and a signal for
+-- a process that is gone must not reach the one that got its id.
+function M.start_time(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local line = f:read("*l") or ""
+  f:close()
+  -- after the name (in parentheses, which may hold anything): state, then 18 fields to the start time
+  return line:match("%) %a" .. (" %S+"):rep(18) .. " (%d+)")
+end
+
+-- Whether process pid runs (a zombie has ended); since: its start time
+-- when it was known, so that another process given the same id does not
+-- count.
+function M.running(pid, since)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return false end
   local state = (f:read("*l") or ""):match("^%d+ %b() (%a)")
   f:close()
-  return state ~= nil and state ~= "Z"
+  if state == nil or state == "Z" then return false end
+  return since == nil or M.start_time(pid) == since
+end
+
+-- Sends signal sig (TERM, KILL) to pid if it is still the process that
+-- started at `since` (nil: whichever has the id now).
+function M.signal(pid, sig, since)
+  if M.running(pid, since) then os.execute(("kill -%s %s 2>/dev/null"):format(sig, pid)) end
 end
 
 return M
