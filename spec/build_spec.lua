@@ -19,7 +19,7 @@ exec "$REAL_PKG_CONFIG" "$@"
 ]]
 local FAKE_DPKG_QUERY = [[#!/bin/sh
 for a in "$@"; do pkg=$a; done
-[ "$pkg" != libhiredis-dev ] || [ -f "$FAKE/hiredis" ] || exit 1
+case "$pkg" in libhiredis-dev|liblua5.4-dev) [ -f "$FAKE/hiredis" ] || exit 1 ;; esac
 printf 'install ok installed'
 ]]
 local FAKE_APT_GET = [[#!/bin/sh
@@ -88,6 +88,9 @@ describe("the build #toolchain", function()
       local code, out = box.make(jobs .. " LUA=lua5.4 LUA_BIN=true CC=" .. q(box.fake .. "/bin/cc") .. " demo")
       assert.same(0, code, out)
       assert.matches("apt%-get install .*libhiredis%-dev", helper.read_file(box.fake .. "/apt.log") or "")
+      -- the Lua the build is for is also in the list of all: named once
+      local _, named = (out:match("fileapi: installing[^\n]*") or ""):gsub(" liblua5%.4%-dev", "")
+      assert.same(1, named, out)
       local line = assert(box.last_compile("build/lua5.4/fileapi/core.so"), out)
       assert.matches("-DFA_HAVE_HIREDIS", line, 1, true)
       assert.matches("-lhiredis", line, 1, true)

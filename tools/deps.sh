@@ -11,6 +11,8 @@ if [ "${1:-}" = "--check" ]; then
 fi
 missing=""
 for pkg in "$@"; do
+    # (a package named twice, as the Lua the build is for may be, is said once)
+    case " $missing " in *" $pkg "*) continue ;; esac
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)
     case "$status" in
         *" installed") ;;
