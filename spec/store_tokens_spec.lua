@@ -126,3 +126,77 @@ describe("OAuth tokens in a store that fails or is tampered with", function()
   end)
 end)
 
+
+-- Saves of one client's tokens to its shared record go one at a time: a
+-- save may yield (a cosocket inside nginx), and two saves of one version
+-- could leave the older tokens, their refresh token already spent, in the
+-- record.  Light threads are coroutines here, resumed in turn; the record
+-- is a table whose save yields once, as a round trip to Redis does.
+describe("the OAuth keeper's saves, beside a refresh", function()
+  local mock
+
+  setup(function() mock = helper.start_mock() end)
+  teardown(function() mock:stop() end)
+  before_each(function()
+    mock:reset()
+    mock:config({ oauth_rotate = true })
+  end)
+
+  local function yielding_record()
+    local r = { away = true, poll = 0.001, stored = nil, saves = 0 }
+    function r.load() return (not r.away) and r.stored or nil end
+    function r.save(doc)
+      if r.away then return nil end
+      r.saves = r.saves + 1
+      if coroutine.isyieldable() then coroutine.yield("save") end
+      if r.stored and doc.version <= r.stored.version then return false end
+      r.stored = doc
+      return doc.version
+    end
+    function r.lock() return r.held == nil and "ours" or false end
+    function r.unlock() r.held = nil end
+    return r
+  end
+
+  it("a success kept while the record was away is saved by nginx's timer, never beside this client's refresh",
+    function()
+      local t = mock:oauth_grant()
+      local record = yielding_record()
+      local c = assert(files.new({ base_url = mock.mkp_url, oauth_base_url = mock.oauth_url, retries = 0,
+        rate_limit = false, _shared_tokens = record, oauth = { client_id = CLIENT_ID, client_secret = SECRET,
+          access_token = t.access_token, refresh_token = t.refresh_token, expires_at = core.time() + 3600 } }))
+      local keeper = c.engine.auth
+      -- the record away: the caller's tokens wait to be saved, and nginx's timer is asked to
+      local ticks = {}
+      _G.ngx = { get_phase = function() return "content" end,
+        timer = { at = function(_, fn) ticks[#ticks + 1] = fn return true end } }
+      local ok, err = pcall(keeper.set_tokens, keeper, { access_token = t.access_token,
+        refresh_token = t.refresh_token, expires_in = 0 })
+      _G.ngx = nil
+      assert(ok, err)
+      assert.same(1, #ticks)
+      record.away = false
+      local tick = coroutine.create(function() ticks[1](false) end)
+      local call = coroutine.create(function()
+        return keeper:refresh(function() coroutine.yield("sleep") end, core.time() + 30, nil)
+      end)
+      local refreshed
+      for _ = 1, 1000 do
+        if coroutine.status(tick) == "suspended" then assert(coroutine.resume(tick)) end
+        if coroutine.status(call) == "suspended" then
+          local resumed, r = coroutine.resume(call)
+          assert(resumed, r)
+          if coroutine.status(call) == "dead" then refreshed = r end
+        end
+        if coroutine.status(tick) == "dead" and coroutine.status(call) == "dead" then break end
+      end
+      assert.is_true(refreshed)
+      assert.same(1, mock:stats().token_requests)
+      -- what the record holds is what the refresh brought: the refresh token the server has not spent
+      local info = c:token_info()
+      assert.same(1, info.refreshes)
+      assert.are_not.equal(t.refresh_token, record.stored.refresh_token)
+      assert.same(2, record.stored.version)
+      c:close()
+    end)
+end)

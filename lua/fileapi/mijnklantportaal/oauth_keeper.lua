@@ -167,7 +167,9 @@ local publish
 local function adopt(k)
   local p = private[k]
   if not p.shared then return end
-  if p.pending then publish(k, nil, p.pending) end
+  -- (not beside a refresh or a save of this client's: the refresh saves
+  -- newer tokens, and two saves of one version must not race)
+  if p.pending and not k.busy and not p.publishing then publish(k, nil, p.pending) end
   local doc = p.shared.load()
   follow_grant(k)
   if doc and (tonumber(doc.version) or 0) > k.version then take(k, doc) end
@@ -193,7 +195,10 @@ end
 -- there by a timer too, not only at this worker's next call: a worker that
 -- gets no more requests would leave the peers whose refresh the server
 -- refused (it had spent the token first) taking the grant for dead.  A
--- plain process has no loop to run it in: its next call does it.
+-- plain process has no loop to run it in: its next call does it.  The
+-- timer never saves while a refresh or another save of this client is
+-- under way (two saves of one version: the older tokens could win); at
+-- the worker's exit it tries once more.
 M.FLUSH_FIRST, M.FLUSH_MOST = 0.25, 5 -- seconds between tries: doubling, at most
 
 local function flush_later(k, delay)
@@ -205,23 +210,19 @@ local function flush_later(k, delay)
   delay = delay or M.FLUSH_FIRST
   local function tick(premature)
     local pending = p.pending
-    if not premature and pending and not pcall(publish, k, nil, pending) then p.pending = p.pending or pending end
-    p.flushing = nil -- (held meanwhile: a publish failing here schedules no tick of its own)
-    if p.pending and not premature then flush_later(k, math.min(delay * 2, M.FLUSH_MOST)) end
+    local held = k.busy or p.publishing
+    if pending and not held and not pcall(publish, k, nil, pending) then p.pending = p.pending or pending end
+    p.flushing = nil -- (held meanwhile: a save failing here schedules no tick of its own)
+    if p.pending and not premature then flush_later(k, held and delay or math.min(delay * 2, M.FLUSH_MOST)) end
   end
-  p.flushing = ngx.timer.at(delay, tick) and true or nil
+  local ok, timer = pcall(ngx.timer.at, delay, tick)
+  p.flushing = ok and timer and true or nil
 end
 
--- Puts our tokens (dead: the refusal instead) in the shared record.  True
--- when it holds them; false when it had moved on (what it holds, newer, was
--- taken); nil when it was out of reach (a success is kept, to be put there
--- at the next chance).  force: "dead" (a success replaces a record that
--- says the grant is dead: the server has just answered us) or "always"
--- (set_tokens: the caller's new tokens).
-publish = function(k, dead, force)
+-- One save of our tokens to the record and what follows from its answer
+-- (publish's work, below).
+local function publish_once(k, dead, force)
   local p = private[k]
-  p.pending = nil
-  if not p.shared then return true end
   local v = save_next(k, dead)
   if v == false and not dead then
     local cur = p.shared.load()
@@ -241,8 +242,27 @@ publish = function(k, dead, force)
     adopt(k)
     return false
   end
-  k.version = v
+  k.version = math.max(k.version, v)
   return true
+end
+
+-- Puts our tokens (dead: the refusal instead) in the shared record.  True
+-- when it holds them; false when it had moved on (what it holds, newer, was
+-- taken); nil when it was out of reach (a success is kept, to be put there
+-- at the next chance).  force: "dead" (a success replaces a record that
+-- says the grant is dead: the server has just answered us) or "always"
+-- (set_tokens: the caller's new tokens).  While it runs (a save may yield
+-- to other light threads) p.publishing says so: a refresh waits for it.
+publish = function(k, dead, force)
+  local p = private[k]
+  p.pending = nil
+  if not p.shared then return true end
+  local outer = not p.publishing
+  p.publishing = true
+  local ok, r = pcall(publish_once, k, dead, force)
+  if outer then p.publishing = nil end
+  if not ok then error(r, 0) end
+  return r
 end
 
 local function interrupted() return util.new_error("aborted", "interrupted", { interrupted = true }) end
@@ -399,7 +419,8 @@ function Keeper:refresh(sleep, deadline, stale)
   if self.busy and p.events then -- another light thread of this client is at it
     p.events:waiting(math.max(deadline - now(), 0), "refresh")
   end
-  while self.busy do
+  -- (and for a save of this client's tokens under way: its version is ours)
+  while self.busy or p.publishing do
     if now() >= deadline then return nil, waited_too_long() end
     sleep(0.005)
   end
