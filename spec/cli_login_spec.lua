@@ -20,14 +20,14 @@ local function count(text, pattern)
   return n
 end
 
--- One request to a listener on 127.0.0.1:port, raw: status and body (nil
--- when nothing came back within `timeout`).
 -- What a browser does with the consent URL: GET it, take the redirect.
 local function open_consent(url)
   local _, status, headers = http.request({ url = url, redirect = false })
   return status, headers and headers.location
 end
 
+-- One request to a listener on 127.0.0.1:port, raw: status and body (nil
+-- when nothing came back within `timeout`).
 local function raw_request(port, data, timeout)
   local c = assert(socket.connect("127.0.0.1", port))
   c:settimeout(timeout or 20)

@@ -6,6 +6,7 @@
 -- cut it short; a transfer in flight ends at the cosocket transport's next
 -- look at the request's `cancelled`.
 local scheduler = require "fileapi.http.scheduler"
+local cosocket = require "fileapi.http.cosocket"
 
 local setmetatable, pairs, pcall, error, tostring = setmetatable, pairs, pcall, error, tostring
 local running = coroutine.running
@@ -63,7 +64,7 @@ end
 function Threads:sleep(seconds)
   if self.stop then return false end
   if seconds < SHORTEST then
-    ngx.sleep(seconds > 0.001 and seconds or 0.001) -- (a sleep(0) is warned of: fileapi.http.cosocket)
+    cosocket.sleep(seconds) -- (never a sleep(0), which nginx warns of)
     return not self.stop
   end
   local co = running()

@@ -30,29 +30,38 @@ function M.own_exe()
   return M.read_command("readlink /proc/" .. M.own_pid() .. "/exe 2>/dev/null")
 end
 
--- When a process started (clock ticks since boot, /proc's field 22), or
--- nil when there is none.  With its id it names the process: ids come back
--- round (a busy machine wraps pid_max's 32768 in minutes), and a signal for
--- a process that is gone must not reach the one that got its id.
-function M.start_time(pid)
+-- The fields of /proc/PID/stat after the process's name (state first), or
+-- nil when there is no such process.  The name is in parentheses and may
+-- hold anything, parentheses and spaces too: the fields start after the
+-- last ") ".
+local function stat_fields(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return nil end
   local line = f:read("*l") or ""
   f:close()
-  -- after the name (in parentheses, which may hold anything): state, then 18 fields to the start time
-  return line:match("%) %a" .. (" %S+"):rep(18) .. " (%d+)")
+  local rest = line:match("^%d+ %(.*%) (.*)$")
+  if not rest then return nil end
+  local fields = {}
+  for word in rest:gmatch("%S+") do fields[#fields + 1] = word end
+  return fields
+end
+
+-- When a process started (clock ticks since boot, the stat file's field
+-- 22), or nil when there is none.  With its id it names the process: ids
+-- come round (a busy machine wraps pid_max's 32768 in minutes), and a
+-- signal for a process that is gone must not reach the one that got its id.
+function M.start_time(pid)
+  local fields = stat_fields(pid)
+  return fields and fields[20]
 end
 
 -- Whether process pid runs (a zombie has ended); since: its start time
 -- when it was known, so that another process given the same id does not
 -- count.
 function M.running(pid, since)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local state = (f:read("*l") or ""):match("^%d+ %b() (%a)")
-  f:close()
-  if state == nil or state == "Z" then return false end
-  return since == nil or M.start_time(pid) == since
+  local fields = stat_fields(pid)
+  if not fields or fields[1] == nil or fields[1] == "Z" then return false end
+  return since == nil or fields[20] == since
 end
 
 -- Sends signal sig (TERM, KILL) to pid if it is still the process that
