@@ -11,7 +11,7 @@ local NAMES = { "MKP_BASE_URL", "MKP_API_KEY", "MKP_OAUTH_BASE_URL", "MKP_CLIENT
   "FILESRO_BASE_URL", "FILESRO_TOKEN", "FILESRO_API_TOKEN", "FILESRO_EMAIL", "FILESRO_PASSWORD", "FILEAPI_MOCK_PID" }
 
 local function running(pid)
-  return pid ~= nil and require("fileapi.mock").running(pid)
+  return pid ~= nil and require("fileapi.mock.proc").running(pid)
 end
 
 local function listening(port)
@@ -65,9 +65,8 @@ describe("fileapi mock, from the installed rock #children #toolchain", function(
     for _, name in ipairs(NAMES) do unset[#unset + 1] = "-u " .. name end
     local run_dir = os.getenv("FILEAPI_RUN_DIR")
     local text = table.concat({ "set -e", rock.path(),
-      -- (the id and start time, as helper.remember_pid writes them)
-      "remember() { " .. (run_dir and ("s=$(cat /proc/$1/stat) && set -- \"$1\" ${s##*) } && "
-        .. "echo \"$1 ${21}\" >%s/mockcli-\"$1\".pid"):format(q(run_dir)) or ":") .. "; }",
+      run_dir and ("FILEAPI_RUN_DIR=%s; . %s"):format(q(run_dir), q(helper.support .. "/pid_file.sh")) or "",
+      "remember() { " .. (run_dir and 'remember_pid "mockcli-$1" "$1"' or ":") .. "; }",
       script }, "\n")
     helper.write_text(here .. "/try.sh", text .. "\n")
     local code, out = helper.run_sh(("cd %s && env %s HOME=%s XDG_CONFIG_HOME=%s sh try.sh"):format(q(here),

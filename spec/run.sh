@@ -15,13 +15,8 @@ export LUA="$lua"
 # when the run ends (a spec died before its teardown) is stopped.
 FILEAPI_RUN_DIR=$(mktemp -d)
 export FILEAPI_RUN_DIR
-# A file says "PID START": the process is ours only while it has that start
-# time (/proc's field 22); ids come round, and another's must be left alone.
-started_at() {
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    set -- ${stat##*) }
-    eval "echo \${20}"
-}
+# (what a pid file holds, and whether its process is still the one: there)
+. spec/support/pid_file.sh
 cleanup() {
     for f in "$FILEAPI_RUN_DIR"/*.pid; do
         [ -f "$f" ] || continue

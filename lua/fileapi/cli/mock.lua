@@ -67,7 +67,7 @@ local function serve(opts, out)
   out.out:flush()
   out.err:write(("fileapi mock: MijnKlantportaal on %s, files.ro on %s, OAuth on %s; until Ctrl-C or SIGTERM\n")
     :format(server.mkp_url, server.base, server.oauth_url))
-  while not core.interrupted() and mock.running(server.pid) do core.sleep(0.2) end
+  while not core.interrupted() and proc.running(server.pid, server.since) do core.sleep(0.2) end
   local ended_by_itself = not core.interrupted()
   server:stop()
   if ended_by_itself then
@@ -116,7 +116,7 @@ local function daemon(opts, out)
   local since = pid and proc.start_time(pid)
   local deadline = core.now() + READY_SECONDS
   local text = read_file(ready)
-  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and mock.running(pid, since) and core.now() < deadline
+  while not text:find("\nexport FILEAPI_MOCK_PID=%d+\n") and pid and proc.running(pid, since) and core.now() < deadline
     and not core.interrupted() do
     core.sleep(0.05)
     text = read_file(ready)

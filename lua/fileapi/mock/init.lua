@@ -35,7 +35,6 @@ local function succeeded(r) return r == true or r == 0 end
 
 
 local quote, read_command, own_pid, running = proc.quote, proc.read_command, proc.own_pid, proc.running
-M.running = running
 
 local function wait_gone(pid, since, seconds)
   local deadline = socket.gettime() + seconds
